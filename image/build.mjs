@@ -1,0 +1,39 @@
+// Builds the `starling` CLI and the bench scripts into dist/ with esbuild.
+// Runs on `npm ci` (prepare), so `npx starling …` works right after install.
+// zeromq is a native addon: it stays external and is loaded from node_modules
+// (issue 7 packs it beside the bundle for the single executable).
+import { build } from 'esbuild';
+import { readdirSync, chmodSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  external: ['zeromq'],
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  // CommonJS dependencies inside an ESM bundle need `require`.
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+};
+
+await build({
+  ...common,
+  entryPoints: [join(root, 'runtime/cli/main.ts')],
+  outfile: join(root, 'dist/starling.mjs'),
+  banner: { js: '#!/usr/bin/env node\n' + common.banner.js },
+});
+chmodSync(join(root, 'dist/starling.mjs'), 0o755);
+
+const benches = readdirSync(join(root, 'bench')).filter((f) => f.endsWith('.ts'));
+if (benches.length > 0) {
+  await build({
+    ...common,
+    entryPoints: benches.map((f) => join(root, 'bench', f)),
+    outdir: join(root, 'dist/bench'),
+    outExtension: { '.js': '.mjs' },
+  });
+}
