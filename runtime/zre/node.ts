@@ -1,0 +1,595 @@
+/**
+ * A ZRE mesh node (36/ZRE), wire-compatible with Zyre C 2.x and pyre.
+ *
+ * Discovery: a 22-byte UDP beacon broadcast on the chosen interface (port 5670 by default) once at start and
+ * then every `beaconInterval`. Mailboxes: one ROUTER inbox bound on the interface's IPv4 address with an
+ * ephemeral port; one DEALER per peer. Nothing happens on construction; {@link ZreNode.start} acquires the
+ * sockets and {@link ZreNode.stop} releases them.
+ *
+ * Nothing a peer sends can throw out of the node: malformed beacons and frames, traffic before HELLO, sequence
+ * gaps and wrong group status are dropped and counted in {@link ZreNode.stats}.
+ */
+import { EventEmitter } from 'node:events';
+import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
+import { randomUUID } from 'node:crypto';
+import { Router } from 'zeromq';
+import { chooseInterface, type MeshInterface } from '../net/iface.ts';
+import { assertShortString, decodeBeacon, encodeBeacon, decodeZre, ZreDecodeError, type Headers, type ZreMessage } from './codec.ts';
+import { Peer, type OutgoingMessage, type Presence } from './peer.ts';
+
+export interface ZreNodeOptions {
+  /** Our name in HELLO; defaults to the first 6 hex digits of the UUID (as Zyre does). At most 255 bytes. */
+  name?: string;
+  /** Headers sent in HELLO (keys at most 255 bytes each). */
+  headers?: Record<string, string>;
+  /** Interface name or IPv4 address; chosen automatically when absent (first up, non-loopback, broadcast). */
+  iface?: string;
+  /** UDP port for beacons. Default 5670 (36/ZRE). */
+  beaconPort?: number;
+  /** ms between beacons. Default 1000. */
+  beaconInterval?: number;
+  /** ms of silence before a peer is EVASIVE. We ping quiet peers from half of this on. Default 5000. */
+  evasiveTimeout?: number;
+  /** ms of silence before a peer is SILENT. Default 10000. */
+  silentTimeout?: number;
+  /** ms of silence before a peer is dropped (EXIT). Default 30000. */
+  expiredTimeout?: number;
+  /** ms between presence checks (and PINGs to quiet peers). Default 1000. */
+  pingInterval?: number;
+  /** TCP port of our inbox; 0 (default) picks an ephemeral one. Fix it when others list us as a static peer. */
+  mailboxPort?: number;
+  /** Static peer inbox endpoints (`tcp://IP:PORT`) for networks where broadcast does not pass. */
+  peers?: string[];
+  /** Messages queued per peer in JavaScript before sends are refused (and counted). Default 10000. */
+  sendQueueLimit?: number;
+  /** ZeroMQ send high-water mark of each per-peer DEALER. Default 1000. */
+  sendHighWaterMark?: number;
+  /** Our 16-byte UUID; random by default. */
+  uuid?: Buffer;
+  /** Where to read interface flags; tests point it at a fixture. Default /sys. */
+  sysRoot?: string;
+}
+
+/** What ENTER carries: everything the peer's HELLO told us. */
+export interface PeerInfo {
+  /** The peer's UUID, 32 uppercase hex digits. */
+  peer: string;
+  name: string;
+  endpoint: string;
+  groups: string[];
+  headers: Record<string, string>;
+  presence: Presence;
+}
+
+export interface PeerRef { peer: string; name: string }
+
+/**
+ * Events. Each fires once per occurrence, synchronously while the node handles the message or timer that
+ * caused it; listeners must not block.
+ */
+export interface ZreEvents {
+  /** A peer's HELLO arrived: it is now known and can be whispered to. JOIN events for its groups follow. */
+  enter: [PeerInfo];
+  /** A peer left: port-0 beacon, GOODBYE, expiry (`expiredTimeout` of silence), a sequence gap or a re-HELLO. */
+  exit: [PeerRef & { reason: ExitReason }];
+  /** A peer joined a group (also fired for each group listed in its HELLO). */
+  join: [PeerRef & { group: string }];
+  /** A peer left a group. */
+  leave: [PeerRef & { group: string }];
+  /** A peer sent us a message; `content` holds its frames (possibly none). */
+  whisper: [PeerRef & { content: Buffer[] }];
+  /** A peer sent a message to a group. */
+  shout: [PeerRef & { group: string; content: Buffer[] }];
+  /** A peer has been quiet for `evasiveTimeout`; we ping it. Fires once per quiet spell. */
+  evasive: [PeerRef];
+  /** A peer has been quiet for `silentTimeout`. Fires once per quiet spell. */
+  silent: [PeerRef];
+}
+export type ZreEventName = keyof ZreEvents;
+export type ExitReason = 'leaving' | 'expired' | 'sequence-gap' | 'status-mismatch' | 'rehello' | 'goodbye';
+
+/** Counters of what the node dropped or refused; they only grow. */
+export interface ZreStats {
+  beaconsSent: number;
+  beaconSendErrors: number;
+  beaconsReceived: number;
+  beaconsMalformed: number;
+  messagesReceived: number;
+  messagesMalformed: number;
+  badRoutingId: number;
+  beforeHello: number;
+  sequenceGaps: number;
+  statusMismatches: number;
+  sendsDropped: number;
+  lastError: string | undefined;
+}
+
+export class ZreNodeError extends Error {
+  override name = 'ZreNodeError';
+}
+
+const DEFAULTS = {
+  beaconPort: 5670,
+  beaconInterval: 1000,
+  evasiveTimeout: 5000,
+  silentTimeout: 10000,
+  expiredTimeout: 30000,
+  pingInterval: 1000,
+  mailboxPort: 0,
+  sendQueueLimit: 10000,
+  sendHighWaterMark: 1000,
+};
+
+const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
+const now = (): number => performance.now();
+
+export class ZreNode extends EventEmitter<ZreEvents> {
+  readonly uuid: Buffer;
+  /** Our UUID as 32 uppercase hex digits. */
+  readonly id: string;
+  private _name: string;
+  private readonly headers: Headers = new Map();
+  private readonly opts: typeof DEFAULTS & ZreNodeOptions;
+  private readonly groups = new Set<string>();
+  /** Our group status: +1 (mod 256) for each JOIN or LEAVE we make (vectors README rule 3). */
+  private status = 0;
+  private readonly peers = new Map<string, Peer>();
+  /** Static endpoints we have dialled but whose UUID we do not know yet, by endpoint. */
+  private readonly pending = new Map<string, Peer>();
+  private readonly counters: ZreStats = {
+    beaconsSent: 0, beaconSendErrors: 0, beaconsReceived: 0, beaconsMalformed: 0, messagesReceived: 0,
+    messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
+    lastError: undefined,
+  };
+
+  private router: Router | undefined;
+  private udp: UdpSocket | undefined;
+  private beaconTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private receiving: Promise<void> | undefined;
+  private _iface: MeshInterface | undefined;
+  private _endpoint = '';
+  private running = false;
+
+  /** Stores the options; opens nothing. Throws {@link ZreNodeError} for a name or header that cannot travel. */
+  constructor(options: ZreNodeOptions = {}) {
+    super();
+    this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+    this.uuid = options.uuid ?? Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
+    if (this.uuid.length !== 16) throw new ZreNodeError(`uuid must be 16 bytes, got ${this.uuid.length}`);
+    this.id = hexId(this.uuid);
+    this._name = this.id.slice(0, 6);
+    if (options.name !== undefined) this.setName(options.name);
+    for (const [k, v] of Object.entries(options.headers ?? {})) this.setHeader(k, v);
+  }
+
+  get name(): string {
+    return this._name;
+  }
+
+  /** The interface chosen at start (undefined before). */
+  get iface(): MeshInterface | undefined {
+    return this._iface;
+  }
+
+  /** Our inbox endpoint, `tcp://IPv4:port` (empty before start). */
+  get endpoint(): string {
+    return this._endpoint;
+  }
+
+  /** Sets our name before start. Throws if longer than 255 bytes in UTF-8 or if the node is running. */
+  setName(name: string): void {
+    this.assertNotRunning('name');
+    this.wrap(() => assertShortString(name, 'node name'));
+    this._name = name;
+  }
+
+  /** Sets a HELLO header before start. Keys are at most 255 bytes; values may be longer. */
+  setHeader(key: string, value: string): void {
+    this.assertNotRunning('headers');
+    this.wrap(() => assertShortString(key, `header key '${key.slice(0, 40)}'`));
+    this.headers.set(key, String(value));
+  }
+
+  /**
+   * Chooses the interface, binds the inbox, opens the beacon socket and sends the first beacon.
+   * Rejects with a clear error if the interface or ports cannot be had; then nothing stays open.
+   */
+  async start(): Promise<void> {
+    if (this.running) throw new ZreNodeError('node already started');
+    const iface = chooseInterface(this.opts.iface, this.opts.sysRoot);
+    const router = new Router({ handover: true, linger: 0 });
+    try {
+      await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
+    } catch (e) {
+      router.close();
+      throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
+    }
+    const port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
+    this._iface = iface;
+    this._endpoint = `tcp://${iface.address}:${port}`;
+    this.router = router;
+    try {
+      this.udp = await this.openBeaconSocket();
+    } catch (e) {
+      router.close();
+      this.router = undefined;
+      throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${(e as Error).message}`);
+    }
+    this.running = true;
+    this.receiving = this.receiveLoop(router);
+    this.sendBeacon(port);
+    this.dialStatic();
+    this.beaconTimer = setInterval(() => {
+      this.sendBeacon(port);
+      this.dialStatic();
+    }, this.opts.beaconInterval);
+    this.pingTimer = setInterval(() => this.checkPresence(), this.opts.pingInterval);
+  }
+
+  /**
+   * Leaves the mesh: a port-0 beacon (peers drop us at once), GOODBYE to static peers, then closes every
+   * socket. Pending outgoing messages are discarded. Safe to call twice.
+   */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.beaconTimer);
+    clearInterval(this.pingTimer);
+    for (const peer of this.peers.values()) if (peer.isStatic && peer.ready) peer.send({ type: 'GOODBYE' });
+    await Promise.race([
+      Promise.all([...this.peers.values()].filter((p) => p.isStatic).map((p) => p.drained())),
+      new Promise((r) => setTimeout(r, 200)),
+    ]);
+    await this.sendBeaconNow(0);
+    for (const peer of [...this.peers.values(), ...this.pending.values()]) peer.close();
+    this.peers.clear();
+    this.pending.clear();
+    this.udp?.close();
+    this.udp = undefined;
+    this.router?.close();
+    await this.receiving;
+    this.router = undefined;
+  }
+
+  /** Joins a group: JOIN with the next status goes to every peer. Joining a group we are in does nothing. */
+  join(group: string): void {
+    this.wrap(() => assertShortString(group, 'group name'));
+    if (this.groups.has(group)) return;
+    this.groups.add(group);
+    this.status = (this.status + 1) & 0xff;
+    for (const peer of this.peers.values()) peer.send({ type: 'JOIN', group, status: this.status });
+  }
+
+  /** Leaves a group: LEAVE with the next status goes to every peer. Leaving a group we are not in does nothing. */
+  leave(group: string): void {
+    this.wrap(() => assertShortString(group, 'group name'));
+    if (!this.groups.delete(group)) return;
+    this.status = (this.status + 1) & 0xff;
+    for (const peer of this.peers.values()) peer.send({ type: 'LEAVE', group, status: this.status });
+  }
+
+  /**
+   * Sends a message to one peer (its UUID). Frames may be none; strings go as UTF-8.
+   * Returns false, and counts it, when the peer is unknown or its send queue is full; never blocks.
+   * Cost: one 6-byte header allocation; content frames are passed to ZeroMQ as they are.
+   */
+  whisper(peerId: string, ...content: (Buffer | string)[]): boolean {
+    const peer = this.peers.get(peerId.toUpperCase());
+    if (!peer?.ready) return false;
+    return peer.send({ type: 'WHISPER', content: content.map(toBuffer) });
+  }
+
+  /**
+   * Sends a message to every peer that has joined `group` (we do not receive our own). Returns how many peers
+   * it was queued for. Throws for a group name over 255 bytes.
+   */
+  shout(group: string, ...content: (Buffer | string)[]): number {
+    this.wrap(() => assertShortString(group, 'group name'));
+    const frames = content.map(toBuffer);
+    let n = 0;
+    for (const peer of this.peers.values()) {
+      if (peer.ready && peer.groups.has(group) && peer.send({ type: 'SHOUT', group, content: frames })) n++;
+    }
+    return n;
+  }
+
+  /** Resolves when everything queued for the peer has been handed to ZeroMQ (at once for an unknown peer). */
+  drained(peerId: string): Promise<void> {
+    return this.peers.get(peerId.toUpperCase())?.drained() ?? Promise.resolve();
+  }
+
+  /** The peers whose HELLO we have, with what they told us. */
+  peerList(): PeerInfo[] {
+    return [...this.peers.values()].filter((p) => p.ready).map((p) => this.info(p));
+  }
+
+  /** Finds a ready peer by UUID (any case) or by name; the first match wins for duplicate names. */
+  findPeer(nameOrId: string): PeerInfo | undefined {
+    const byId = this.peers.get(nameOrId.toUpperCase());
+    if (byId?.ready) return this.info(byId);
+    for (const p of this.peers.values()) if (p.ready && p.name === nameOrId) return this.info(p);
+    return undefined;
+  }
+
+  /** The groups we are in. */
+  ownGroups(): string[] {
+    return [...this.groups];
+  }
+
+  /** A snapshot of the drop and error counters. */
+  stats(): ZreStats {
+    let dropped = 0;
+    for (const p of this.peers.values()) dropped += p.dropped;
+    return { ...this.counters, sendsDropped: this.counters.sendsDropped + dropped };
+  }
+
+  // --- internals -----------------------------------------------------------------------------------------
+
+  private assertNotRunning(what: string): void {
+    if (this.running) throw new ZreNodeError(`${what} can only be set before start()`);
+  }
+
+  private wrap(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      throw new ZreNodeError((e as Error).message);
+    }
+  }
+
+  private info(p: Peer): PeerInfo {
+    return {
+      peer: p.id!, name: p.name, endpoint: p.endpoint, groups: [...p.groups], presence: p.presence,
+      headers: Object.fromEntries(p.headers),
+    };
+  }
+
+  private ref(p: Peer): PeerRef {
+    return { peer: p.id!, name: p.name };
+  }
+
+  private hello(): OutgoingMessage {
+    return { type: 'HELLO', endpoint: this._endpoint, groups: [...this.groups], status: this.status, name: this._name, headers: this.headers };
+  }
+
+  private openBeaconSocket(): Promise<UdpSocket> {
+    return new Promise((resolve, reject) => {
+      const udp = createSocket({ type: 'udp4', reuseAddr: true });
+      udp.once('error', reject);
+      // Bound to every address, as Zyre C is on Linux: directed broadcasts reach only a socket bound to the
+      // wildcard (or the broadcast address itself).
+      udp.bind(this.opts.beaconPort, () => {
+        udp.off('error', reject);
+        udp.setBroadcast(true);
+        udp.on('error', (e) => this.noteError(`beacon socket: ${e.message}`));
+        udp.on('message', (buf, rinfo) => this.onBeacon(buf, rinfo));
+        resolve(udp);
+      });
+    });
+  }
+
+  private sendBeacon(port: number): void {
+    void this.sendBeaconNow(port);
+  }
+
+  /** Sends one beacon; a failure (link down, no route) is counted, never thrown. */
+  private sendBeaconNow(port: number): Promise<void> {
+    const udp = this.udp;
+    if (!udp || !this._iface) return Promise.resolve();
+    const bytes = encodeBeacon({ version: 1, uuid: this.uuid, port });
+    return new Promise((resolve) => {
+      try {
+        udp.send(bytes, this.opts.beaconPort, this._iface!.broadcast, (err) => {
+          if (err) {
+            this.counters.beaconSendErrors++;
+            this.noteError(`beacon send: ${err.message}`);
+          } else this.counters.beaconsSent++;
+          resolve();
+        });
+      } catch (e) {
+        this.counters.beaconSendErrors++;
+        this.noteError(`beacon send: ${(e as Error).message}`);
+        resolve();
+      }
+    });
+  }
+
+  private noteError(message: string): void {
+    this.counters.lastError = message;
+  }
+
+  /** 36/ZRE "Discovery": a beacon from an unknown peer makes us connect and send HELLO; port 0 means leaving. */
+  private onBeacon(buf: Buffer, rinfo: RemoteInfo): void {
+    if (!this.running) return;
+    let beacon;
+    try {
+      beacon = decodeBeacon(buf, 1);
+    } catch (e) {
+      this.counters.beaconsMalformed++;
+      this.noteError(`beacon from ${rinfo.address}:${rinfo.port}: ${(e as Error).message}`);
+      return;
+    }
+    if (beacon.uuid.equals(this.uuid)) return; // our own
+    this.counters.beaconsReceived++;
+    const id = hexId(beacon.uuid);
+    const known = this.peers.get(id);
+    if (beacon.port === 0) {
+      if (known) this.removePeer(known, 'leaving');
+      return;
+    }
+    if (!known) this.requirePeer(id, `tcp://${rinfo.address}:${beacon.port}`);
+  }
+
+  /** Creates a peer, connects its DEALER and queues our HELLO. Another peer at the same endpoint is stale. */
+  private requirePeer(id: string, endpoint: string, isStatic = false): Peer {
+    for (const other of this.peers.values()) {
+      if (other.endpoint === endpoint && other.id !== id) this.removePeer(other, 'leaving');
+    }
+    const peer = new Peer({ id, endpoint, queueLimit: this.opts.sendQueueLimit, now: now(), isStatic });
+    this.peers.set(id, peer);
+    peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
+    return peer;
+  }
+
+  /** Dials static endpoints we have no peer for (36/ZRE allows any way of learning an endpoint). */
+  private dialStatic(): void {
+    for (const endpoint of this.opts.peers ?? []) {
+      if (this.pending.has(endpoint)) continue;
+      if ([...this.peers.values()].some((p) => p.endpoint === endpoint)) continue;
+      const peer = new Peer({ id: undefined, endpoint, queueLimit: this.opts.sendQueueLimit, now: now(), isStatic: true });
+      this.pending.set(endpoint, peer);
+      peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
+    }
+  }
+
+  private removePeer(peer: Peer, reason: ExitReason): void {
+    if (peer.id && this.peers.get(peer.id) === peer) this.peers.delete(peer.id);
+    peer.close();
+    if (peer.ready) this.emit('exit', { ...this.ref(peer), reason });
+  }
+
+  private async receiveLoop(router: Router): Promise<void> {
+    try {
+      for await (const frames of router) this.onMessage(frames);
+    } catch (e) {
+      if (this.running) this.noteError(`inbox: ${(e as Error).message}`);
+    }
+  }
+
+  /** One message from our ROUTER inbox: routing id frame, then the ZRE frames. */
+  private onMessage(frames: Buffer[]): void {
+    this.counters.messagesReceived++;
+    const [routingId, ...body] = frames;
+    // The reference ignores routing ids that are not 0x01 + 16-byte UUID.
+    if (!routingId || routingId.length !== 17 || routingId[0] !== 1) {
+      this.counters.badRoutingId++;
+      return;
+    }
+    let msg: ZreMessage;
+    try {
+      msg = decodeZre(body);
+    } catch (e) {
+      this.counters.messagesMalformed++;
+      this.noteError(e instanceof ZreDecodeError ? e.message : `decode: ${(e as Error).message}`);
+      return;
+    }
+    const id = hexId(routingId.subarray(1));
+    let peer = this.peers.get(id);
+    if (msg.type === 'HELLO') {
+      // A second HELLO from a ready peer: it restarted its side; treat it as new (EXIT, then ENTER).
+      if (peer?.ready) {
+        this.removePeer(peer, 'rehello');
+        peer = undefined;
+      }
+      if (!peer) {
+        const adopted = this.pending.get(msg.endpoint);
+        if (adopted) {
+          this.pending.delete(msg.endpoint);
+          adopted.id = id;
+          this.peers.set(id, adopted);
+          peer = adopted;
+        } else peer = this.requirePeer(id, msg.endpoint);
+      }
+      peer.ready = true;
+    }
+    // 36/ZRE: a peer's commands before its HELLO are ignored.
+    if (!peer?.ready) {
+      this.counters.beforeHello++;
+      return;
+    }
+    if (!peer.acceptSequence(msg)) {
+      this.counters.sequenceGaps++;
+      this.noteError(`sequence gap from ${peer.name || id}: got ${msg.sequence}`);
+      this.removePeer(peer, 'sequence-gap');
+      return;
+    }
+    peer.lastHeard = now();
+    peer.presence = 'alive';
+    this.dispatch(peer, msg);
+  }
+
+  private dispatch(peer: Peer, msg: ZreMessage): void {
+    switch (msg.type) {
+      case 'HELLO': {
+        peer.name = msg.name;
+        peer.headers = msg.headers;
+        peer.status = msg.status;
+        peer.groups.clear();
+        this.emit('enter', this.info(peer));
+        for (const group of msg.groups) {
+          peer.groups.add(group);
+          this.emit('join', { ...this.ref(peer), group });
+        }
+        return;
+      }
+      case 'WHISPER':
+        this.emit('whisper', { ...this.ref(peer), content: msg.content });
+        return;
+      case 'SHOUT':
+        this.emit('shout', { ...this.ref(peer), group: msg.group, content: msg.content });
+        return;
+      case 'JOIN':
+      case 'LEAVE': {
+        // The status carried must equal our count of their JOIN/LEAVEs (the reference asserts; we drop the peer).
+        peer.status = (peer.status + 1) & 0xff;
+        if (msg.status !== peer.status) {
+          this.counters.statusMismatches++;
+          this.noteError(`group status from ${peer.name}: got ${msg.status}, expected ${peer.status}`);
+          this.removePeer(peer, 'status-mismatch');
+          return;
+        }
+        if (msg.type === 'JOIN') {
+          peer.groups.add(msg.group);
+          this.emit('join', { ...this.ref(peer), group: msg.group });
+        } else {
+          peer.groups.delete(msg.group);
+          this.emit('leave', { ...this.ref(peer), group: msg.group });
+        }
+        return;
+      }
+      case 'PING':
+        peer.send({ type: 'PING_OK' });
+        return;
+      case 'GOODBYE':
+        // Sent instead of a port-0 beacon where there are no beacons (gossip, static peers).
+        this.removePeer(peer, 'goodbye');
+        return;
+      case 'PING_OK':
+      case 'ELECT':
+      case 'LEADER':
+        // PING_OK only refreshes presence (done above); leader election is not implemented: parsed and ignored.
+        return;
+    }
+  }
+
+  /** Presence (36/ZRE "Heartbeating"): ping quiet peers, report EVASIVE/SILENT, drop the expired. */
+  private checkPresence(): void {
+    const t = now();
+    for (const peer of [...this.peers.values(), ...this.pending.values()]) {
+      const quiet = t - peer.lastHeard;
+      if (quiet >= this.opts.expiredTimeout) {
+        if (!peer.id) {
+          // A static endpoint that never answered: dial it afresh on the next beacon tick.
+          this.pending.delete(peer.endpoint);
+          peer.close();
+        } else this.removePeer(peer, 'expired');
+        continue;
+      }
+      // Ping from half the evasive timeout, so an idle healthy peer answers before it would count as evasive.
+      if (!peer.ready || quiet < this.opts.evasiveTimeout / 2) continue;
+      peer.send({ type: 'PING' });
+      if (quiet < this.opts.evasiveTimeout) continue;
+      if (quiet >= this.opts.silentTimeout && peer.presence !== 'silent') {
+        if (peer.presence === 'alive') this.emit('evasive', this.ref(peer));
+        peer.presence = 'silent';
+        this.emit('silent', this.ref(peer));
+      } else if (peer.presence === 'alive') {
+        peer.presence = 'evasive';
+        this.emit('evasive', this.ref(peer));
+      }
+    }
+  }
+}
+
+const toBuffer = (c: Buffer | string): Buffer => (typeof c === 'string' ? Buffer.from(c, 'utf8') : c);

@@ -1,0 +1,135 @@
+/**
+ * One remote ZRE peer as this node sees it: the DEALER we talk to it on, the sequence numbers both ways,
+ * its groups and group status, and its presence. Owned and driven by {@link ZreNode}; not public API.
+ */
+import { Dealer } from 'zeromq';
+import { BoundedQueue } from '../queue.ts';
+import { encodeZre, whisperHeader, type Headers, type ZreMessage } from './codec.ts';
+
+export type Presence = 'alive' | 'evasive' | 'silent';
+
+/** Distributes a message type over the union so `sequence` can be left to the peer. */
+type Unsequenced<M> = M extends unknown ? Omit<M, 'sequence'> : never;
+export type OutgoingMessage = Unsequenced<ZreMessage>;
+
+export class Peer {
+  /** Uppercase hex of the 16-byte UUID; undefined only for a static endpoint we have not heard from yet. */
+  id: string | undefined;
+  endpoint: string;
+  name = '';
+  headers: Headers = new Map();
+  readonly groups = new Set<string>();
+  /** Their group status as we track it: set by HELLO, +1 (mod 256) on each JOIN/LEAVE. */
+  status = 0;
+  /** True once their HELLO arrived; before that their traffic is ignored (36/ZRE: HELLO first). */
+  ready = false;
+  presence: Presence = 'alive';
+  /** When we last heard any message from them (ms, monotonic). Beacons do not count (Zyre C does the same). */
+  lastHeard: number;
+  /** True when this peer came from the static endpoint list rather than a beacon. */
+  readonly isStatic: boolean;
+
+  private dealer: Dealer | undefined;
+  private readonly queue: BoundedQueue<Buffer[]>;
+  private sentSequence = 0;
+  private wantSequence = 0;
+  private pumping = false;
+  private closed = false;
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; now: number; isStatic?: boolean }) {
+    this.id = opts.id;
+    this.endpoint = opts.endpoint;
+    this.queue = new BoundedQueue(opts.queueLimit);
+    this.lastHeard = opts.now;
+    this.isStatic = opts.isStatic ?? false;
+  }
+
+  /** Messages refused because this peer's send queue was full. */
+  get dropped(): number {
+    return this.queue.dropped;
+  }
+
+  /** Messages waiting in our queue (not yet handed to ZeroMQ). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Opens the DEALER (routing id 0x01 + our UUID, linger 0) and queues HELLO with sequence 1 ahead of
+   * anything else (36/ZRE: "the first command on any new connection MUST be HELLO").
+   */
+  connect(ourUuid: Buffer, hello: OutgoingMessage, sendHighWaterMark: number): void {
+    this.dealer = new Dealer({ linger: 0, sendHighWaterMark });
+    this.dealer.routingId = Buffer.concat([Buffer.from([1]), ourUuid]) as unknown as string;
+    this.dealer.connect(this.endpoint);
+    this.sentSequence = 0;
+    this.send(hello);
+  }
+
+  /**
+   * Queues one message with the next sequence number (HELLO is 1; then +1 mod 65536). Never blocks: when the
+   * queue is full the message is refused before it takes a sequence number (so the peer sees no gap), counted
+   * in {@link dropped}, and false is returned. Cost: one encode, one array slot.
+   */
+  send(msg: OutgoingMessage): boolean {
+    if (this.closed || !this.dealer) return false;
+    if (this.queue.length === this.queue.capacity) {
+      this.queue.dropped++;
+      return false;
+    }
+    const sequence = msg.type === 'HELLO' ? 1 : (this.sentSequence + 1) & 0xffff;
+    const frames = msg.type === 'WHISPER' ? [whisperHeader(sequence), ...msg.content] : encodeZre({ ...msg, sequence } as ZreMessage);
+    this.sentSequence = sequence;
+    this.queue.push(frames);
+    if (!this.pumping) void this.pump();
+    return true;
+  }
+
+  /** Resolves when our queue is empty (everything handed to ZeroMQ), or at once if it is. */
+  drained(): Promise<void> {
+    if (this.queue.length === 0 && !this.pumping) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /**
+   * Checks an incoming sequence number: HELLO must be 1, anything else the previous +1 mod 65536.
+   * Returns false on a gap or repeat; the node then drops the peer, as the reference does.
+   */
+  acceptSequence(msg: ZreMessage): boolean {
+    this.wantSequence = msg.type === 'HELLO' ? 1 : (this.wantSequence + 1) & 0xffff;
+    return msg.sequence === this.wantSequence;
+  }
+
+  /** Closes the DEALER at once; queued messages are discarded. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.clear();
+    this.dealer?.close();
+    this.dealer = undefined;
+    this.resolveDrain();
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      for (let frames = this.queue.peek(); frames && this.dealer; frames = this.queue.peek()) {
+        // Only one send may be in flight per zeromq.js socket; this await is what bounds ZeroMQ's own queue.
+        await this.dealer.send(frames);
+        this.queue.shift();
+      }
+    } catch {
+      // The socket was closed under us (peer removed); queued messages go with it.
+    } finally {
+      this.pumping = false;
+      if (this.queue.length === 0 || this.closed) this.resolveDrain();
+    }
+  }
+
+  private resolveDrain(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+}

@@ -1,0 +1,51 @@
+// Shared test helpers: nodes on loopback with a beacon port of their own, and waiting for events.
+import { once } from 'node:events';
+import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../runtime/zre/node.ts';
+
+let nextPort = 20000 + (process.pid % 2000) * 10;
+/** A UDP beacon port no other test file uses at the same time (one range per worker process). */
+export function beaconPort(): number {
+  return nextPort++;
+}
+
+/** Starts nodes on loopback sharing one beacon port, with fast timers. Call `stopAll` in afterEach. */
+export async function loopbackNodes(count: number, opts: ZreNodeOptions = {}): Promise<ZreNode[]> {
+  const port = beaconPort();
+  const nodes: ZreNode[] = [];
+  for (let i = 0; i < count; i++) {
+    const node = new ZreNode({ iface: 'lo', beaconPort: port, beaconInterval: 100, pingInterval: 100, name: `n${i}`, ...opts });
+    nodes.push(node);
+  }
+  await Promise.all(nodes.map((n) => n.start()));
+  return nodes;
+}
+
+/** Waits for `event` on `node` matching `pred`, failing after `ms` with a message naming what was awaited. */
+export function waitFor<K extends keyof ZreEvents>(
+  node: ZreNode, event: K, pred: (...args: ZreEvents[K]) => boolean = () => true, ms = 10_000,
+): Promise<ZreEvents[K]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      node.off(event, listener as never);
+      reject(new Error(`${node.name}: no '${String(event)}' event within ${ms} ms`));
+    }, ms);
+    const listener = (...args: ZreEvents[K]) => {
+      if (!pred(...args)) return;
+      clearTimeout(timer);
+      node.off(event, listener as never);
+      resolve(args);
+    };
+    node.on(event, listener as never);
+  });
+}
+
+/** Waits until every node has every other as a ready peer. */
+export async function meshed(nodes: ZreNode[], ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!nodes.every((n) => n.peerList().length >= nodes.length - 1)) {
+    if (Date.now() > deadline) throw new Error(`nodes did not all see each other within ${ms} ms: ${nodes.map((n) => `${n.name}:${n.peerList().length}`).join(' ')}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export { once };
