@@ -120,6 +120,11 @@ const DEFAULTS = {
   sendHighWaterMark: 1000,
 };
 
+/** How long messages already handed to ZeroMQ may linger after stop(). */
+const STOP_LINGER_MS = 500;
+/** How long stop() waits for each peer to confirm it handled our last messages. */
+const STOP_FLUSH_MS = 500;
+
 const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
 const now = (): number => performance.now();
 
@@ -228,21 +233,22 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   /**
-   * Leaves the mesh: a port-0 beacon (peers drop us at once), GOODBYE to static peers, then closes every
-   * socket. Pending outgoing messages are discarded. Safe to call twice.
+   * Leaves the mesh: waits (up to 500 ms) for each peer to confirm it handled what we sent, then sends GOODBYE
+   * to static peers and a port-0 beacon (peers drop us at once), and closes every socket. Safe to call twice.
    */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.beaconTimer);
     clearInterval(this.pingTimer);
-    for (const peer of this.peers.values()) if (peer.isStatic && peer.ready) peer.send({ type: 'GOODBYE' });
-    await Promise.race([
-      Promise.all([...this.peers.values()].filter((p) => p.isStatic).map((p) => p.drained())),
-      new Promise((r) => setTimeout(r, 200)),
-    ]);
+    // Let every peer handle what we sent before we say we are leaving: the port-0 beacon travels by UDP and
+    // could overtake our last messages, which the peer would then drop as coming from a stranger.
+    const ready = [...this.peers.values()].filter((p) => p.ready);
+    await Promise.all(ready.map((p) => p.flush(STOP_FLUSH_MS)));
+    for (const peer of ready) if (peer.isStatic) peer.send({ type: 'GOODBYE' });
     await this.sendBeaconNow(0);
-    for (const peer of [...this.peers.values(), ...this.pending.values()]) peer.close();
+    // What was already handed to ZeroMQ gets a short linger to leave (a CLI whisper right before stop).
+    for (const peer of [...this.peers.values(), ...this.pending.values()]) peer.close(STOP_LINGER_MS);
     this.peers.clear();
     this.pending.clear();
     this.udp?.close();
@@ -297,6 +303,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   /** Resolves when everything queued for the peer has been handed to ZeroMQ (at once for an unknown peer). */
   drained(peerId: string): Promise<void> {
     return this.peers.get(peerId.toUpperCase())?.drained() ?? Promise.resolve();
+  }
+
+  /**
+   * Resolves true once the peer has handled everything we sent it so far (a PING answered by PING_OK, which
+   * comes back in order). Costs one round trip; false after `timeoutMs` or for an unknown peer.
+   */
+  flush(peerId: string, timeoutMs = 2000): Promise<boolean> {
+    const peer = this.peers.get(peerId.toUpperCase());
+    return peer?.ready ? peer.flush(timeoutMs) : Promise.resolve(false);
   }
 
   /** The peers whose HELLO we have, with what they told us. */
@@ -556,9 +571,11 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         this.removePeer(peer, 'goodbye');
         return;
       case 'PING_OK':
+        peer.pingAnswered();
+        return;
       case 'ELECT':
       case 'LEADER':
-        // PING_OK only refreshes presence (done above); leader election is not implemented: parsed and ignored.
+        // Leader election is not implemented: parsed and ignored.
         return;
     }
   }

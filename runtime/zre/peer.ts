@@ -36,6 +36,9 @@ export class Peer {
   private pumping = false;
   private closed = false;
   private drainWaiters: (() => void)[] = [];
+  private pingsSent = 0;
+  private pingOks = 0;
+  private flushWaiters: { until: number; resolve: (ok: boolean) => void }[] = [];
 
   constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; now: number; isStatic?: boolean }) {
     this.id = opts.id;
@@ -81,6 +84,7 @@ export class Peer {
     const sequence = msg.type === 'HELLO' ? 1 : (this.sentSequence + 1) & 0xffff;
     const frames = msg.type === 'WHISPER' ? [whisperHeader(sequence), ...msg.content] : encodeZre({ ...msg, sequence } as ZreMessage);
     this.sentSequence = sequence;
+    if (msg.type === 'PING') this.pingsSent++;
     this.queue.push(frames);
     if (!this.pumping) void this.pump();
     return true;
@@ -93,6 +97,31 @@ export class Peer {
   }
 
   /**
+   * Resolves true once the peer has handled everything sent so far: we PING it and wait for the matching
+   * PING_OK (answers come in order on one connection). Resolves false after `timeoutMs` or if the peer goes.
+   */
+  flush(timeoutMs: number): Promise<boolean> {
+    if (!this.send({ type: 'PING' })) return Promise.resolve(false);
+    const until = this.pingsSent;
+    return new Promise((resolve) => {
+      const waiter = { until, resolve: (ok: boolean) => { clearTimeout(timer); resolve(ok); } };
+      const timer = setTimeout(() => {
+        this.flushWaiters = this.flushWaiters.filter((w) => w !== waiter);
+        resolve(false);
+      }, timeoutMs);
+      this.flushWaiters.push(waiter);
+    });
+  }
+
+  /** Called for each PING_OK the peer sends. */
+  pingAnswered(): void {
+    this.pingOks++;
+    const done = this.flushWaiters.filter((w) => w.until <= this.pingOks);
+    this.flushWaiters = this.flushWaiters.filter((w) => w.until > this.pingOks);
+    for (const w of done) w.resolve(true);
+  }
+
+  /**
    * Checks an incoming sequence number: HELLO must be 1, anything else the previous +1 mod 65536.
    * Returns false on a gap or repeat; the node then drops the peer, as the reference does.
    */
@@ -101,14 +130,20 @@ export class Peer {
     return msg.sequence === this.wantSequence;
   }
 
-  /** Closes the DEALER at once; queued messages are discarded. */
-  close(): void {
+  /**
+   * Closes the DEALER. Messages still in our queue are discarded; those already handed to ZeroMQ get up to
+   * `linger` ms to leave (0: discarded too).
+   */
+  close(linger = 0): void {
     if (this.closed) return;
     this.closed = true;
     this.queue.clear();
+    if (this.dealer) this.dealer.linger = linger;
     this.dealer?.close();
     this.dealer = undefined;
     this.resolveDrain();
+    for (const w of this.flushWaiters) w.resolve(false);
+    this.flushWaiters = [];
   }
 
   private async pump(): Promise<void> {

@@ -1,0 +1,167 @@
+/**
+ * What every `starling` subcommand shares: the mesh options, --help text, one-line errors, event formatting.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../zre/node.ts';
+
+/** An error the CLI prints as one line (`starling: …`) before exiting with `code`. */
+export class CliError extends Error {
+  override name = 'CliError';
+  constructor(message: string, readonly code = 2) {
+    super(message);
+  }
+}
+
+export interface Command {
+  /** One line for the command list. */
+  summary: string;
+  /** Usage and options, printed by --help. */
+  help: string;
+  run(argv: string[]): Promise<number>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Options every mesh subcommand takes. */
+export const MESH_OPTIONS = {
+  iface: { type: 'string' },
+  port: { type: 'string' },
+  name: { type: 'string' },
+  header: { type: 'string', multiple: true },
+  peer: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies Options;
+
+export const MESH_HELP = `Mesh options:
+  --iface NAME|IP     interface to run on (default: first up, non-loopback IPv4 with broadcast)
+  --port N            UDP beacon port (default 5670)
+  --name NAME         our node name (default: first 6 hex digits of our UUID)
+  --header K=V        a HELLO header; repeat for more
+  --peer tcp://IP:P   a static peer endpoint, for networks where broadcast does not pass; repeat for more
+  --json              machine-readable output
+  -h, --help          this help`;
+
+/** parseArgs with our wording for mistakes: one line naming the bad option. */
+export function parse<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (e) {
+    throw new CliError((e as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+  }
+}
+
+/** Turns the mesh options into node options, checking each value. */
+export function nodeOptions(values: { iface?: string; port?: string; name?: string; header?: string[]; peer?: string[] }): ZreNodeOptions {
+  const opts: ZreNodeOptions = {};
+  if (values.iface) opts.iface = values.iface;
+  if (values.port !== undefined) opts.beaconPort = intOption('--port', values.port, 1, 65535);
+  if (values.name !== undefined) opts.name = values.name;
+  if (values.header) {
+    opts.headers = {};
+    for (const h of values.header) {
+      const eq = h.indexOf('=');
+      if (eq <= 0) throw new CliError(`--header '${h}': expected KEY=VALUE`);
+      opts.headers[h.slice(0, eq)] = h.slice(eq + 1);
+    }
+  }
+  if (values.peer) {
+    for (const p of values.peer) {
+      if (!/^tcp:\/\/\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(p)) throw new CliError(`--peer '${p}': expected tcp://IPv4:PORT`);
+    }
+    opts.peers = values.peer;
+  }
+  return opts;
+}
+
+export function intOption(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new CliError(`${flag} '${value}': expected a whole number from ${min} to ${max}`);
+  return n;
+}
+
+export function secondsOption(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} '${value}': expected a number of seconds, 0 or more`);
+  return n;
+}
+
+/** Creates and starts a node; turns start failures into a one-line CLI error. */
+export async function startNode(opts: ZreNodeOptions): Promise<ZreNode> {
+  let node: ZreNode;
+  try {
+    node = new ZreNode(opts);
+    await node.start();
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  }
+  return node;
+}
+
+/** Resolves on the first SIGINT or SIGTERM (or after `seconds`, when given and > 0). */
+export function untilSignal(seconds = 0): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = seconds > 0 ? setTimeout(done, seconds * 1000) : undefined;
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Content frames as text when every frame is valid UTF-8, else as hex (`contentHex`). */
+export function contentFields(content: Buffer[]): { content: string[] } | { contentHex: string[] } {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  try {
+    return { content: content.map((c) => decoder.decode(c)) };
+  } catch {
+    return { contentHex: content.map((c) => c.toString('hex')) };
+  }
+}
+
+export const EVENT_NAMES = ['enter', 'exit', 'join', 'leave', 'whisper', 'shout', 'evasive', 'silent'] as const satisfies (keyof ZreEvents)[];
+
+/** One event as a flat record: `{event, peer, name, …}` with content decoded. */
+export function eventRecord(event: keyof ZreEvents, arg: ZreEvents[keyof ZreEvents][0]): Record<string, unknown> {
+  const rec: Record<string, unknown> = { event: event.toUpperCase(), ...arg };
+  if ('content' in arg) Object.assign(rec, { content: undefined }, contentFields(arg.content));
+  return JSON.parse(JSON.stringify(rec)) as Record<string, unknown>;
+}
+
+/** One event as one human line: `ENTER  alpha (F880AC…) tcp://… {headers}`. */
+export function eventLine(rec: Record<string, unknown>, self?: string): string {
+  const who = `${String(rec.name)} (${String(rec.peer).slice(0, 6)})`;
+  const parts = [self ? `[${self}]` : '', String(rec.event).padEnd(7), who];
+  if (rec.group !== undefined) parts.push(`group=${String(rec.group)}`);
+  if (rec.endpoint !== undefined) parts.push(String(rec.endpoint));
+  if (rec.headers && Object.keys(rec.headers).length > 0) parts.push(JSON.stringify(rec.headers));
+  if (rec.reason !== undefined) parts.push(`reason=${String(rec.reason)}`);
+  if (rec.content) parts.push((rec.content as string[]).map((c) => JSON.stringify(c)).join(' '));
+  if (rec.contentHex) parts.push((rec.contentHex as string[]).map((c) => `0x${c}`).join(' '));
+  return parts.filter(Boolean).join(' ');
+}
+
+/** Prints every event of `node` as a line (or a JSON line). Returns the function that stops printing. */
+export function printEvents(node: ZreNode, json: boolean, label?: string): () => void {
+  const offs = EVENT_NAMES.map((event) => {
+    const listener = (arg: ZreEvents[typeof event][0]) => {
+      const rec = eventRecord(event, arg);
+      out(json ? JSON.stringify(label ? { node: label, ...rec } : rec) : eventLine(rec, label));
+    };
+    node.on(event, listener as never);
+    return () => node.off(event, listener as never);
+  });
+  return () => offs.forEach((off) => off());
+}
+
+/** Writes a line to stdout; a closed pipe (`| head`) ends the process quietly. */
+export function out(line: string): void {
+  process.stdout.write(line + '\n');
+}

@@ -1,0 +1,51 @@
+/**
+ * `starling` — the one CLI. `starling COMMAND --help` documents each command; errors print one line and exit
+ * non-zero (2 for a usage mistake, 1 for a failure at run time).
+ */
+import { CliError, type Command } from './common.ts';
+import { demo } from './demo.ts';
+import { peers } from './peers.ts';
+import { listen } from './listen.ts';
+import { shout, whisper } from './send.ts';
+
+const COMMANDS: Record<string, Command> = { demo, peers, listen, shout, whisper };
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  return [
+    'Usage: starling COMMAND [options]   (starling COMMAND --help for its options)',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) throw new CliError(`unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(command.help + '\n');
+    return 0;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    const err = e as Error;
+    process.stderr.write(`starling: ${err.message}\n`);
+    if (process.env.STARLING_DEBUG) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = e instanceof CliError ? e.code : 1;
+  },
+);
