@@ -49,3 +49,48 @@ export async function meshed(nodes: ZreNode[], ms = 10_000): Promise<void> {
 }
 
 export { once };
+
+import { Dealer, Router } from 'zeromq';
+import { randomBytes } from 'node:crypto';
+import { encodeZre, type ZreMessage } from '../runtime/zre/codec.ts';
+
+/**
+ * A hand-driven ZRE peer on real sockets: a DEALER into the node's inbox (routing id 0x01 + uuid) and a
+ * ROUTER inbox of its own that the node connects back to. Lets a test send exactly the frames it wants.
+ */
+export class RawPeer {
+  readonly uuid = randomBytes(16);
+  readonly id = this.uuid.toString('hex').toUpperCase();
+  readonly dealer = new Dealer({ linger: 0 });
+  readonly inbox = new Router({ linger: 0 });
+  endpoint = '';
+  seq = 0;
+
+  async open(target: string): Promise<void> {
+    await this.inbox.bind('tcp://127.0.0.1:*');
+    this.endpoint = this.inbox.lastEndpoint!;
+    this.dealer.routingId = Buffer.concat([Buffer.from([1]), this.uuid]) as unknown as string;
+    this.dealer.connect(target);
+  }
+
+  /** Sends raw frames as they are. */
+  async raw(frames: Buffer[]): Promise<void> {
+    await this.dealer.send(frames);
+  }
+
+  /** Encodes and sends a message with the next sequence number (HELLO resets it to 1) unless one is given. */
+  async send(msg: Record<string, unknown> & { type: ZreMessage['type'] }): Promise<void> {
+    this.seq = msg.type === 'HELLO' ? 1 : (this.seq + 1) & 0xffff;
+    const full = { sequence: this.seq, ...msg } as ZreMessage;
+    await this.raw(encodeZre(full));
+  }
+
+  hello(extra: Record<string, unknown> = {}): Promise<void> {
+    return this.send({ type: 'HELLO', endpoint: this.endpoint, groups: [], status: 0, name: 'raw', headers: new Map(), ...extra });
+  }
+
+  close(): void {
+    this.dealer.close();
+    this.inbox.close();
+  }
+}

@@ -29,6 +29,9 @@ export const MESH_OPTIONS = {
   name: { type: 'string' },
   header: { type: 'string', multiple: true },
   peer: { type: 'string', multiple: true },
+  evasive: { type: 'string' },
+  silent: { type: 'string' },
+  expire: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
@@ -39,6 +42,9 @@ export const MESH_HELP = `Mesh options:
   --name NAME         our node name (default: first 6 hex digits of our UUID)
   --header K=V        a HELLO header; repeat for more
   --peer tcp://IP:P   a static peer endpoint, for networks where broadcast does not pass; repeat for more
+  --evasive SEC       silence before a peer counts as EVASIVE (default 5)
+  --silent SEC        silence before a peer counts as SILENT (default 10)
+  --expire SEC        silence before a peer is dropped (default 30)
   --json              machine-readable output
   -h, --help          this help`;
 
@@ -52,8 +58,13 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
 }
 
 /** Turns the mesh options into node options, checking each value. */
-export function nodeOptions(values: { iface?: string; port?: string; name?: string; header?: string[]; peer?: string[] }): ZreNodeOptions {
+export function nodeOptions(values: {
+  iface?: string; port?: string; name?: string; header?: string[]; peer?: string[]; evasive?: string; silent?: string; expire?: string;
+}): ZreNodeOptions {
   const opts: ZreNodeOptions = {};
+  if (values.evasive !== undefined) opts.evasiveTimeout = secondsOption('--evasive', values.evasive, 5) * 1000;
+  if (values.silent !== undefined) opts.silentTimeout = secondsOption('--silent', values.silent, 10) * 1000;
+  if (values.expire !== undefined) opts.expiredTimeout = secondsOption('--expire', values.expire, 30) * 1000;
   if (values.iface) opts.iface = values.iface;
   if (values.port !== undefined) opts.beaconPort = intOption('--port', values.port, 1, 65535);
   if (values.name !== undefined) opts.name = values.name;

@@ -1,0 +1,270 @@
+// The ZRE node on loopback with real ZeroMQ and UDP sockets.
+import { afterEach, describe, expect, it } from 'vitest';
+import { createSocket } from 'node:dgram';
+import { ZreNode, ZreNodeError } from '../../runtime/zre/node.ts';
+import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
+import { beaconPort, loopbackNodes, meshed, RawPeer, waitFor } from '../helpers.ts';
+
+let running: ZreNode[] = [];
+let raws: RawPeer[] = [];
+afterEach(async () => {
+  await Promise.all(running.map((n) => n.stop()));
+  raws.forEach((r) => r.close());
+  running = [];
+  raws = [];
+});
+
+async function nodes(count: number, opts = {}): Promise<ZreNode[]> {
+  const list = await loopbackNodes(count, opts);
+  running.push(...list);
+  return list;
+}
+
+async function rawPeer(node: ZreNode): Promise<RawPeer> {
+  const raw = new RawPeer();
+  raws.push(raw);
+  await raw.open(node.endpoint);
+  return raw;
+}
+
+describe('discovery and presence', () => {
+  it('two nodes find each other by beacon; ENTER carries name, endpoint and headers', async () => {
+    const port = beaconPort();
+    const a = new ZreNode({ iface: 'lo', beaconPort: port, name: 'alpha', headers: { 'X-ROLE': 'sensor', 'X-UTF8': 'grüße ✓' } });
+    const b = new ZreNode({ iface: 'lo', beaconPort: port, name: 'bravo' });
+    running.push(a, b);
+    const entered = waitFor(b, 'enter');
+    await a.start();
+    await b.start();
+    const [info] = await entered;
+    expect(info).toMatchObject({ peer: a.id, name: 'alpha', endpoint: a.endpoint, headers: { 'X-ROLE': 'sensor', 'X-UTF8': 'grüße ✓' } });
+    expect(a.endpoint).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+    expect(a.iface).toMatchObject({ name: 'lo', address: '127.0.0.1', broadcast: '127.255.255.255' });
+    await meshed([a, b]);
+    expect(a.findPeer('bravo')?.peer).toBe(b.id);
+  });
+
+  it('a node that stops cleanly is seen leaving at once (port-0 beacon)', async () => {
+    const [a, b] = await nodes(2, { expiredTimeout: 60_000 });
+    await meshed([a!, b!]);
+    const exit = waitFor(a!, 'exit');
+    const t0 = performance.now();
+    await b!.stop();
+    const [ev] = await exit;
+    expect(ev).toMatchObject({ peer: b!.id, name: b!.name, reason: 'leaving' });
+    expect(performance.now() - t0).toBeLessThan(5_000);
+  });
+
+  it('a quiet peer turns EVASIVE then SILENT, and is dropped after the expiry', async () => {
+    const [a] = await nodes(1, { evasiveTimeout: 300, silentTimeout: 600, expiredTimeout: 1200 });
+    const raw = await rawPeer(a!);
+    await raw.hello({ name: 'mute' });
+    await waitFor(a!, 'enter');
+    // The raw peer never answers the node's PINGs.
+    const [evasive] = await waitFor(a!, 'evasive');
+    const [silent] = await waitFor(a!, 'silent');
+    const [exit] = await waitFor(a!, 'exit');
+    expect([evasive.name, silent.name, exit.name, exit.reason]).toEqual(['mute', 'mute', 'mute', 'expired']);
+    expect(a!.peerList()).toEqual([]);
+  });
+
+  it('idle healthy peers ping each other and never turn evasive', async () => {
+    const [a, b] = await nodes(2, { evasiveTimeout: 400, silentTimeout: 800, expiredTimeout: 1600 });
+    await meshed([a!, b!]);
+    const evasive: string[] = [];
+    a!.on('evasive', (p) => evasive.push(p.name));
+    b!.on('evasive', (p) => evasive.push(p.name));
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(evasive).toEqual([]);
+    expect(a!.peerList()).toHaveLength(1);
+    expect(b!.peerList()).toHaveLength(1);
+  });
+
+  it('static peers find each other without broadcast (different beacon ports)', async () => {
+    const a = new ZreNode({ iface: 'lo', beaconPort: beaconPort(), mailboxPort: 0, name: 'a' });
+    running.push(a);
+    await a.start();
+    const b = new ZreNode({ iface: 'lo', beaconPort: beaconPort(), name: 'b', peers: [a.endpoint], beaconInterval: 100 });
+    running.push(b);
+    const aSees = waitFor(a, 'enter');
+    const bSees = waitFor(b, 'enter');
+    await b.start();
+    expect((await aSees)[0].name).toBe('b');
+    expect((await bSees)[0].name).toBe('a');
+    // Static peers have no beacon to say goodbye with: GOODBYE does it.
+    const exit = waitFor(a, 'exit');
+    await b.stop();
+    expect((await exit)[0].reason).toBe('goodbye');
+  });
+});
+
+describe('groups and messages', () => {
+  it('join, shout to the group only, whisper with several frames (empty ones too), leave', async () => {
+    const [a, b, c] = await nodes(3);
+    await meshed([a!, b!, c!]);
+    const bJoin = waitFor(a!, 'join', (e) => e.peer === b!.id && e.group === 'CHAT');
+    b!.join('CHAT');
+    expect((await bJoin)[0].name).toBe(b!.name);
+    const shouted = waitFor(b!, 'shout');
+    const cShouts: unknown[] = [];
+    c!.on('shout', (e) => cShouts.push(e));
+    expect(a!.shout('CHAT', 'hello', Buffer.from([0, 1, 2]))).toBe(1);
+    const [sh] = await shouted;
+    expect(sh.group).toBe('CHAT');
+    expect(sh.content.map((f) => f.toString('hex'))).toEqual([Buffer.from('hello').toString('hex'), '000102']);
+
+    const whispered = waitFor(c!, 'whisper');
+    expect(a!.whisper(c!.id, 'one', Buffer.alloc(0), 'three')).toBe(true);
+    const [wh] = await whispered;
+    expect(wh).toMatchObject({ peer: a!.id, name: a!.name });
+    expect(wh.content.map(String)).toEqual(['one', '', 'three']);
+
+    const empty = waitFor(c!, 'whisper');
+    a!.whisper(c!.id);
+    expect((await empty)[0].content).toEqual([]);
+
+    const left = waitFor(a!, 'leave', (e) => e.peer === b!.id);
+    b!.leave('CHAT');
+    expect((await left)[0].group).toBe('CHAT');
+    expect(a!.shout('CHAT', 'anyone?')).toBe(0);
+    expect(cShouts).toEqual([]);
+  });
+
+  it('a node that joined groups before a peer arrived lists them in HELLO; the peer fires JOIN for each', async () => {
+    const port = beaconPort();
+    const a = new ZreNode({ iface: 'lo', beaconPort: port, beaconInterval: 100 });
+    running.push(a);
+    a.join('RED');
+    a.join('BLUE');
+    a.join('RED'); // already in: no status change
+    await a.start();
+    const b = new ZreNode({ iface: 'lo', beaconPort: port, beaconInterval: 100 });
+    running.push(b);
+    const joins: string[] = [];
+    b.on('join', (e) => joins.push(e.group));
+    const entered = waitFor(b, 'enter');
+    await b.start();
+    expect((await entered)[0].groups).toEqual([]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(joins).toEqual(['RED', 'BLUE']);
+    expect(b.findPeer(a.id)?.groups).toEqual(['RED', 'BLUE']);
+  });
+
+  it('the group status we send counts every JOIN and LEAVE, starting from what HELLO said', async () => {
+    const [a] = await nodes(1);
+    a!.join('X'); // status 1, before the raw peer exists
+    const raw = await rawPeer(a!);
+    await raw.hello();
+    const [rid, ...frames] = await raw.inbox.receive();
+    expect(rid!.subarray(1).toString('hex').toUpperCase()).toBe(a!.id);
+    const hello = decodeZre(frames);
+    expect(hello).toMatchObject({ type: 'HELLO', sequence: 1, status: 1, groups: ['X'], endpoint: a!.endpoint });
+    a!.join('Y');
+    a!.leave('X');
+    a!.leave('X'); // not in it any more: nothing sent
+    a!.join('Z');
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push(decodeZre((await raw.inbox.receive()).slice(1)));
+    expect(got.map((m) => [m.type, 'group' in m ? m.group : '', 'status' in m ? m.status : -1, m.sequence])).toEqual([
+      ['JOIN', 'Y', 2, 2], ['LEAVE', 'X', 3, 3], ['JOIN', 'Z', 4, 4],
+    ]);
+  });
+
+  it('refuses names, groups and header keys over 255 bytes with a clear error, before sending anything', async () => {
+    const long = 'x'.repeat(256);
+    expect(() => new ZreNode({ name: long })).toThrow(ZreNodeError);
+    expect(() => new ZreNode({ name: long })).toThrow(/node name is 256 bytes in UTF-8; ZRE allows at most 255/);
+    expect(() => new ZreNode({ headers: { [long]: 'v' } })).toThrow(/header key/);
+    expect(() => new ZreNode({ headers: { K: long } })).not.toThrow(); // values are longstr
+    const [a] = await nodes(1);
+    expect(() => a!.join(long)).toThrow(/group name is 256 bytes/);
+    expect(() => a!.shout(long, 'x')).toThrow(/group name is 256 bytes/);
+    expect(a!.ownGroups()).toEqual([]);
+    expect(() => a!.setName('late')).toThrow(/before start/);
+  });
+});
+
+describe('protocol errors are dropped and counted, never thrown', () => {
+  it('ignores traffic before HELLO, then accepts the peer once it says HELLO', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    const whispers: unknown[] = [];
+    a!.on('whisper', (w) => whispers.push(w));
+    await raw.send({ type: 'WHISPER', content: [Buffer.from('too early')] });
+    await raw.hello();
+    await waitFor(a!, 'enter');
+    await raw.send({ type: 'WHISPER', content: [Buffer.from('ok')] });
+    await waitFor(a!, 'whisper');
+    expect(whispers).toHaveLength(1);
+    expect(a!.stats().beforeHello).toBe(1);
+  });
+
+  it('drops a peer on a sequence gap; it comes back with a fresh HELLO', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    await raw.hello();
+    await waitFor(a!, 'enter');
+    const exit = waitFor(a!, 'exit');
+    await raw.send({ type: 'PING', sequence: 5 });
+    expect((await exit)[0].reason).toBe('sequence-gap');
+    expect(a!.stats().sequenceGaps).toBe(1);
+    const back = waitFor(a!, 'enter');
+    await raw.hello();
+    expect((await back)[0].peer).toBe(raw.id);
+  });
+
+  it('drops a peer whose group status skips a value', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    await raw.hello({ status: 7, groups: ['G'] });
+    await waitFor(a!, 'enter');
+    await raw.send({ type: 'JOIN', group: 'H', status: 8 });
+    await waitFor(a!, 'join', (e) => e.group === 'H');
+    const exit = waitFor(a!, 'exit');
+    await raw.send({ type: 'LEAVE', group: 'H', status: 10 });
+    expect((await exit)[0].reason).toBe('status-mismatch');
+    expect(a!.stats().statusMismatches).toBe(1);
+  });
+
+  it('answers PING with PING_OK in sequence, and re-HELLO means EXIT then ENTER', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    await raw.hello();
+    await waitFor(a!, 'enter');
+    await raw.inbox.receive(); // the node's HELLO
+    await raw.send({ type: 'PING' });
+    const [, ...frames] = await raw.inbox.receive();
+    expect(decodeZre(frames)).toMatchObject({ type: 'PING_OK', sequence: 2 });
+    const exit = waitFor(a!, 'exit');
+    const enter = waitFor(a!, 'enter');
+    await raw.hello({ name: 'again' });
+    expect((await exit)[0].reason).toBe('rehello');
+    expect((await enter)[0].name).toBe('again');
+  });
+
+  it('counts bad routing ids, malformed frames and malformed beacons, and keeps working', async () => {
+    const [a, b] = await nodes(2);
+    await meshed([a!, b!]);
+    const { Dealer } = await import('zeromq');
+    const stranger = new Dealer({ linger: 0, routingId: 'short' });
+    stranger.connect(a!.endpoint);
+    await stranger.send([Buffer.from('aaa106020001', 'hex')]);
+    const raw = await rawPeer(a!);
+    await raw.raw([Buffer.from('aaa1ff', 'hex')]);
+    const udp = createSocket('udp4');
+    const port = (a as unknown as { opts: { beaconPort: number } }).opts.beaconPort;
+    for (const bytes of [Buffer.from('ZRE'), Buffer.from('hello world, this is 22'), encodeBeacon({ version: 1, uuid: Buffer.alloc(16), port: 1 }).subarray(0, 21)]) {
+      await new Promise<void>((r) => udp.send(bytes, port, '127.0.0.1', () => r()));
+    }
+    udp.close();
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && (a!.stats().badRoutingId < 1 || a!.stats().messagesMalformed < 1 || a!.stats().beaconsMalformed < 3)) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    stranger.close();
+    expect(a!.stats()).toMatchObject({ badRoutingId: 1, messagesMalformed: 1, beaconsMalformed: 3 });
+    const w = waitFor(b!, 'whisper');
+    a!.whisper(b!.id, 'still here');
+    expect(String((await w)[0].content[0])).toBe('still here');
+  });
+});
