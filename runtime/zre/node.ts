@@ -101,6 +101,8 @@ export interface ZreStats {
   sequenceGaps: number;
   statusMismatches: number;
   sendsDropped: number;
+  /** Exceptions from our own handlers, caught so the node goes on (each is a bug to report). */
+  internalErrors: number;
   lastError: string | undefined;
 }
 
@@ -125,6 +127,9 @@ const STOP_LINGER_MS = 500;
 /** How long stop() waits for each peer to confirm it handled our last messages. */
 const STOP_FLUSH_MS = 500;
 
+/** What a HELLO endpoint must look like for us to dial it. */
+const ENDPOINT = /^tcp:\/\/(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}:([1-9]\d{0,4})$/;
+
 const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
 const now = (): number => performance.now();
 
@@ -144,7 +149,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   private readonly counters: ZreStats = {
     beaconsSent: 0, beaconSendErrors: 0, beaconsReceived: 0, beaconsMalformed: 0, messagesReceived: 0,
     messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
-    lastError: undefined,
+    internalErrors: 0, lastError: undefined,
   };
 
   private router: Router | undefined;
@@ -378,7 +383,14 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         udp.off('error', reject);
         udp.setBroadcast(true);
         udp.on('error', (e) => this.noteError(`beacon socket: ${e.message}`));
-        udp.on('message', (buf, rinfo) => this.onBeacon(buf, rinfo));
+        udp.on('message', (buf, rinfo) => {
+          try {
+            this.onBeacon(buf, rinfo);
+          } catch (e) {
+            this.counters.internalErrors++;
+            this.noteError(`beacon handler: ${(e as Error).message}`);
+          }
+        });
         resolve(udp);
       });
     });
@@ -466,7 +478,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   private async receiveLoop(router: Router): Promise<void> {
     try {
-      for await (const frames of router) this.onMessage(frames);
+      for await (const frames of router) {
+        try {
+          this.onMessage(frames);
+        } catch (e) {
+          // A bug of ours must not stop the inbox: count it and go on with the next message.
+          this.counters.internalErrors++;
+          this.noteError(`inbox handler: ${(e as Error).message}`);
+        }
+      }
     } catch (e) {
       if (this.running) this.noteError(`inbox: ${(e as Error).message}`);
     }
@@ -492,6 +512,12 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     const id = hexId(routingId.subarray(1));
     let peer = this.peers.get(id);
     if (msg.type === 'HELLO') {
+      // We only dial what ZeroMQ can connect to: tcp://IPv4:port (36/ZRE: "endpoint" is the peer's inbox).
+      if (!ENDPOINT.test(msg.endpoint)) {
+        this.counters.messagesMalformed++;
+        this.noteError(`HELLO from ${id}: endpoint ${JSON.stringify(msg.endpoint.slice(0, 80))} is not tcp://IPv4:port`);
+        return;
+      }
       // A second HELLO from a ready peer: it restarted its side; treat it as new (EXIT, then ENTER).
       if (peer?.ready) {
         this.removePeer(peer, 'rehello');

@@ -242,6 +242,17 @@ describe('protocol errors are dropped and counted, never thrown', () => {
     expect((await enter)[0].name).toBe('again');
   });
 
+  it('refuses to dial a HELLO endpoint that is not tcp://IPv4:port, and counts it', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    await raw.hello({ endpoint: 'tcp://some-host.example:5670' });
+    await raw.hello({ endpoint: 'tcp://127.0.0.1:99999' });
+    await raw.hello();
+    await waitFor(a!, 'enter');
+    expect(a!.stats().messagesMalformed).toBe(2);
+    expect(a!.peerList().map((p) => p.endpoint)).toEqual([raw.endpoint]);
+  });
+
   it('counts bad routing ids, malformed frames and malformed beacons, and keeps working', async () => {
     const [a, b] = await nodes(2);
     await meshed([a!, b!]);
@@ -252,9 +263,11 @@ describe('protocol errors are dropped and counted, never thrown', () => {
     const raw = await rawPeer(a!);
     await raw.raw([Buffer.from('aaa1ff', 'hex')]);
     const udp = createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(() => r()));
+    udp.setBroadcast(true);
     const port = (a as unknown as { opts: { beaconPort: number } }).opts.beaconPort;
     for (const bytes of [Buffer.from('ZRE'), Buffer.from('hello world, this is 22'), encodeBeacon({ version: 1, uuid: Buffer.alloc(16), port: 1 }).subarray(0, 21)]) {
-      await new Promise<void>((r) => udp.send(bytes, port, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => udp.send(bytes, port, '127.255.255.255', () => r()));
     }
     udp.close();
     const deadline = Date.now() + 5000;
