@@ -127,8 +127,13 @@ const STOP_LINGER_MS = 500;
 /** How long stop() waits for each peer to confirm it handled our last messages. */
 const STOP_FLUSH_MS = 500;
 
-/** What a HELLO endpoint must look like for us to dial it. */
-const ENDPOINT = /^tcp:\/\/(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}:([1-9]\d{0,4})$/;
+/** True for what we dial: `tcp://IPv4:port` with octets ≤ 255 and a port 1..65535. */
+function dialable(endpoint: string): boolean {
+  const m = /^tcp:\/\/(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(endpoint);
+  if (!m) return false;
+  const port = Number(m[5]);
+  return m.slice(1, 5).every((o) => Number(o) <= 255) && port >= 1 && port <= 65535;
+}
 
 const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
 const now = (): number => performance.now();
@@ -513,7 +518,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     let peer = this.peers.get(id);
     if (msg.type === 'HELLO') {
       // We only dial what ZeroMQ can connect to: tcp://IPv4:port (36/ZRE: "endpoint" is the peer's inbox).
-      if (!ENDPOINT.test(msg.endpoint)) {
+      if (!dialable(msg.endpoint)) {
         this.counters.messagesMalformed++;
         this.noteError(`HELLO from ${id}: endpoint ${JSON.stringify(msg.endpoint.slice(0, 80))} is not tcp://IPv4:port`);
         return;
