@@ -1,0 +1,125 @@
+/**
+ * Several hosts on one machine: network namespaces on one bridged Ethernet segment, made by the test and torn
+ * down by it. Each host sees one interface, `eth0`, with 10.231.0.N/24. The bridge lives in a namespace of its
+ * own, so nothing touches the machine's own network. Needs root and iproute2.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { randomBytes } from 'node:crypto';
+
+export const isRoot = process.getuid?.() === 0;
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export class Segment {
+  readonly prefix = `stl${randomBytes(2).toString('hex')}`;
+  readonly hub = `${this.prefix}-hub`;
+  readonly hosts: string[] = [];
+
+  /** Creates the hub namespace with bridge `br0` and `count` host namespaces wired to it. */
+  create(count: number): this {
+    ip('netns', 'add', this.hub);
+    ip('-n', this.hub, 'link', 'add', 'br0', 'type', 'bridge');
+    ip('-n', this.hub, 'link', 'set', 'br0', 'up');
+    for (let i = 1; i <= count; i++) {
+      const ns = `${this.prefix}-h${i}`;
+      ip('netns', 'add', ns);
+      this.hosts.push(ns);
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', this.hub, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+      ip('-n', this.hub, 'link', 'set', `p${i}`, 'master', 'br0', 'up');
+      ip('-n', ns, 'addr', 'add', this.address(i) + '/24', 'brd', '+', 'dev', 'eth0');
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    }
+    return this;
+  }
+
+  /** The IPv4 address of host i (1-based). */
+  address(i: number): string {
+    return `10.231.0.${i}`;
+  }
+
+  /** Takes host i's link down or up (as a Wi-Fi drop would). */
+  link(i: number, state: 'up' | 'down'): void {
+    ip('-n', this.hosts[i - 1]!, 'link', 'set', 'eth0', state);
+  }
+
+  destroy(): void {
+    for (const ns of [...this.hosts, this.hub]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+export type Event = Record<string, unknown> & { event: string };
+
+/**
+ * A `starling listen --json --stdin` process inside a namespace: its events are collected as they arrive;
+ * commands go to its stdin.
+ */
+export class Agent {
+  readonly events: Event[] = [];
+  readonly proc: ChildProcess;
+  private waiters: { pred: (e: Event) => boolean; resolve: (e: Event) => void }[] = [];
+  stderr = '';
+
+  constructor(readonly label: string, ns: string, cli: string, args: string[]) {
+    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'listen', '--json', '--stdin', ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.proc.stderr!.on('data', (d) => (this.stderr += String(d)));
+    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
+      const e = JSON.parse(line) as Event;
+      e.at = performance.now();
+      this.events.push(e);
+      this.waiters = this.waiters.filter((w) => (w.pred(e) ? (w.resolve(e), false) : true));
+    });
+  }
+
+  /** The first event (already seen or still to come) that matches; fails after `ms`. */
+  waitFor(pred: (e: Event) => boolean, ms = 15_000, what = 'a matching event'): Promise<Event> {
+    const seen = this.events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const waiter = { pred, resolve: (e: Event) => (clearTimeout(timer), resolve(e)) };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`${this.label}: no ${what} within ${ms} ms; stderr: ${this.stderr.trim() || '(none)'}`));
+      }, ms);
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Waits only for events that arrive from now on. */
+  next(pred: (e: Event) => boolean, ms = 15_000, what?: string): Promise<Event> {
+    const from = this.events.length;
+    return this.waitFor((e) => this.events.indexOf(e) >= from && pred(e), ms, what);
+  }
+
+  command(line: string): void {
+    this.proc.stdin!.write(line + '\n');
+  }
+
+  get started(): Promise<Event> {
+    return this.waitFor((e) => e.event === 'STARTED', 15_000, 'STARTED');
+  }
+
+  get id(): string {
+    return String(this.events.find((e) => e.event === 'STARTED')?.peer);
+  }
+
+  exited(): Promise<number | null> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.resolve(this.proc.exitCode);
+    return new Promise((r) => this.proc.once('exit', (code) => r(code)));
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    this.proc.kill(signal);
+  }
+}
