@@ -1,0 +1,182 @@
+/**
+ * ZRE node figures, printed as a table (or --json):
+ *   - discovery: second node's start() → ENTER seen on both sides;
+ *   - one-way whisper throughput, 16 B and 1 KiB, between two processes;
+ *   - idle RSS of one node after it has settled.
+ * Each node runs in a process of its own. By default over loopback; with --netns (root) each process runs in a
+ * network namespace of its own joined by veth through a bridge, as the Zyre C reference figures were taken.
+ *
+ *   node dist/bench/zre.mjs [--netns] [--json] [--count16 N] [--count1k N]
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { ZreNode } from '../runtime/zre/node.ts';
+import { Segment } from '../test/net/netns.ts';
+
+const self = fileURLToPath(import.meta.url);
+const wall = () => performance.timeOrigin + performance.now();
+const emit = (rec: Record<string, unknown>) => process.stdout.write(JSON.stringify(rec) + '\n');
+
+// --- roles, each in its own process ----------------------------------------------------------------------
+
+async function receiver(iface: string, port: number): Promise<void> {
+  const node = new ZreNode({ iface, beaconPort: port, name: 'receiver' });
+  let count = 0;
+  let bytes = 0;
+  let first = 0;
+  node.on('enter', () => emit({ event: 'enter', at: wall() }));
+  node.on('whisper', ({ content }) => {
+    const c = content[0]!;
+    if (c.length === 3 && c.toString() === 'END') {
+      emit({ event: 'done', count, bytes, seconds: (performance.now() - first) / 1000 });
+      count = 0;
+      bytes = 0;
+      return;
+    }
+    if (count === 0) first = performance.now();
+    count++;
+    bytes += c.length;
+  });
+  await node.start();
+  emit({ event: 'started', endpoint: node.endpoint });
+  await waitForStdinEnd();
+  await node.stop();
+}
+
+async function sender(iface: string, port: number, runs: [number, number][]): Promise<void> {
+  const startAt = wall();
+  const node = new ZreNode({ iface, beaconPort: port, name: 'sender' });
+  const entered = new Promise<string>((resolve) => node.once('enter', (p) => {
+    emit({ event: 'enter', at: wall(), start: startAt });
+    resolve(p.peer);
+  }));
+  await node.start();
+  const peer = await entered;
+  for (const [size, count] of runs) {
+    const payload = Buffer.alloc(size, 0x61);
+    for (let i = 0; i < count; i++) {
+      while (!node.whisper(peer, payload)) await node.drained(peer);
+    }
+    while (!node.whisper(peer, 'END')) await node.drained(peer);
+    await node.flush(peer, 60_000);
+  }
+  emit({ event: 'sent' });
+  await node.stop();
+}
+
+async function idle(iface: string, port: number): Promise<void> {
+  const node = new ZreNode({ iface, beaconPort: port, name: 'idle' });
+  await node.start();
+  await new Promise((r) => setTimeout(r, 3000));
+  global.gc?.();
+  emit({ event: 'rss', rss: process.memoryUsage().rss });
+  await node.stop();
+}
+
+function waitForStdinEnd(): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdin.on('data', () => {});
+    process.stdin.on('end', resolve);
+    process.stdin.on('close', resolve);
+  });
+}
+
+// --- the conductor ---------------------------------------------------------------------------------------
+
+interface Child {
+  lines: AsyncIterator<string>;
+  next(event: string): Promise<Record<string, unknown>>;
+  end(): Promise<void>;
+}
+
+function child(ns: string | undefined, args: string[]): Child {
+  const cmd = ns ? ['ip', ['netns', 'exec', ns, process.execPath, '--expose-gc', self, ...args]] as const
+    : [process.execPath, ['--expose-gc', self, ...args]] as const;
+  const proc = spawn(cmd[0], [...cmd[1]], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  return {
+    lines,
+    async next(event) {
+      for (;;) {
+        const { value, done } = await lines.next();
+        if (done) throw new Error(`bench child ${args[1]} ended before '${event}'`);
+        const rec = JSON.parse(value as string) as Record<string, unknown>;
+        if (rec.event === event) return rec;
+      }
+    },
+    end() {
+      proc.stdin!.end();
+      return new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', () => r())));
+    },
+  };
+}
+
+async function conduct(): Promise<void> {
+  const { values } = parseArgs({
+    options: { netns: { type: 'boolean' }, json: { type: 'boolean' }, count16: { type: 'string' }, count1k: { type: 'string' } },
+  });
+  const count16 = Number(values.count16 ?? 300_000);
+  const count1k = Number(values.count1k ?? 100_000);
+  let seg: Segment | undefined;
+  let ifaceOf = (_i: number) => 'lo';
+  let nsOf = (_i: number): string | undefined => undefined;
+  if (values.netns) {
+    seg = new Segment().create(2);
+    ifaceOf = () => 'eth0';
+    nsOf = (i) => seg!.hosts[i - 1];
+  }
+  const port = 30000 + (process.pid % 5000);
+  try {
+    const recv = child(nsOf(1), ['--role', 'receiver', '--iface', ifaceOf(1), '--port', String(port)]);
+    await recv.next('started');
+    const send = child(nsOf(2), ['--role', 'sender', '--iface', ifaceOf(2), '--port', String(port), '--runs', `16:${count16},1024:${count1k}`]);
+    const sEnter = await send.next('enter');
+    const rEnter = await recv.next('enter');
+    const discoveryMs = Math.max(sEnter.at as number, rEnter.at as number) - (sEnter.start as number);
+    const small = await recv.next('done');
+    const large = await recv.next('done');
+    await send.next('sent');
+    await send.end();
+    await recv.end();
+    const idleChild = child(nsOf(1), ['--role', 'idle', '--iface', ifaceOf(1), '--port', String(port + 1)]);
+    const rss = (await idleChild.next('rss')).rss as number;
+    await idleChild.end();
+
+    const rate = (d: Record<string, unknown>) => (d.count as number) / (d.seconds as number);
+    const rows = [
+      { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, zyre: '≈ 2 ms' },
+      { figure: `whisper 16 B one way (${small.count} msgs)`, starling: `${Math.round(rate(small) / 1000)}k msg/s`, zyre: '86k msg/s' },
+      { figure: `whisper 1 KiB one way (${large.count} msgs)`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${(rate(large) * 1024 / 1e6).toFixed(0)} MB/s)`, zyre: '44k msg/s' },
+      { figure: 'idle RSS, one node', starling: `${(rss / 1048576).toFixed(1)} MB`, zyre: '7.5 MB' },
+    ];
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, lost: { small: count16 - (small.count as number), large: count1k - (large.count as number) } }) + '\n');
+      return;
+    }
+    const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
+    console.log(`ZRE node bench — ${transport}; Node ${process.version}; each node in its own process`);
+    console.log(`lost: ${count16 - (small.count as number)} of ${count16} (16 B), ${count1k - (large.count as number)} of ${count1k} (1 KiB)\n`);
+    const w = [44, 28, 34];
+    const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(w[i]!)).join(' | ') + ' |';
+    console.log(line(['figure', 'Starling (this run)', 'Zyre C 2.0.1 (issue 2, veth)']));
+    console.log('|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|');
+    for (const r of rows) console.log(line([r.figure, r.starling, r.zyre]));
+  } finally {
+    seg?.destroy();
+  }
+}
+
+// --- entry -----------------------------------------------------------------------------------------------
+
+const { values: role } = parseArgs({
+  options: { role: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' }, runs: { type: 'string' } },
+  strict: false,
+});
+const iface = String(role.iface ?? 'lo');
+const port = Number(role.port ?? 5670);
+if (role.role === 'receiver') await receiver(iface, port);
+else if (role.role === 'sender') await sender(iface, port, String(role.runs).split(',').map((r) => r.split(':').map(Number) as [number, number]));
+else if (role.role === 'idle') await idle(iface, port);
+else await conduct();
