@@ -66,13 +66,14 @@ async function sender(iface: string, port: number, runs: [number, number][]): Pr
   await node.stop();
 }
 
-async function idle(iface: string, port: number): Promise<void> {
-  const node = new ZreNode({ iface, beaconPort: port, name: 'idle' });
-  await node.start();
+/** RSS after 3 s idle with one node running, or (`withNode` false) with only Node and zeromq loaded. */
+async function idle(iface: string, port: number, withNode: boolean): Promise<void> {
+  const node = withNode ? new ZreNode({ iface, beaconPort: port, name: 'idle' }) : undefined;
+  await node?.start();
   await new Promise((r) => setTimeout(r, 3000));
   global.gc?.();
   emit({ event: 'rss', rss: process.memoryUsage().rss });
-  await node.stop();
+  await node?.stop();
 }
 
 function waitForStdinEnd(): Promise<void> {
@@ -93,7 +94,7 @@ interface Child {
 
 function child(ns: string | undefined, args: string[]): Child {
   const cmd = ns ? ['ip', ['netns', 'exec', ns, process.execPath, '--expose-gc', self, ...args]] as const
-    : [process.execPath, ['--expose-gc', self, ...args]] as const;
+    : [process.execPath, ['--expose-gc', ...(process.env.BENCH_FLAGS ? process.env.BENCH_FLAGS.split(' ') : []), self, ...args]] as const;
   const proc = spawn(cmd[0], [...cmd[1]], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   return {
@@ -140,9 +141,14 @@ async function conduct(): Promise<void> {
     await send.next('sent');
     await send.end();
     await recv.end();
-    const idleChild = child(nsOf(1), ['--role', 'idle', '--iface', ifaceOf(1), '--port', String(port + 1)]);
-    const rss = (await idleChild.next('rss')).rss as number;
-    await idleChild.end();
+    const rssOf = async (role: string) => {
+      const c = child(nsOf(1), ['--role', role, '--iface', ifaceOf(1), '--port', String(port + 1)]);
+      const rss = (await c.next('rss')).rss as number;
+      await c.end();
+      return rss;
+    };
+    const rss = await rssOf('idle');
+    const baseRss = await rssOf('baseline');
 
     const rate = (d: Record<string, unknown>) => (d.count as number) / (d.seconds as number);
     const rows = [
@@ -150,9 +156,10 @@ async function conduct(): Promise<void> {
       { figure: `whisper 16 B one way (${small.count} msgs)`, starling: `${Math.round(rate(small) / 1000)}k msg/s`, zyre: '86k msg/s' },
       { figure: `whisper 1 KiB one way (${large.count} msgs)`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${(rate(large) * 1024 / 1e6).toFixed(0)} MB/s)`, zyre: '44k msg/s' },
       { figure: 'idle RSS, one node', starling: `${(rss / 1048576).toFixed(1)} MB`, zyre: '7.5 MB' },
+      { figure: '  of which Node 20 + zeromq, no node', starling: `${(baseRss / 1048576).toFixed(1)} MB`, zyre: '' },
     ];
     if (values.json) {
-      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, lost: { small: count16 - (small.count as number), large: count1k - (large.count as number) } }) + '\n');
+      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: count16 - (small.count as number), large: count1k - (large.count as number) } }) + '\n');
       return;
     }
     const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
@@ -178,5 +185,6 @@ const iface = String(role.iface ?? 'lo');
 const port = Number(role.port ?? 5670);
 if (role.role === 'receiver') await receiver(iface, port);
 else if (role.role === 'sender') await sender(iface, port, String(role.runs).split(',').map((r) => r.split(':').map(Number) as [number, number]));
-else if (role.role === 'idle') await idle(iface, port);
+else if (role.role === 'idle') await idle(iface, port, true);
+else if (role.role === 'baseline') await idle(iface, port, false);
 else await conduct();
