@@ -3,7 +3,7 @@
 // zeromq is a native addon: it stays external and is loaded from node_modules
 // (issue 7 packs it beside the bundle for the single executable).
 import { build } from 'esbuild';
-import { readdirSync, chmodSync } from 'node:fs';
+import { readdirSync, chmodSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,6 +27,13 @@ await build({
   banner: { js: '#!/usr/bin/env node\n' + common.banner.js },
 });
 chmodSync(join(root, 'dist/starling.mjs'), 0o755);
+
+// npm links the bins of dependencies into node_modules/.bin, never the project's own; link ours there so
+// `npx starling …` runs this checkout's CLI right after `npm ci` (instead of npx fetching a package).
+const binDir = join(root, 'node_modules/.bin');
+mkdirSync(binDir, { recursive: true });
+rmSync(join(binDir, 'starling'), { force: true });
+symlinkSync('../../dist/starling.mjs', join(binDir, 'starling'));
 
 const benches = readdirSync(join(root, 'bench')).filter((f) => f.endsWith('.ts'));
 if (benches.length > 0) {
