@@ -42,6 +42,8 @@ export interface ZreNodeOptions {
   peers?: string[];
   /** Messages queued per peer in JavaScript before sends are refused (and counted). Default 10000. */
   sendQueueLimit?: number;
+  /** Bytes queued per peer in JavaScript before sends are refused (a single larger message still goes). Default 8 MiB. */
+  sendQueueBytes?: number;
   /** ZeroMQ send high-water mark of each per-peer DEALER. Default 1000. */
   sendHighWaterMark?: number;
   /** Our 16-byte UUID; random by default. */
@@ -119,6 +121,7 @@ const DEFAULTS = {
   pingInterval: 1000,
   mailboxPort: 0,
   sendQueueLimit: 10000,
+  sendQueueBytes: 8 * 1024 * 1024,
   sendHighWaterMark: 1000,
 };
 
@@ -288,8 +291,9 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   /**
-   * Sends a message to one peer (its UUID). Frames may be none; strings go as UTF-8.
-   * Returns false, and counts it, when the peer is unknown or its send queue is full; never blocks.
+   * Sends a message to one peer (its UUID). Frames may be none; strings go as UTF-8. Never blocks: returns
+   * false when the peer is unknown, or when its send queue is full (counted in `sendsDropped`; wait on
+   * {@link drained} and try again to apply back-pressure instead of losing it).
    * Cost: one 6-byte header allocation; content frames are passed to ZeroMQ as they are.
    */
   whisper(peerId: string, ...content: (Buffer | string)[]): boolean {
@@ -460,7 +464,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     for (const other of this.peers.values()) {
       if (other.endpoint === endpoint && other.id !== id) this.removePeer(other, 'leaving');
     }
-    const peer = new Peer({ id, endpoint, queueLimit: this.opts.sendQueueLimit, now: now(), isStatic });
+    const peer = new Peer({ id, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic });
     this.peers.set(id, peer);
     peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
     return peer;
@@ -471,7 +475,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     for (const endpoint of this.opts.peers ?? []) {
       if (this.pending.has(endpoint)) continue;
       if ([...this.peers.values()].some((p) => p.endpoint === endpoint)) continue;
-      const peer = new Peer({ id: undefined, endpoint, queueLimit: this.opts.sendQueueLimit, now: now(), isStatic: true });
+      const peer = new Peer({ id: undefined, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic: true });
       this.pending.set(endpoint, peer);
       peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
     }
@@ -479,6 +483,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   private removePeer(peer: Peer, reason: ExitReason): void {
     if (peer.id && this.peers.get(peer.id) === peer) this.peers.delete(peer.id);
+    this.counters.sendsDropped += peer.dropped; // keep the count once the peer is gone
     peer.close();
     if (peer.ready) this.emit('exit', { ...this.ref(peer), reason });
   }

@@ -40,10 +40,14 @@ export class Peer {
   private pingOks = 0;
   private flushWaiters: { until: number; resolve: (ok: boolean) => void }[] = [];
 
-  constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; now: number; isStatic?: boolean }) {
+  private queuedBytes = 0;
+  private readonly byteLimit: number;
+
+  constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; byteLimit: number; now: number; isStatic?: boolean }) {
     this.id = opts.id;
     this.endpoint = opts.endpoint;
     this.queue = new BoundedQueue(opts.queueLimit);
+    this.byteLimit = opts.byteLimit;
     this.lastHeard = opts.now;
     this.isStatic = opts.isStatic ?? false;
   }
@@ -72,19 +76,24 @@ export class Peer {
 
   /**
    * Queues one message with the next sequence number (HELLO is 1; then +1 mod 65536). Never blocks: when the
-   * queue is full the message is refused before it takes a sequence number (so the peer sees no gap), counted
-   * in {@link dropped}, and false is returned. Cost: one encode, one array slot.
+   * queue is full (by count, or by bytes unless it is empty) the message is refused before it takes a sequence
+   * number (so the peer sees no gap), counted in {@link dropped}, and false is returned.
+   * Cost: one encode, one array slot.
    */
   send(msg: OutgoingMessage): boolean {
     if (this.closed || !this.dealer) return false;
-    if (this.queue.length === this.queue.capacity) {
+    const frames = msg.type === 'WHISPER' ? [whisperHeader(0), ...msg.content] : encodeZre({ ...msg, sequence: 0 } as ZreMessage);
+    let bytes = 0;
+    for (const f of frames) bytes += f.length;
+    if (this.queue.length === this.queue.capacity || (this.queue.length > 0 && this.queuedBytes + bytes > this.byteLimit)) {
       this.queue.dropped++;
       return false;
     }
     const sequence = msg.type === 'HELLO' ? 1 : (this.sentSequence + 1) & 0xffff;
-    const frames = msg.type === 'WHISPER' ? [whisperHeader(sequence), ...msg.content] : encodeZre({ ...msg, sequence } as ZreMessage);
+    frames[0]!.writeUInt16BE(sequence, 4); // every ZRE header frame: signature, id, version, then the sequence
     this.sentSequence = sequence;
     if (msg.type === 'PING') this.pingsSent++;
+    this.queuedBytes += bytes;
     this.queue.push(frames);
     if (!this.pumping) void this.pump();
     return true;
@@ -138,6 +147,7 @@ export class Peer {
     if (this.closed) return;
     this.closed = true;
     this.queue.clear();
+    this.queuedBytes = 0;
     if (this.dealer) this.dealer.linger = linger;
     this.dealer?.close();
     this.dealer = undefined;
@@ -153,6 +163,7 @@ export class Peer {
         // Only one send may be in flight per zeromq.js socket; this await is what bounds ZeroMQ's own queue.
         await this.dealer.send(frames);
         this.queue.shift();
+        for (const f of frames) this.queuedBytes -= f.length;
       }
     } catch {
       // The socket was closed under us (peer removed); queued messages go with it.

@@ -170,6 +170,24 @@ describe('groups and messages', () => {
     ]);
   });
 
+  it('bounds each peer\'s send queue by bytes: refusals are counted, accepted messages all arrive', async () => {
+    const [a, b] = await nodes(2, { sendQueueBytes: 4000 });
+    await meshed([a!, b!]);
+    const got: number[] = [];
+    b!.on('whisper', (w) => got.push(w.content[0]!.readUInt16BE(0)));
+    const accepted: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const msg = Buffer.alloc(1000);
+      msg.writeUInt16BE(i, 0);
+      if (a!.whisper(b!.id, msg)) accepted.push(i);
+    }
+    expect(accepted.length).toBeGreaterThan(0);
+    expect(accepted.length).toBeLessThan(20);
+    expect(a!.stats().sendsDropped).toBe(20 - accepted.length);
+    expect(await a!.flush(b!.id)).toBe(true);
+    expect(got).toEqual(accepted);
+  });
+
   it('refuses names, groups and header keys over 255 bytes with a clear error, before sending anything', async () => {
     const long = 'x'.repeat(256);
     expect(() => new ZreNode({ name: long })).toThrow(ZreNodeError);
