@@ -116,8 +116,9 @@ function child(ns: string | undefined, args: string[]): Child {
 
 async function conduct(): Promise<void> {
   const { values } = parseArgs({
-    options: { netns: { type: 'boolean' }, json: { type: 'boolean' }, count16: { type: 'string' }, count1k: { type: 'string' } },
+    options: { netns: { type: 'boolean' }, json: { type: 'boolean' }, count16: { type: 'string' }, count1k: { type: 'string' }, repeat: { type: 'string' } },
   });
+  const repeat = Math.max(1, Number(values.repeat ?? 3));
   const count16 = Number(values.count16 ?? 300_000);
   const count1k = Number(values.count1k ?? 100_000);
   let seg: Segment | undefined;
@@ -132,12 +133,15 @@ async function conduct(): Promise<void> {
   try {
     const recv = child(nsOf(1), ['--role', 'receiver', '--iface', ifaceOf(1), '--port', String(port)]);
     await recv.next('started');
-    const send = child(nsOf(2), ['--role', 'sender', '--iface', ifaceOf(2), '--port', String(port), '--runs', `16:${count16},1024:${count1k}`]);
+    const send = child(nsOf(2), ['--role', 'sender', '--iface', ifaceOf(2), '--port', String(port), '--runs',
+      [...Array(repeat).fill(`16:${count16}`), ...Array(repeat).fill(`1024:${count1k}`)].join(',')]);
     const sEnter = await send.next('enter');
     const rEnter = await recv.next('enter');
     const discoveryMs = Math.max(sEnter.at as number, rEnter.at as number) - (sEnter.start as number);
-    const small = await recv.next('done');
-    const large = await recv.next('done');
+    const smalls: Record<string, unknown>[] = [];
+    const larges: Record<string, unknown>[] = [];
+    for (let i = 0; i < repeat; i++) smalls.push(await recv.next('done'));
+    for (let i = 0; i < repeat; i++) larges.push(await recv.next('done'));
     await send.next('sent');
     await send.end();
     await recv.end();
@@ -151,21 +155,27 @@ async function conduct(): Promise<void> {
     const baseRss = await rssOf('baseline');
 
     const rate = (d: Record<string, unknown>) => (d.count as number) / (d.seconds as number);
+    // The median run by rate: this machine's scheduling noise moves single runs by ±20 %.
+    const median = (runs: Record<string, unknown>[]) => [...runs].sort((x, y) => rate(x) - rate(y))[Math.floor(runs.length / 2)]!;
+    const small = median(smalls);
+    const large = median(larges);
+    const range = (runs: Record<string, unknown>[]) => `${Math.round(Math.min(...runs.map(rate)) / 1000)}–${Math.round(Math.max(...runs.map(rate)) / 1000)}k`;
+    const lost = (runs: Record<string, unknown>[], n: number) => runs.reduce((sum, r) => sum + n - (r.count as number), 0);
     const rows = [
       { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, zyre: '≈ 2 ms' },
-      { figure: `whisper 16 B one way (${small.count} msgs)`, starling: `${Math.round(rate(small) / 1000)}k msg/s`, zyre: '86k msg/s' },
-      { figure: `whisper 1 KiB one way (${large.count} msgs)`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${(rate(large) * 1024 / 1e6).toFixed(0)} MB/s)`, zyre: '44k msg/s' },
+      { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, zyre: '86k msg/s' },
+      { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, zyre: '44k msg/s' },
       { figure: 'idle RSS, one node', starling: `${(rss / 1048576).toFixed(1)} MB`, zyre: '7.5 MB' },
       { figure: '  of which Node 20 + zeromq, no node', starling: `${(baseRss / 1048576).toFixed(1)} MB`, zyre: '' },
     ];
     if (values.json) {
-      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: count16 - (small.count as number), large: count1k - (large.count as number) } }) + '\n');
+      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: lost(smalls, count16), large: lost(larges, count1k) } }) + '\n');
       return;
     }
     const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
     console.log(`ZRE node bench — ${transport}; Node ${process.version}; each node in its own process`);
-    console.log(`lost: ${count16 - (small.count as number)} of ${count16} (16 B), ${count1k - (large.count as number)} of ${count1k} (1 KiB)\n`);
-    const w = [44, 28, 34];
+    console.log(`${repeat} runs of ${count16} × 16 B and ${count1k} × 1 KiB; lost: ${lost(smalls, count16)} and ${lost(larges, count1k)}\n`);
+    const w = [44, 30, 30];
     const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(w[i]!)).join(' | ') + ' |';
     console.log(line(['figure', 'Starling (this run)', 'Zyre C 2.0.1 (issue 2, veth)']));
     console.log('|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|');
