@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: iproute2 (ip netns, for the multi-host tests).
+# System packages: iproute2 (ip netns, for the multi-host tests); libzmq3-dev, g++ and pkg-config to build
+# zeromq.js against the system libzmq, which has OpenPGM (epgm://).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "setup: installing ${need[*]}" >&2
@@ -26,3 +30,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
   npm run --silent build
 fi
+
+# zeromq.js's addon against the system libzmq (cached; only relinks the manifest when nothing changed).
+bash image/build-zeromq.sh
