@@ -7,8 +7,9 @@ import { demo } from './demo.ts';
 import { peers } from './peers.ts';
 import { listen } from './listen.ts';
 import { shout, whisper } from './send.ts';
+import { publish, tail } from './telemetry.ts';
 
-const COMMANDS: Record<string, Command> = { demo, peers, listen, shout, whisper };
+const COMMANDS: Record<string, Command> = { demo, peers, listen, shout, whisper, tail, publish };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

@@ -1,7 +1,8 @@
 /**
  * Several hosts on one machine: network namespaces on one bridged Ethernet segment, made by the test and torn
  * down by it. Each host sees one interface, `eth0`, with 10.231.0.N/24. The bridge lives in a namespace of its
- * own, so nothing touches the machine's own network. Needs root and iproute2.
+ * own, so nothing touches the machine's own network; multicast (224.0.0.0/4) is routed out of eth0 as well.
+ * Needs root and iproute2.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -32,6 +33,8 @@ export class Segment {
       ip('-n', this.hub, 'link', 'set', `p${i}`, 'master', 'br0', 'up');
       ip('-n', ns, 'addr', 'add', this.address(i) + '/24', 'brd', '+', 'dev', 'eth0');
       ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      // Multicast (epgm) leaves through eth0 too.
+      ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
     }
     return this;
   }
@@ -60,8 +63,8 @@ export class Segment {
 export type Event = Record<string, unknown> & { event: string };
 
 /**
- * A `starling listen --json --stdin` process inside a namespace: its events are collected as they arrive;
- * commands go to its stdin.
+ * A `starling` process inside a namespace, by default `listen --json --stdin`: its JSON output lines are
+ * collected as events as they arrive; commands go to its stdin.
  */
 export class Agent {
   readonly events: Event[] = [];
@@ -69,8 +72,8 @@ export class Agent {
   private waiters: { pred: (e: Event) => boolean; resolve: (e: Event) => void }[] = [];
   stderr = '';
 
-  constructor(readonly label: string, ns: string, cli: string, args: string[]) {
-    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'listen', '--json', '--stdin', ...args], {
+  constructor(readonly label: string, ns: string, cli: string, args: string[], command = ['listen', '--json', '--stdin']) {
+    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, ...command, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.proc.stderr!.on('data', (d) => (this.stderr += String(d)));
