@@ -9,7 +9,7 @@ import { advertise, follow, type Transport } from '../telemetry/mesh.ts';
 
 export const tail: Command = {
   summary: 'print telemetry samples from every publisher on the mesh',
-  help: `Usage: starling tail [PREFIX] [--transport auto|tcp|epgm] [--no-snapshot] [mesh options]
+  help: `Usage: starling tail [PREFIX] [--transport auto|tcp|epgm] [--no-snapshot] [--rate KBIT] [mesh options]
 
 Joins the mesh, connects to every node that advertises telemetry, and prints each
 sample whose topic starts with PREFIX (default: all): first the last known value of
@@ -17,15 +17,17 @@ each topic (snapshot), then the live stream. Lost samples are reported as GAP li
 
   --transport T       auto (default: epgm when offered and available, else tcp), tcp, epgm
   --no-snapshot       do not ask publishers for the last values
+  --rate KBIT         epgm receive rate in kbit/s; match the publisher's (default 10000)
 ${MESH_HELP}`,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...MESH_OPTIONS, transport: { type: 'string' }, 'no-snapshot': { type: 'boolean' } });
+    const { values, positionals } = parse(argv, { ...MESH_OPTIONS, transport: { type: 'string' }, 'no-snapshot': { type: 'boolean' }, rate: { type: 'string' } });
     if (positionals.length > 1) throw new CliError(`tail takes at most one PREFIX, got ${positionals.length}`);
     const transport = (values.transport ?? 'auto') as Transport;
     if (!['auto', 'tcp', 'epgm'].includes(transport)) throw new CliError(`--transport '${transport}': expected auto, tcp or epgm`);
     if (transport === 'epgm' && !capability.pgm) throw new CliError('--transport epgm: this zeromq.js has no OpenPGM; run `bash image/setup.sh` to build it against the system libzmq', 1);
     const json = Boolean(values.json);
-    const sub = new Subscriber({ prefix: positionals[0] ?? '', snapshotTimeout: values['no-snapshot'] ? 1 : 2000 });
+    const rate = values.rate === undefined ? undefined : intOption('--rate', values.rate, 1, 10_000_000);
+    const sub = new Subscriber({ prefix: positionals[0] ?? '', rate });
     const node = new ZreNode(nodeOptions(values));
     sub.on('batch', (b, from) => {
       for (let i = from; i < b.count; i++) {
@@ -43,7 +45,7 @@ ${MESH_HELP}`,
       throw new CliError((e as Error).message, 1);
     }
     const stopFollowing = follow(node, sub, {
-      transport, pgm: Boolean(capability.pgm),
+      transport, pgm: Boolean(capability.pgm), snapshot: !values['no-snapshot'],
       onConnect: (endpoint, peer) => process.stderr.write(`tail: ${peer.name} publishes at ${endpoint}\n`),
       onError: (e) => process.stderr.write(`tail: ${e.message}\n`),
     });

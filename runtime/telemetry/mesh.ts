@@ -24,10 +24,11 @@ export type Transport = 'auto' | 'tcp' | 'epgm';
 /**
  * Connects `sub` to every publisher the node meets. `auto` takes a peer's epgm stream when it has one and this
  * zeromq.js can (one connection per group serves every publisher on it), else its tcp endpoint.
- * `onConnect` hears each endpoint taken. Returns the function that stops following.
+ * Each new publisher is asked for its snapshot unless `snapshot` is false. `onConnect` hears each endpoint
+ * taken. Returns the function that stops following.
  */
 export function follow(
-  node: ZreNode, sub: Subscriber, opts: { transport?: Transport; pgm: boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
+  node: ZreNode, sub: Subscriber, opts: { transport?: Transport; pgm: boolean; snapshot?: boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
 ): () => void {
   const byPeer = new Map<string, string[]>();
   const transport = opts.transport ?? 'auto';
@@ -38,7 +39,7 @@ export function follow(
     const chosen = useEpgm ? [`epgm://${node.iface!.address};${group}`] : transport === 'epgm' ? [] : tcp;
     if (chosen.length === 0) return;
     byPeer.set(peer.peer, chosen);
-    const snapshot = peer.headers[HEADER_SNAPSHOT];
+    const snapshot = opts.snapshot === false ? undefined : peer.headers[HEADER_SNAPSHOT];
     for (const endpoint of chosen) {
       opts.onConnect?.(endpoint, peer);
       sub.connect(endpoint, snapshot).catch((e: Error) => opts.onError?.(e));

@@ -25,7 +25,11 @@ export interface PublisherOptions {
   snapshotEndpoint?: string;
   /** 16-byte publisher id; random by default (a restart is a new publisher). */
   id?: Buffer;
-  /** Flush a batch at this many samples. Default 64. 1 means unbatched. */
+  /**
+   * Flush a batch at this many samples. 1 means unbatched. Default 256, chosen with bench/telemetry.ts: one-value
+   * samples, publisher and subscriber in separate processes, tcp on loopback: 64 → about 3 M samples/s,
+   * 256 → about 4.5–5 M; 256 one-value samples take 3.4 KB, inside the default 4096-byte frame.
+   */
   batchSamples?: number;
   /** Largest batch frame in bytes. Default 4096. */
   batchBytes?: number;
@@ -69,7 +73,7 @@ interface TopicState {
   openedAt: number;
 }
 
-const DEFAULTS = { batchSamples: 64, batchBytes: 4096, batchMs: 50, maxTopics: 1024, queueLimit: 1024, sendHighWaterMark: 1000, rate: 10_000 };
+const DEFAULTS = { batchSamples: 256, batchBytes: 4096, batchMs: 50, maxTopics: 1024, queueLimit: 1024, sendHighWaterMark: 1000, rate: 10_000 };
 
 /** Checks an epgm endpoint names the interface by IPv4 address (OpenPGM looks names up in DNS and fails offline). */
 export function checkEpgmEndpoint(endpoint: string): void {
@@ -94,6 +98,8 @@ export class Publisher {
   readonly id: Buffer;
   private readonly opts: typeof DEFAULTS & PublisherOptions;
   private readonly topics = new Map<string, TopicState>();
+  private lastTopic: string | undefined;
+  private lastState: TopicState | undefined;
   private readonly open = new Set<TopicState>();
   private readonly queue: BoundedQueue<[Buffer, Buffer]>;
   private readonly lastBatch = new Map<string, Buffer>();
@@ -167,24 +173,34 @@ export class Publisher {
   /**
    * Adds one sample to its topic's batch. Never blocks and never throws for a full queue (see the class doc);
    * throws {@link TelemetryError} for a topic or unit over 255 bytes or more than 32 values.
-   * Cost: a map lookup and a few buffer writes; a flush adds one copy of the batch.
+   * Returns false when the send queue is full: the next flush will push out the oldest batch, so a producer
+   * that must not lose anything waits on {@link drained} first.
+   * Cost: a map lookup (skipped for a repeated topic) and a few buffer writes; a flush adds one batch copy.
    */
-  publish(topic: string, value: number | ArrayLike<number>, opts: { unit?: string; ts?: number; status?: number } = {}): void {
-    const values = typeof value === 'number' ? [value] : value;
-    const unit = opts.unit ?? '';
-    const ts = opts.ts ?? Date.now();
-    let state = this.topics.get(topic);
+  publish(topic: string, value: number | ArrayLike<number>, opts?: { unit?: string; ts?: number; status?: number }): boolean {
+    const one = typeof value === 'number';
+    const arity = one ? 1 : value.length;
+    const unit = opts?.unit ?? '';
+    const ts = opts?.ts ?? Date.now();
+    const status = opts?.status ?? 0;
+    // Consecutive samples are often of one topic: skip the map lookup then.
+    let state = topic === this.lastTopic ? this.lastState! : this.topics.get(topic);
     if (!state) state = this.addTopic(topic);
+    this.lastTopic = topic;
+    this.lastState = state;
     const w = state.writer;
-    if (w.count > 0 && (w.unit !== unit || w.arity !== values.length)) this.flush(state);
-    if (w.count === 0) this.begin(state, ts, unit, values.length);
-    if (!w.add(ts, opts.status ?? 0, values)) {
+    if (w.count > 0 && (w.arity !== arity || w.unit !== unit)) this.flush(state);
+    if (w.count === 0) this.begin(state, ts, unit, arity);
+    if (!(one ? w.add1(ts, status, value) : w.add(ts, status, value))) {
       this.flush(state);
-      this.begin(state, ts, unit, values.length);
-      if (!w.add(ts, opts.status ?? 0, values)) throw new TelemetryError(`sample for '${topic}' does not fit an empty batch of ${this.opts.batchBytes} bytes`);
+      this.begin(state, ts, unit, arity);
+      if (!(one ? w.add1(ts, status, value) : w.add(ts, status, value))) {
+        throw new TelemetryError(`sample for '${topic}' does not fit an empty batch of ${this.opts.batchBytes} bytes`);
+      }
     }
     this.counters.samplesPublished++;
     if (w.count >= this.opts.batchSamples || !w.fits()) this.flush(state);
+    return this.queue.length < this.queue.capacity;
   }
 
   /** Flushes every open batch now. */
@@ -246,6 +262,7 @@ export class Publisher {
       const [, oldest] = this.topics.entries().next().value as [string, TopicState];
       if (oldest.writer.count > 0) this.flush(oldest);
       this.topics.delete(oldest.topic);
+      if (this.lastState === oldest) this.lastTopic = this.lastState = undefined;
       this.counters.topicsEvicted++;
     }
     const least = HEADER_BYTES + 255 + sampleBytes(32);

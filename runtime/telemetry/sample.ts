@@ -46,10 +46,14 @@ export class BatchWriter {
   private _topic = '';
 
   /** `capacity` bytes, at least enough for a header, a 255-byte unit and one sample of the largest arity. */
+  private readonly view: DataView;
+
   constructor(readonly capacity: number) {
     const least = HEADER_BYTES + 255 + sampleBytes(MAX_ARITY);
     if (capacity < least) throw new RangeError(`batch capacity ${capacity} is below the minimum of ${least} bytes`);
     this.buf = Buffer.alloc(capacity);
+    // Sample writes go through a DataView: the JIT inlines its setters (Buffer's write* check their arguments).
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, capacity);
   }
 
   get count(): number { return this._count; }
@@ -91,16 +95,32 @@ export class BatchWriter {
    * [base, base + 71 min] (the u32 µs offset) — then flush and begin again.
    */
   add(ts: number, status: number, values: ArrayLike<number>): boolean {
-    const dt = Math.round((ts - this._base) * 1000);
-    if (!this.fits() || dt < 0 || dt > 0xffffffff) return false;
-    const b = this.buf;
-    b.writeUInt32BE(dt, this.at);
-    b.writeUInt8(status & 0xff, this.at + 4);
-    let at = this.at + 5;
-    for (let k = 0; k < this._arity; k++, at += 8) b.writeDoubleBE(values[k] ?? NaN, at);
-    this.at = at;
-    this._count++;
+    const at = this.reserve(ts, status);
+    if (at < 0) return false;
+    for (let k = 0; k < this._arity; k++) this.view.setFloat64(at + 8 * k, values[k] ?? NaN);
     return true;
+  }
+
+  /** {@link add} for a one-value sample, without an array. */
+  add1(ts: number, status: number, value: number): boolean {
+    const at = this.reserve(ts, status);
+    if (at < 0) return false;
+    this.view.setFloat64(at, value);
+    for (let k = 1; k < this._arity; k++) this.view.setFloat64(at + 8 * k, NaN);
+    return true;
+  }
+
+  /** Writes a sample's time and status; returns where its values go, or -1 if it does not fit. */
+  private reserve(ts: number, status: number): number {
+    const dt = Math.round((ts - this._base) * 1000);
+    const at = this.at;
+    const end = at + 5 + 8 * this._arity;
+    if (end > this.capacity || this._count === 0xffff || !(dt >= 0 && dt <= 0xffffffff)) return -1;
+    this.view.setUint32(at, dt);
+    this.view.setUint8(at + 4, status & 0xff);
+    this.at = end;
+    this._count++;
+    return at + 5;
   }
 
   /** The finished batch frame (a copy); the writer is empty afterwards. */

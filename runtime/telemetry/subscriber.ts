@@ -23,6 +23,8 @@ export interface SubscriberOptions {
   /** (publisher, topic) pairs whose sequence is tracked; the least recent is forgotten past it. Default 65536. */
   maxStreams?: number;
   receiveHighWaterMark?: number;
+  /** epgm receive rate in kbit/s (ZMQ_RATE), which also sizes PGM's receive window; match the publisher's. Default 10000. */
+  rate?: number;
 }
 
 export interface SubscriberStats {
@@ -51,7 +53,7 @@ interface Pending {
   held: BoundedQueue<Batch>;
 }
 
-const DEFAULTS = { prefix: '', holdLimit: 10_000, snapshotTimeout: 2000, maxStreams: 65_536, receiveHighWaterMark: 1000 };
+const DEFAULTS = { prefix: '', holdLimit: 10_000, snapshotTimeout: 2000, maxStreams: 65_536, receiveHighWaterMark: 1000, rate: 10_000 };
 
 export class Subscriber extends EventEmitter<SubscriberEvents> {
   private readonly opts: typeof DEFAULTS & SubscriberOptions;
@@ -75,7 +77,7 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
 
   /** Opens the SUB socket and subscribes to the prefix; connect publishers with {@link connect}. */
   start(): void {
-    this.socket = new ZmqSubscriber({ linger: 0, receiveHighWaterMark: this.opts.receiveHighWaterMark });
+    this.socket = new ZmqSubscriber({ linger: 0, receiveHighWaterMark: this.opts.receiveHighWaterMark, rate: this.opts.rate });
     this.socket.subscribe(this.opts.prefix);
     this.loop = this.receiveLoop(this.socket);
   }
