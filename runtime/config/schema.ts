@@ -1,0 +1,136 @@
+/**
+ * The one schema of Starling's YAML configuration: every key, its type, default and meaning, as data.
+ * `load.ts` validates a file against it (errors name file:line:col and what was expected) and fills defaults;
+ * `starling check --schema` prints it as documentation.
+ */
+
+export type FieldSpec =
+  | { type: 'string'; doc: string; required?: boolean; default?: string; pattern?: RegExp; patternDoc?: string; maxBytes?: number }
+  | { type: 'number'; doc: string; required?: boolean; default?: number; min?: number; max?: number; integer?: boolean }
+  | { type: 'boolean'; doc: string; required?: boolean; default?: boolean }
+  | { type: 'duration'; doc: string; required?: boolean; default?: string; min?: number }
+  | { type: 'enum'; doc: string; values: readonly string[]; required?: boolean; default?: string }
+  | { type: 'object'; doc: string; fields: Record<string, FieldSpec>; required?: boolean }
+  | { type: 'list'; doc: string; item: FieldSpec; required?: boolean }
+  | { type: 'stringmap'; doc: string; required?: boolean }
+  /** A list item chosen by one key (`platform`): the shared fields plus those of the chosen variant. */
+  | { type: 'variant'; doc: string; key: string; shared: Record<string, FieldSpec>; variants: Record<string, Record<string, FieldSpec>> }
+  /** A single-key map choosing one of several forms, e.g. a filter `{ moving_average: 5 }`. */
+  | { type: 'oneof'; doc: string; options: Record<string, FieldSpec> };
+
+const NAME = { type: 'string', required: true, pattern: /^[a-z0-9_]+$/, patternDoc: 'lower-case letters, digits and _', maxBytes: 64 } as const;
+
+const FILTER: FieldSpec = {
+  type: 'oneof',
+  doc: 'a filter applied to each reading, in order',
+  options: {
+    moving_average: { type: 'number', integer: true, min: 1, max: 1000, doc: 'average of the last N readings' },
+    delta: { type: 'number', min: 0, doc: 'publish only when the value moved by at least this much' },
+    throttle: { type: 'duration', min: 1, doc: 'publish at most once per this period' },
+  },
+};
+
+const SENSOR_SHARED: Record<string, FieldSpec> = {
+  name: { ...NAME, doc: 'the sensor name; its topic is <prefix><name>' },
+  interval: { type: 'duration', default: '10s', min: 10, doc: 'time between reads' },
+  filters: { type: 'list', item: FILTER, doc: 'filters applied to each reading, in order' },
+  simulate: { type: 'boolean', doc: 'use the simulated twin of this sensor (default: the top-level simulate)' },
+};
+
+export const SCHEMA: FieldSpec = {
+  type: 'object',
+  doc: 'a Starling device',
+  fields: {
+    node: {
+      type: 'object',
+      doc: 'the mesh node',
+      fields: {
+        name: { type: 'string', maxBytes: 255, doc: 'node name on the mesh (default: 6 hex digits of its UUID)' },
+        iface: { type: 'string', doc: 'interface name or IPv4 address (default: the first up, non-loopback, with broadcast)' },
+        port: { type: 'number', integer: true, min: 1, max: 65535, default: 5670, doc: 'UDP beacon port' },
+        headers: { type: 'stringmap', doc: 'extra HELLO headers' },
+        peers: { type: 'list', item: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT', doc: 'endpoint' }, doc: 'static peers' },
+      },
+    },
+    telemetry: {
+      type: 'object',
+      doc: 'publishing samples',
+      fields: {
+        prefix: { type: 'string', default: '', maxBytes: 128, doc: 'prepended to every sensor name to form its topic, e.g. kitchen/' },
+        epgm: { type: 'string', pattern: /^\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'GROUP:PORT, e.g. 239.192.7.1:5555', doc: 'also publish on this multicast group' },
+        rate: { type: 'number', integer: true, min: 1, default: 10000, doc: 'epgm rate, kbit/s' },
+      },
+    },
+    simulate: { type: 'boolean', default: false, doc: 'use every sensor\'s and line\'s simulated twin (for a laptop)' },
+    sysfs: { type: 'string', default: '/sys', doc: 'root of sysfs (tests point it at a fixture tree)' },
+    procfs: { type: 'string', default: '/proc', doc: 'root of procfs' },
+    sensors: {
+      type: 'list',
+      doc: 'sensors to sample',
+      item: {
+        type: 'variant',
+        key: 'platform',
+        doc: 'one sensor',
+        shared: SENSOR_SHARED,
+        variants: {
+          ds18b20: {
+            address: { type: 'string', required: true, pattern: /^28-[0-9a-f]{12}$/, patternDoc: 'a 1-Wire id such as 28-0316a2795aff', doc: '1-Wire device id' },
+          },
+          iio: {
+            device: { type: 'string', required: true, doc: 'iio:deviceN, or the device\'s name (its name file), e.g. bme280' },
+            channel: { type: 'enum', values: ['temp', 'humidityrelative', 'pressure'], required: true, doc: 'which channel' },
+          },
+          hwmon: {
+            chip: { type: 'string', required: true, doc: 'hwmonN, or the chip\'s name (its name file), e.g. cpu_thermal' },
+            input: { type: 'string', default: 'temp1', pattern: /^(temp|in|fan|power|curr|humidity)\d+$/, patternDoc: 'temp1, in0, fan1, …', doc: 'which input' },
+          },
+          thermal: {
+            zone: { type: 'string', default: 'thermal_zone0', doc: 'thermal_zoneN, or the zone\'s type, e.g. cpu-thermal' },
+          },
+          system: {
+            metric: { type: 'enum', values: ['load1', 'load5', 'load15', 'mem_available', 'mem_used_percent', 'wifi_signal', 'wifi_quality'], required: true, doc: 'which figure' },
+            interface: { type: 'string', default: 'wlan0', doc: 'Wi-Fi interface for wifi_*' },
+          },
+          sim: {
+            waveform: { type: 'enum', values: ['sine', 'square', 'ramp', 'random_walk', 'constant'], default: 'sine', doc: 'shape' },
+            min: { type: 'number', default: 0, doc: 'lowest value' },
+            max: { type: 'number', default: 1, doc: 'highest value' },
+            period: { type: 'duration', default: '60s', min: 1, doc: 'one cycle' },
+            noise: { type: 'number', default: 0, min: 0, doc: 'uniform noise added, ± this much' },
+            unit: { type: 'string', default: '', maxBytes: 255, doc: 'unit' },
+            fail_rate: { type: 'number', default: 0, min: 0, max: 1, doc: 'probability that a read fails' },
+            seed: { type: 'number', integer: true, default: 1, doc: 'random seed (runs repeat exactly)' },
+          },
+        },
+      },
+    },
+    gpio: {
+      type: 'list',
+      doc: 'GPIO lines',
+      item: {
+        type: 'object',
+        doc: 'one line',
+        fields: {
+          name: { ...NAME, doc: 'the line name (for the CLI, the mesh and its topic)' },
+          pin: { type: 'string', required: true, pattern: /^(GPIO\d+|[A-Za-z0-9_.-]+:\d+)$/, patternDoc: 'GPIO17, or CHIP:LINE such as gpiochip512:17 or pinctrl-rp1:17', doc: 'which line' },
+          mode: { type: 'enum', values: ['input', 'output'], required: true, doc: 'direction' },
+          pull: { type: 'enum', values: ['none', 'up', 'down'], default: 'none', doc: 'bias (applied with pinctrl where available; sysfs cannot)' },
+          inverted: { type: 'boolean', default: false, doc: 'active-low' },
+          debounce: { type: 'duration', default: '0ms', doc: 'an input must hold a level this long to count' },
+          initial: { type: 'number', integer: true, min: 0, max: 1, default: 0, doc: 'output level at start' },
+          safe: { type: 'number', integer: true, min: 0, max: 1, doc: 'output level set at shutdown (default: initial)' },
+          simulate: { type: 'boolean', doc: 'use a simulated line (default: the top-level simulate)' },
+        },
+      },
+    },
+  },
+};
+
+/** Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds, into milliseconds; undefined if invalid. */
+export function parseDuration(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value * 1000;
+  if (typeof value !== 'string') return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(value.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
