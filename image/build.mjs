@@ -13,7 +13,8 @@ const common = {
   platform: 'node',
   target: 'node20',
   format: 'esm',
-  external: ['zeromq'],
+  // Native addons stay external: zeromq, and onoff's epoll (onoff is loaded only when a real line opens).
+  external: ['zeromq', 'onoff', 'epoll'],
   sourcemap: 'linked',
   logLevel: 'warning',
   // CommonJS dependencies inside an ESM bundle need `require`.

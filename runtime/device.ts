@@ -1,0 +1,82 @@
+/**
+ * One Starling device as configured: the mesh node, the telemetry publisher it advertises, the drivers and
+ * the sampler, and the command handler that lets peers set GPIO outputs by WHISPER. Started in that order
+ * (publisher first: its endpoints go into the node's HELLO), stopped in reverse.
+ *
+ * Mesh commands: a WHISPER whose first frame is JSON `{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}` (read);
+ * the answer is a WHISPER `{"ok": true, "gpio": NAME, "value": V}` or `{"ok": false, "error": "…"}`.
+ */
+import { chooseInterface } from './net/iface.ts';
+import type { Config } from './config/load.ts';
+import { ZreNode } from './zre/node.ts';
+import { Publisher } from './telemetry/publisher.ts';
+import { advertise } from './telemetry/mesh.ts';
+import { Sampler, type SamplerEntry } from '../services/sampler.ts';
+import { createSensor } from '../drivers/sensors/index.ts';
+import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
+
+export class Device {
+  node: ZreNode | undefined;
+  publisher: Publisher | undefined;
+  sampler: Sampler | undefined;
+  readonly gpio = new Map<string, GpioDriver>();
+  /** Mesh commands refused (malformed or failed). */
+  commandErrors = 0;
+
+  /** Stores the config; opens nothing. */
+  constructor(readonly config: Config) {}
+
+  async start(): Promise<void> {
+    const c = this.config;
+    const iface = chooseInterface(c.node.iface);
+    const endpoints = [`tcp://${iface.address}:*`];
+    if (c.telemetry.epgm) endpoints.push(`epgm://${iface.address};${c.telemetry.epgm}`);
+    this.publisher = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate: c.telemetry.rate });
+    await this.publisher.start();
+    const entries: SamplerEntry[] = c.sensors.map((s) => ({ driver: createSensor(s, c, c.simulate), interval: s.interval, filters: s.filters }));
+    for (const g of c.gpio) {
+      const d = createGpio(g, c.sysfs, c.simulate);
+      this.gpio.set(g.name, d);
+      entries.push({ driver: d, interval: 0, filters: [] });
+    }
+    this.sampler = new Sampler(entries, this.publisher, c.telemetry.prefix);
+    await this.sampler.start();
+    this.node = new ZreNode({ name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers });
+    advertise(this.node, this.publisher, c.telemetry.epgm);
+    this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
+    await this.node.start();
+  }
+
+  /** Handles one mesh command; never throws (a bad one is answered with an error and counted). */
+  private async command(peer: string, frame: Buffer | undefined): Promise<void> {
+    let reply: Record<string, unknown>;
+    try {
+      let cmd: unknown;
+      try {
+        cmd = JSON.parse(frame?.toString('utf8') ?? '');
+      } catch {
+        throw new Error('expected a JSON command such as {"gpio":"relay","set":1}');
+      }
+      const { gpio, set } = (cmd ?? {}) as { gpio?: unknown; set?: unknown };
+      if (typeof gpio !== 'string') throw new Error('command needs "gpio": the line name');
+      const line = this.gpio.get(gpio);
+      if (!line) throw new Error(`no GPIO line named '${gpio}'; lines: ${[...this.gpio.keys()].join(', ') || 'none'}`);
+      if (set !== undefined) {
+        await line.write(Number(set));
+        this.sampler?.noteWrite(gpio, Number(set));
+      }
+      const r = await line.read();
+      reply = { ok: r.status === 0, gpio, value: r.values[0], ...(r.error ? { error: r.error } : {}) };
+    } catch (e) {
+      this.commandErrors++;
+      reply = { ok: false, error: (e as Error).message };
+    }
+    this.node?.whisper(peer, JSON.stringify(reply));
+  }
+
+  async stop(): Promise<void> {
+    await this.node?.stop();
+    await this.sampler?.stop(); // closes drivers: outputs go to their safe state
+    await this.publisher?.stop();
+  }
+}
