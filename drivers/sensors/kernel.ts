@@ -88,7 +88,8 @@ export class Ds18b20 extends FileSensor {
   }
 }
 
-const IIO_UNITS = { temp: ['°C', 1 / 1000], humidityrelative: ['%', 1 / 1000], pressure: ['kPa', 1] } as const;
+/** Unit and divisor from the IIO ABI's units (milli-degrees, milli-percent, kPa). */
+const IIO_UNITS = { temp: ['°C', 1000], humidityrelative: ['%', 1000], pressure: ['kPa', 1] } as const;
 
 /** An IIO channel: in_<ch>_input, or (in_<ch>_raw + in_<ch>_offset) × in_<ch>_scale, in the ABI's units. */
 export class IioSensor extends FileSensor {
@@ -135,25 +136,26 @@ export class IioSensor extends FileSensor {
     const n = parseNumber(text);
     if (Number.isNaN(n)) return fault(Status.BAD_DATA, `${this.describe()}: not a number: ${JSON.stringify(text.slice(0, 20))}`);
     const abi = this.processed ? n : (n + this.offset) * this.scale;
-    return ok(abi * IIO_UNITS[this.channel][1]);
+    return ok(abi / IIO_UNITS[this.channel][1]);
   }
 }
 
+/** Unit and divisor from the hwmon ABI's units (m°C, mV, rpm, µW, mA, m%). */
 const HWMON_UNITS: Record<string, [string, number]> = {
-  temp: ['°C', 1 / 1000], in: ['V', 1 / 1000], fan: ['rpm', 1], power: ['W', 1 / 1e6], curr: ['A', 1 / 1000], humidity: ['%', 1 / 1000],
+  temp: ['°C', 1000], in: ['V', 1000], fan: ['rpm', 1], power: ['W', 1e6], curr: ['A', 1000], humidity: ['%', 1000],
 };
 
 /** A hwmon input (<input>_input), converted from the hwmon ABI's milli/micro units. */
 export class HwmonSensor extends FileSensor {
   readonly kind = 'hwmon';
   readonly unit: string;
-  private readonly factor: number;
+  private readonly divisor: number;
 
   constructor(name: string, private readonly chip: string, private readonly input: string, private readonly sysfs: string) {
     super(name);
-    const [unit, factor] = HWMON_UNITS[input.replace(/\d+$/, '')] ?? ['', 1];
+    const [unit, divisor] = HWMON_UNITS[input.replace(/\d+$/, '')] ?? ['', 1];
     this.unit = unit;
-    this.factor = factor;
+    this.divisor = divisor;
   }
 
   protected describe(): string {
@@ -167,7 +169,7 @@ export class HwmonSensor extends FileSensor {
 
   protected parse(text: string): Reading {
     const n = parseNumber(text);
-    return Number.isNaN(n) ? fault(Status.BAD_DATA, `${this.describe()}: not a number`) : ok(n * this.factor);
+    return Number.isNaN(n) ? fault(Status.BAD_DATA, `${this.describe()}: not a number`) : ok(n / this.divisor);
   }
 }
 

@@ -239,7 +239,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
     const items = root && isMap(root) ? root : undefined;
     for (const [list, what] of [['sensors', 'sensor'], ['gpio', 'line']] as const) {
       const seq = items?.get(list, true);
-      config[list].forEach((item, i) => {
+      (config[list] ?? []).forEach((item: { name?: string } | undefined, i: number) => {
         if (!item?.name) return;
         const node = isSeq(seq) ? ((seq.items[i] as Node & { get?: (k: string, keep: boolean) => Node }).get?.('name', true)) : undefined;
         const other = names.get(item.name);
