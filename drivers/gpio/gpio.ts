@@ -48,7 +48,7 @@ export class GpioDriver implements Driver {
         const { number } = await resolvePin(c.pin, this.sysfs);
         this.number = number;
         const initialLevel = this.toLogical(c.initial as Level); // the same map inverts both ways
-        this.line = new OnoffLine(number, c.mode === 'input' ? 'in' : this.attach ? 'out' : initialLevel ? 'high' : 'low', this.attach);
+        this.line = await OnoffLine.open(number, c.mode === 'input' ? 'in' : this.attach ? 'out' : initialLevel ? 'high' : 'low', this.attach);
         if (c.pull !== 'none') notes.push(await applyPull(c.pin, c.pull));
       }
     } catch (e) {

@@ -3,6 +3,7 @@
  * simulated line behind the same interface for laptops and tests (GPIO interrupts cannot be produced here).
  */
 import { createRequire } from 'node:module';
+import { access, constants, writeFile } from 'node:fs/promises';
 
 export type Level = 0 | 1;
 
@@ -57,6 +58,9 @@ interface OnoffGpio {
   unexport(): void;
 }
 
+/** onoff's fixed sysfs location (it takes no root): lines are always under /sys/class/gpio. */
+const GPIO_ROOT = '/sys/class/gpio';
+
 /** How often an input is polled where edge interrupts are not available (EPERM/EINVAL from epoll). */
 export const POLL_MS = 20;
 
@@ -69,12 +73,31 @@ export class OnoffLine implements Line {
   private readonly gpio: OnoffGpio;
   private poll: NodeJS.Timeout | undefined;
 
-  /** `keep`: attach to a line as it is (no direction change, so an output keeps its level; no unexport on close). */
-  constructor(readonly number: number, direction: 'in' | 'out' | 'high' | 'low', private readonly keep = false) {
+  private constructor(readonly number: number, direction: 'in' | 'out' | 'high' | 'low', private readonly keep: boolean) {
     // onoff is CommonJS with a native dependency (epoll); loaded only when a real line is opened.
     const { Gpio } = createRequire(import.meta.url)('onoff') as { Gpio: new (n: number, d: string, e?: string | object, o?: object) => OnoffGpio };
     const options = { reconfigureDirection: !keep };
     this.gpio = direction === 'in' ? new Gpio(number, 'in', 'both', options) : new Gpio(number, direction, options);
+  }
+
+  /**
+   * Exports the line if needed and waits (asynchronously, up to `ms`) until udev has made its files
+   * accessible — onoff's own wait is a 10,000-try busy loop that blocks the event loop and can give up
+   * before a slow udev rule has run — then lets onoff set direction and edge.
+   * `keep`: attach to a line as it is (no direction change, so an output keeps its level; no unexport on close).
+   */
+  static async open(number: number, direction: 'in' | 'out' | 'high' | 'low', keep = false, ms = 2000): Promise<OnoffLine> {
+    const dir = `${GPIO_ROOT}/gpio${number}`;
+    const ready = () => access(`${dir}/value`, constants.R_OK | constants.W_OK).then(() => true, () => false);
+    if (!(await ready())) {
+      await writeFile(`${GPIO_ROOT}/export`, String(number));
+      const deadline = Date.now() + ms;
+      while (!(await ready())) {
+        if (Date.now() > deadline) throw new Error(`exported GPIO ${number}, but ${dir}/value did not become accessible within ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    return new OnoffLine(number, direction, keep);
   }
 
   async read(): Promise<Level> {

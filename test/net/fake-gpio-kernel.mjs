@@ -1,0 +1,35 @@
+// Plays the kernel's sysfs GPIO driver on a tmpfs: a number written to export creates gpioN with direction,
+// value, edge and active_low files; one written to unexport removes it. Writing "out" to direction drives the
+// value low, as the kernel does. Used inside a private mount namespace only (test/net/onoff.test.ts).
+import { existsSync, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+
+const root = process.argv[2];
+const take = (file) => {
+  const n = readFileSync(`${root}/${file}`, 'utf8').trim();
+  writeFileSync(`${root}/${file}`, '');
+  return n;
+};
+const directions = new Map();
+function exported(n) {
+  const dir = `${root}/gpio${n}`;
+  if (existsSync(dir)) return;
+  mkdirSync(dir);
+  for (const [f, v] of [['direction', 'in'], ['value', '0'], ['edge', 'none'], ['active_low', '0']]) writeFileSync(`${dir}/${f}`, v + '\n');
+  directions.set(n, watch(`${dir}/direction`, () => {
+    try {
+      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out') writeFileSync(`${dir}/value`, '0\n');
+    } catch { /* removed */ }
+  }));
+}
+// Polled, not watched: inotify merges the truncate and the write of one `echo N > export` into one event that
+// can arrive before the number is there.
+setInterval(() => {
+  const n = take('export');
+  if (n) exported(n);
+  const u = take('unexport');
+  if (u) {
+    directions.get(u)?.close();
+    rmSync(`${root}/gpio${u}`, { recursive: true, force: true });
+  }
+}, 5);
+process.stdout.write('ready\n');
