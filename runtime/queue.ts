@@ -41,6 +41,11 @@ export class BoundedQueue<T> {
     return item;
   }
 
+  /** Oldest to newest, without removing anything. */
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let i = 0; i < this.count; i++) yield this.items[(this.head + i) % this.capacity] as T;
+  }
+
   clear(): void {
     this.items.fill(undefined);
     this.head = 0;

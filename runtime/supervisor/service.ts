@@ -1,0 +1,41 @@
+/**
+ * The service contract (the Zigbee2MQTT habit): a constructor that only stores its dependencies, `start` that
+ * acquires, `stop` that releases, and `health` that reports progress. The supervisor owns the lifecycle.
+ */
+import type { EventEmitter } from 'node:events';
+
+export type ServiceState = 'stopped' | 'starting' | 'running' | 'backoff' | 'stopping' | 'failed' | 'exited';
+
+export interface Health {
+  healthy: boolean;
+  /** When the service last reported progress (ms since the epoch); undefined if it never did. */
+  lastProgress?: number;
+  detail?: string;
+}
+
+export interface ServiceEvents {
+  state: [ServiceState];
+}
+
+export interface Service extends EventEmitter<ServiceEvents> {
+  readonly name: string;
+  readonly state: ServiceState;
+  /** How often it restarted after a crash. */
+  readonly restarts: number;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  health(): Health;
+}
+
+/**
+ * Health from progress (the balena-supervisor habit): healthy while progress was reported within twice the
+ * interval. A service that reports no interval is healthy while running.
+ */
+export function progressHealth(state: ServiceState, lastProgress: number | undefined, interval: number | undefined, now = Date.now()): Health {
+  if (state !== 'running') return { healthy: false, lastProgress, detail: state };
+  if (!interval) return { healthy: true, lastProgress };
+  if (lastProgress === undefined || now - lastProgress > 2 * interval) {
+    return { healthy: false, lastProgress, detail: `no progress for ${lastProgress === undefined ? 'ever' : `${Math.round((now - lastProgress) / 1000)} s`}` };
+  }
+  return { healthy: true, lastProgress };
+}

@@ -1,0 +1,147 @@
+// The supervisor with real child processes: restart delays grow as configured and reset after a stable run;
+// memory stays flat across 200 restarts; stop is in reverse order, SIGKILL after the stop timeout, nothing
+// left behind.
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LogRing } from '../../runtime/supervisor/log.ts';
+import { ProcessService, type ProcessSpec } from '../../runtime/supervisor/process.ts';
+import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
+
+const node = process.execPath;
+const quiet = () => new LogRing(500, undefined);
+const spec = (over: Partial<ProcessSpec>): ProcessSpec => ({
+  name: 'svc', command: node, args: ['-e', 'process.exit(1)'], env: {}, restart: 'always', backoffMin: 50, backoffMax: 400, stopTimeout: 1000, stableAfter: 10_000, ...over,
+});
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const running: ProcessService[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.stop()));
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('restart policy', () => {
+  it('a crashing child is restarted with growing delays, capped at the maximum', async () => {
+    const s = new ProcessService(spec({}), quiet());
+    running.push(s);
+    await s.start();
+    const deadline = Date.now() + 15_000;
+    while (s.recentDelays.length < 6 && Date.now() < deadline) await sleep(20);
+    const d = s.recentDelays.slice(0, 6);
+    // 50, 100, 200, 400, 400, 400 ms, each less up to 20 % jitter.
+    const nominal = [50, 100, 200, 400, 400, 400];
+    d.forEach((v, i) => {
+      expect(v).toBeLessThanOrEqual(nominal[i]!);
+      expect(v).toBeGreaterThanOrEqual(nominal[i]! * 0.8 - 1);
+    });
+    expect(s.restarts).toBeGreaterThanOrEqual(5);
+  }, 20_000);
+
+  it('the backoff starts again from the minimum after a stable run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-sup-'));
+    // Crashes twice at once, then runs 600 ms (longer than stableAfter) and crashes again.
+    const script = `const f=${JSON.stringify(join(dir, 'n'))};const fs=require('fs');let n=0;try{n=+fs.readFileSync(f,'utf8')}catch{};fs.writeFileSync(f,String(n+1));setTimeout(()=>process.exit(3), n===2?600:0)`;
+    const s = new ProcessService(spec({ args: ['-e', script], backoffMin: 100, backoffMax: 1000, stableAfter: 300 }), quiet());
+    running.push(s);
+    await s.start();
+    const deadline = Date.now() + 15_000;
+    while (s.recentDelays.length < 3 && Date.now() < deadline) await sleep(20);
+    const [a, b, c] = s.recentDelays;
+    expect(a).toBeLessThanOrEqual(100);
+    expect(b).toBeGreaterThan(150); // grew: 200 nominal
+    expect(c).toBeLessThanOrEqual(100); // reset after the stable 600 ms run
+  }, 20_000);
+
+  it('on-failure does not restart a clean exit; never does not restart a crash', async () => {
+    const clean = new ProcessService(spec({ args: ['-e', 'process.exit(0)'], restart: 'on-failure' }), quiet());
+    const crash = new ProcessService(spec({ restart: 'never' }), quiet());
+    running.push(clean, crash);
+    await clean.start();
+    await crash.start();
+    await sleep(500);
+    expect([clean.state, clean.restarts]).toEqual(['exited', 0]);
+    expect([crash.state, crash.restarts, crash.lastExit?.code]).toEqual(['failed', 0, 1]);
+  });
+
+  it('a command that does not exist is a failed start, retried, and never throws', async () => {
+    const log = quiet();
+    const s = new ProcessService(spec({ command: '/nonexistent/binary', restart: 'on-failure' }), log);
+    running.push(s);
+    await s.start();
+    await sleep(300);
+    expect(s.restarts).toBeGreaterThan(0);
+    expect(log.tail(50).some((e) => /ENOENT/.test(e.msg))).toBe(true);
+  });
+
+  it('supervisor RSS stays flat across 200 restarts', async () => {
+    // /bin/false: a crash per restart without Node's start-up cost in the loop.
+    const s = new ProcessService(spec({ command: 'false', args: [], backoffMin: 1, backoffMax: 1 }), quiet());
+    running.push(s);
+    await s.start();
+    const until = async (n: number) => {
+      const deadline = Date.now() + 60_000;
+      while (s.restarts < n && Date.now() < deadline) await sleep(10);
+    };
+    await until(20); // warm up
+    global.gc?.();
+    const before = process.memoryUsage().rss;
+    await until(220);
+    global.gc?.();
+    const after = process.memoryUsage().rss;
+    console.log(`200 restarts: RSS ${(before / 1048576).toFixed(1)} → ${(after / 1048576).toFixed(1)} MB`);
+    expect(s.restarts).toBeGreaterThanOrEqual(220);
+    expect(after - before).toBeLessThan(8 * 1024 * 1024);
+  }, 90_000);
+});
+
+describe('stopping', () => {
+  it('stops services in reverse order, kills one that ignores SIGTERM after its timeout, leaves no process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-sup-'));
+    const mark = (name: string) => `process.on('SIGTERM',()=>{require('fs').appendFileSync(${JSON.stringify(join(dir, 'order'))},'${name}\\n');process.exit(0)});setInterval(()=>{},1000);console.log('up')`;
+    // 'stubborn' also starts a grandchild, which must not outlive it (found afterwards by its marker).
+    const marker = `starling-grandchild-${randomBytes(4).toString('hex')}`;
+    const stubborn = `require('child_process').spawn(process.execPath,['-e','setInterval(()=>{},1000) // ${marker}'],{stdio:'ignore'});process.on('SIGTERM',()=>{require('fs').appendFileSync(${JSON.stringify(join(dir, 'order'))},'stubborn\\n')});setInterval(()=>{},1000);console.log('up')`;
+    const services = [
+      new ProcessService(spec({ name: 'first', args: ['-e', mark('first')] }), quiet()),
+      new ProcessService(spec({ name: 'stubborn', args: ['-e', stubborn], stopTimeout: 300 }), quiet()),
+      new ProcessService(spec({ name: 'last', args: ['-e', mark('last')] }), quiet()),
+    ];
+    const sup = new Supervisor(services, quiet());
+    await sup.start();
+    await sleep(500);
+    const pids = services.map((s) => s.pid!);
+    expect(sup.list().map((s) => [s.name, s.state])).toEqual([['first', 'running'], ['stubborn', 'running'], ['last', 'running']]);
+    const t0 = Date.now();
+    await sup.stop();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(readFileSync(join(dir, 'order'), 'utf8').trim().split('\n')).toEqual(['last', 'stubborn', 'first']);
+    expect(services[1]!.lastExit?.signal).toBe('SIGKILL');
+    await sleep(100);
+    expect(pids.filter(alive)).toEqual([]);
+    expect(processesWith(marker)).toEqual([]);
+  }, 20_000);
+});
+
+/** Pids whose command line contains `text` (from /proc). */
+function processesWith(text: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text)) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
