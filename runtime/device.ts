@@ -6,7 +6,9 @@
  * Mesh commands: a WHISPER whose first frame is JSON `{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}` (read);
  * the answer is a WHISPER `{"ok": true, "gpio": NAME, "value": V}` or `{"ok": false, "error": "…"}`.
  */
+import { EventEmitter } from 'node:events';
 import { chooseInterface } from './net/iface.ts';
+import type { Health, Service, ServiceEvents, ServiceState } from './supervisor/service.ts';
 import type { Config } from './config/load.ts';
 import { ZreNode } from './zre/node.ts';
 import { Publisher } from './telemetry/publisher.ts';
@@ -15,7 +17,10 @@ import { Sampler, type SamplerEntry } from '../services/sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
 
-export class Device {
+export class Device extends EventEmitter<ServiceEvents> implements Service {
+  readonly name = 'device';
+  readonly restarts = 0;
+  private _state: ServiceState = 'stopped';
   node: ZreNode | undefined;
   publisher: Publisher | undefined;
   sampler: Sampler | undefined;
@@ -24,9 +29,44 @@ export class Device {
   commandErrors = 0;
 
   /** Stores the config; opens nothing. */
-  constructor(readonly config: Config) {}
+  constructor(readonly config: Config) {
+    super();
+  }
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  private set(state: ServiceState): void {
+    this._state = state;
+    this.emit('state', state);
+  }
+
+  /** Healthy while running: a network without peers is not unhealthiness. */
+  health(): Health {
+    return this._state === 'running' ? { healthy: true } : { healthy: false, detail: this._state };
+  }
 
   async start(): Promise<void> {
+    this.set('starting');
+    try {
+      await this.open();
+      this.set('running');
+    } catch (e) {
+      await this.close().catch(() => {});
+      this.set('failed');
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this._state === 'stopped') return;
+    this.set('stopping');
+    await this.close();
+    this.set('stopped');
+  }
+
+  private async open(): Promise<void> {
     const c = this.config;
     const iface = chooseInterface(c.node.iface);
     const endpoints = [`tcp://${iface.address}:*`];
@@ -74,9 +114,11 @@ export class Device {
     this.node?.whisper(peer, JSON.stringify(reply));
   }
 
-  async stop(): Promise<void> {
+  private async close(): Promise<void> {
     await this.node?.stop();
     await this.sampler?.stop(); // closes drivers: outputs go to their safe state
     await this.publisher?.stop();
+    this.node = this.sampler = this.publisher = undefined;
+    this.gpio.clear();
   }
 }

@@ -1,10 +1,15 @@
 // `starling check`, `sensors`, `gpio` and `run`: the device described by the YAML configuration.
-import { CliError, out, parse, untilSignal, type Command } from './common.ts';
+import { CliError, intOption, out, parse, untilSignal, type Command } from './common.ts';
 import { ConfigError, loadConfig, type Config } from '../config/load.ts';
 import { createSensor } from '../../drivers/sensors/index.ts';
 import { GpioDriver } from '../../drivers/gpio/gpio.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
 import { Device } from '../device.ts';
+import { LogRing } from '../supervisor/log.ts';
+import { ProcessService } from '../supervisor/process.ts';
+import { Supervisor } from '../supervisor/supervisor.ts';
+import { Notifier } from '../supervisor/notify.ts';
+import { connectSupervisor, exportSupervisor, networkConnectivity } from '../supervisor/dbus.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -106,32 +111,133 @@ ${CONFIG_HELP}`,
 };
 
 export const run: Command = {
-  summary: 'run the device: mesh node, sensors, GPIO and telemetry, until stopped',
+  summary: 'run the supervisor: the device and the configured services, until stopped',
   help: `Usage: starling run [--config FILE]
 
-Starts the device described by the configuration: the mesh node (advertising its
-telemetry), every sensor and GPIO line, the sampler publishing their readings on
-<prefix><name>, and GPIO commands from peers over WHISPER. SIGTERM or Ctrl-C stops it
-cleanly (outputs go to their safe level).
+The supervisor. Starts, in order: the device described by the configuration (mesh node
+advertising its telemetry, sensors and GPIO sampled onto it, GPIO commands from peers),
+then each external service under services:, restarting those by their policy with
+backoff. Logs go to stdout as JSON lines (journald keeps them) and to a RAM ring that
+\`starling logs\` reads. Exports org.starling.Supervisor1 on the system bus when it can
+(status, restart, logs), and tells systemd READY/WATCHDOG/STATUS when NOTIFY_SOCKET is
+set. SIGTERM or Ctrl-C stops everything in reverse order (outputs go to their safe level).
 
 ${CONFIG_HELP}`,
   async run(argv) {
     const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const c = load(configFile(values.config));
+    const log = new LogRing(c.logs.ring);
     const device = new Device(c);
+    const services = [device, ...c.services.map((s) => new ProcessService({
+      name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
+      backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout,
+    }, log))];
+    const sup = new Supervisor(services, log);
+    const notifier = new Notifier();
+    await sup.start();
+    if (device.state !== 'running') log.log('error', 'supervisor', 'the device did not start; the other services run on');
+    else {
+      const node = device.node!;
+      log.log('info', 'device', `${node.name} on ${node.iface!.name} (${node.iface!.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${device.publisher!.endpoints.join(' ')}`);
+      for (const s of device.sampler!.status()) {
+        if (s.status !== 0 || s.error) log.log('warn', 'device', `${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}`);
+      }
+    }
+    let bus: { close(): void } | undefined;
     try {
-      await device.start();
+      bus = await exportSupervisor(sup, log);
     } catch (e) {
-      await device.stop().catch(() => {});
-      throw new CliError((e as Error).message, 1);
+      log.log('warn', 'supervisor', `no D-Bus control: ${(e as Error).message}`);
     }
-    const node = device.node!;
-    process.stderr.write(`run: ${node.name} on ${node.iface!.name} (${node.iface!.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${device.publisher!.endpoints.join(' ')}\n`);
-    for (const s of device.sampler!.status()) {
-      if (s.status !== 0 || s.error) process.stderr.write(`run: ${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}\n`);
-    }
+    const connectivity = await networkConnectivity();
+    if (connectivity !== undefined) log.log('info', 'supervisor', `NetworkManager connectivity: ${connectivity}`);
+    const summary = () => sup.list().map((s) => `${s.name} ${s.state}`).join(', ');
+    await notifier.ready(summary());
+    notifier.startWatchdog(() => sup.healthy());
+    const onState = () => void notifier.status(summary());
+    sup.on('state', onState);
     await untilSignal();
-    await device.stop();
+    sup.off('state', onState);
+    notifier.stop();
+    await notifier.send('STOPPING=1');
+    await sup.stop();
+    bus?.close();
     return 0;
   },
 };
+
+export const status: Command = {
+  summary: 'show the running supervisor\'s services (over D-Bus)',
+  help: `Usage: starling status [--json]
+
+Asks the running supervisor (org.starling.Supervisor1 on the system bus) for each
+service's state, health and restart count.`,
+  async run(argv) {
+    const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
+    const sup = await reach();
+    try {
+      const rows = (await sup.call('List')) as [string, string, boolean, number, string][];
+      if (values.json) out(JSON.stringify(rows.map(([name, state, healthy, restarts, detail]) => ({ name, state, healthy, restarts, detail }))));
+      else for (const [name, state, healthy, restarts, detail] of rows) out(`${name.padEnd(16)} ${state.padEnd(9)} ${healthy ? 'healthy' : 'unhealthy'}  restarts=${restarts}${detail ? `  ${detail}` : ''}`);
+      return 0;
+    } finally {
+      sup.close();
+    }
+  },
+};
+
+export const restart: Command = {
+  summary: 'restart a service of the running supervisor (root or group starling)',
+  help: `Usage: starling restart SERVICE
+
+Asks the running supervisor to stop and start SERVICE. The D-Bus policy allows this to
+root and to members of the group starling only.`,
+  async run(argv) {
+    const { positionals } = parse(argv, { help: { type: 'boolean', short: 'h' } });
+    if (positionals.length !== 1) throw new CliError(`restart takes one SERVICE, got ${positionals.length}`);
+    const sup = await reach();
+    try {
+      await sup.call('Restart', positionals[0]);
+      out(`restarted ${positionals[0]}`);
+      return 0;
+    } finally {
+      sup.close();
+    }
+  },
+};
+
+export const logs: Command = {
+  summary: 'print the running supervisor\'s recent logs (from RAM, over D-Bus)',
+  help: `Usage: starling logs [SERVICE] [-n COUNT] [-f] [--json]
+
+Prints the last COUNT (default 100) log entries of SERVICE (default: all) from the
+supervisor's RAM ring; -f keeps following new ones.`,
+  async run(argv) {
+    const { values, positionals } = parse(argv, { n: { type: 'string', short: 'n' }, f: { type: 'boolean', short: 'f' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+    const service = positionals[0] ?? '';
+    const count = values.n === undefined ? 100 : intOption('-n', values.n, 1, 1_000_000);
+    const show = (json: string) => {
+      const e = JSON.parse(json) as { ts: number; level: string; service: string; msg: string };
+      if (service && e.service !== service) return;
+      out(values.json ? json : `${new Date(e.ts).toISOString()} ${e.level.padEnd(5)} ${e.service}: ${e.msg}`);
+    };
+    const sup = await reach();
+    try {
+      for (const line of (await sup.call('Logs', service, count)) as string[]) show(line);
+      if (!values.f) return 0;
+      sup.on('Log', (json) => show(String(json)));
+      await untilSignal();
+      return 0;
+    } finally {
+      sup.close();
+    }
+  },
+};
+
+async function reach() {
+  try {
+    return await connectSupervisor();
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  }
+}

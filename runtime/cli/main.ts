@@ -8,9 +8,9 @@ import { peers } from './peers.ts';
 import { listen } from './listen.ts';
 import { shout, whisper } from './send.ts';
 import { publish, tail } from './telemetry.ts';
-import { check, gpio, run, sensors } from './device.ts';
+import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
 
-const COMMANDS: Record<string, Command> = { demo, run, check, sensors, gpio, peers, listen, shout, whisper, tail, publish };
+const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

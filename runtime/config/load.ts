@@ -51,6 +51,19 @@ export interface GpioConfig {
   simulate?: boolean;
 }
 
+export interface ServiceConfig {
+  name: string;
+  command: string;
+  args: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  restart: 'always' | 'on-failure' | 'never';
+  backoff_min: number;
+  backoff_max: number;
+  stable_after: number;
+  stop_timeout: number;
+}
+
 export interface Config {
   node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; peers?: string[] };
   telemetry: { prefix: string; epgm?: string; rate: number };
@@ -59,6 +72,8 @@ export interface Config {
   procfs: string;
   sensors: SensorConfig[];
   gpio: GpioConfig[];
+  services: ServiceConfig[];
+  logs: { ring: number };
 }
 
 const describe = (v: unknown): string => {
@@ -237,7 +252,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
     // Cross-field rules: names are unique across sensors and lines (they become topics and command targets).
     const names = new Map<string, string>();
     const items = root && isMap(root) ? root : undefined;
-    for (const [list, what] of [['sensors', 'sensor'], ['gpio', 'line']] as const) {
+    for (const [list, what] of [['sensors', 'sensor'], ['gpio', 'line'], ['services', 'service']] as const) {
       const seq = items?.get(list, true);
       (config[list] ?? []).forEach((item: { name?: string } | undefined, i: number) => {
         if (!item?.name) return;

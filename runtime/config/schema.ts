@@ -104,6 +104,33 @@ export const SCHEMA: FieldSpec = {
         },
       },
     },
+    services: {
+      type: 'list',
+      doc: 'external programs the supervisor runs, started in this order after the device, stopped in reverse',
+      item: {
+        type: 'object',
+        doc: 'one service',
+        fields: {
+          name: { ...NAME, doc: 'the service name (for status, restart and logs)' },
+          command: { type: 'string', required: true, doc: 'the program to run (a path, or a name found on PATH)' },
+          args: { type: 'list', item: { type: 'string', doc: 'argument' }, doc: 'its arguments' },
+          env: { type: 'stringmap', doc: 'extra environment variables' },
+          cwd: { type: 'string', doc: 'working directory' },
+          restart: { type: 'enum', values: ['always', 'on-failure', 'never'], default: 'on-failure', doc: 'when to restart it after it exits' },
+          backoff_min: { type: 'duration', default: '1s', min: 1, doc: 'first restart delay' },
+          backoff_max: { type: 'duration', default: '5m', min: 1, doc: 'largest restart delay' },
+          stable_after: { type: 'duration', default: '1m', min: 1, doc: 'a run this long resets the restart delay' },
+          stop_timeout: { type: 'duration', default: '10s', min: 1, doc: 'SIGKILL this long after SIGTERM' },
+        },
+      },
+    },
+    logs: {
+      type: 'object',
+      doc: 'logging',
+      fields: {
+        ring: { type: 'number', integer: true, min: 100, max: 1_000_000, default: 5000, doc: 'log entries kept in RAM for starling logs' },
+      },
+    },
     gpio: {
       type: 'list',
       doc: 'GPIO lines',

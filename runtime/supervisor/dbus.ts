@@ -1,0 +1,148 @@
+/**
+ * The supervisor on D-Bus (dbus-next): bus name and interface org.starling.Supervisor1 at
+ * /org/starling/Supervisor1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS points tests at a private one).
+ *
+ *   List()            → a(ssbus)  name, state, healthy, restarts, detail
+ *   Start(s) Stop(s) Restart(s)  mutating: only root or the starling group (image/dbus policy)
+ *   Logs(s service, u count) → as  JSON lines from the RAM ring ('' for all services)
+ *   Healthy           property b
+ *   StateChanged(s name, s state), Log(s json)   signals
+ *
+ * Also reads NetworkManager's Connectivity where NetworkManager runs, and carries on without it.
+ */
+import { createRequire } from 'node:module';
+import type { Supervisor } from './supervisor.ts';
+import type { LogRing } from './log.ts';
+
+type DBus = typeof import('dbus-next');
+const dbus = createRequire(import.meta.url)('dbus-next') as DBus;
+
+export const BUS_NAME = 'org.starling.Supervisor1';
+export const OBJECT_PATH = '/org/starling/Supervisor1';
+export const INTERFACE = 'org.starling.Supervisor1';
+
+class SupervisorInterface extends dbus.interface.Interface {
+  constructor(private readonly sup: Supervisor, private readonly log: LogRing) {
+    super(INTERFACE);
+  }
+
+  get Healthy(): boolean {
+    return this.sup.healthy();
+  }
+
+  List(): [string, string, boolean, number, string][] {
+    return this.sup.list().map((s) => [s.name, s.state, s.healthy, s.restarts, s.detail ?? '']);
+  }
+
+  private async act(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      throw new dbus.DBusError('org.starling.Error.Failed', (e as Error).message);
+    }
+  }
+
+  Start(name: string): Promise<void> {
+    return this.act(() => this.sup.startService(name));
+  }
+
+  Stop(name: string): Promise<void> {
+    return this.act(() => this.sup.stopService(name));
+  }
+
+  Restart(name: string): Promise<void> {
+    return this.act(() => this.sup.restartService(name));
+  }
+
+  Logs(service: string, count: number): string[] {
+    return this.log.tail(count || 100, service || undefined).map((e) => JSON.stringify(e));
+  }
+
+  StateChanged(name: string, state: string): [string, string] {
+    return [name, state];
+  }
+
+  Log(json: string): string {
+    return json;
+  }
+}
+
+SupervisorInterface.configureMembers({
+  properties: { Healthy: { signature: 'b', access: dbus.interface.ACCESS_READ } },
+  methods: {
+    List: { outSignature: 'a(ssbus)' },
+    Start: { inSignature: 's' },
+    Stop: { inSignature: 's' },
+    Restart: { inSignature: 's' },
+    Logs: { inSignature: 'su', outSignature: 'as' },
+  },
+  signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
+});
+
+export class DbusError extends Error {
+  override name = 'DbusError';
+}
+
+/** Exports the supervisor on the system bus. Rejects (with the bus's reason) if the bus or the name cannot be had. */
+export async function exportSupervisor(sup: Supervisor, log: LogRing): Promise<{ close(): void }> {
+  const bus = dbus.systemBus();
+  // dbus-next reports connection failures as 'error' events; make them a rejection here.
+  const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
+  const iface = new SupervisorInterface(sup, log);
+  bus.export(OBJECT_PATH, iface);
+  const reply = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), failed]);
+  if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {
+    bus.disconnect();
+    throw new DbusError(`could not own ${BUS_NAME} on the system bus (another supervisor running?)`);
+  }
+  bus.on('error', () => {});
+  const onState = (name: string, state: string) => iface.StateChanged(name, state);
+  const stopFollow = log.follow((e) => iface.Log(JSON.stringify(e)));
+  sup.on('state', onState);
+  return {
+    close() {
+      sup.off('state', onState);
+      stopFollow();
+      bus.disconnect();
+    },
+  };
+}
+
+/** A client of the supervisor on the system bus, for the CLI. */
+export async function connectSupervisor(): Promise<{ call(method: string, ...args: unknown[]): Promise<unknown>; on(signal: string, fn: (...a: unknown[]) => void): void; close(): void }> {
+  const bus = dbus.systemBus();
+  const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
+  try {
+    const obj = await Promise.race([bus.getProxyObject(BUS_NAME, OBJECT_PATH), failed]);
+    const iface = obj.getInterface(INTERFACE) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>> & { on(s: string, f: (...a: unknown[]) => void): void };
+    return {
+      call: async (method, ...args) => {
+        try {
+          return await iface[method]!(...args);
+        } catch (e) {
+          throw new DbusError((e as Error).message);
+        }
+      },
+      on: (signal, fn) => iface.on(signal, fn),
+      close: () => bus.disconnect(),
+    };
+  } catch (e) {
+    bus.disconnect();
+    throw new DbusError(`cannot reach the Starling supervisor on D-Bus (${(e as Error).message}); is \`starling run\` running?`);
+  }
+}
+
+/** NetworkManager's connectivity (1 none … 4 full), or undefined when NetworkManager is not there. */
+export async function networkConnectivity(): Promise<number | undefined> {
+  const bus = dbus.systemBus();
+  bus.on('error', () => {});
+  try {
+    const obj = await bus.getProxyObject('org.freedesktop.NetworkManager', '/org/freedesktop/NetworkManager');
+    const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: number }> };
+    return (await props.Get('org.freedesktop.NetworkManager', 'Connectivity')).value;
+  } catch {
+    return undefined;
+  } finally {
+    bus.disconnect();
+  }
+}
