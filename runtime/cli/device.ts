@@ -134,6 +134,8 @@ ${CONFIG_HELP}`,
     }, log))];
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();
+    // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.
+    const stopped = untilSignal();
     await sup.start();
     if (device.state !== 'running') log.log('error', 'supervisor', 'the device did not start; the other services run on');
     else {
@@ -156,7 +158,7 @@ ${CONFIG_HELP}`,
     notifier.startWatchdog(() => sup.healthy());
     const onState = () => void notifier.status(summary());
     sup.on('state', onState);
-    await untilSignal();
+    await stopped;
     sup.off('state', onState);
     notifier.stop();
     await notifier.send('STOPPING=1');

@@ -132,17 +132,23 @@ export async function connectSupervisor(): Promise<{ call(method: string, ...arg
   }
 }
 
-/** NetworkManager's connectivity (1 none … 4 full), or undefined when NetworkManager is not there. */
-export async function networkConnectivity(): Promise<number | undefined> {
+/** NetworkManager's connectivity (1 none … 4 full), or undefined when NetworkManager or the bus is not there (after at most `ms`). */
+export async function networkConnectivity(ms = 2000): Promise<number | undefined> {
   const bus = dbus.systemBus();
-  bus.on('error', () => {});
-  try {
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<undefined>((resolve) => {
+    bus.on('error', () => resolve(undefined));
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  const ask = (async () => {
     const obj = await bus.getProxyObject('org.freedesktop.NetworkManager', '/org/freedesktop/NetworkManager');
     const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: number }> };
     return (await props.Get('org.freedesktop.NetworkManager', 'Connectivity')).value;
-  } catch {
-    return undefined;
+  })().catch(() => undefined);
+  try {
+    return await Promise.race([ask, giveUp]);
   } finally {
+    clearTimeout(timer);
     bus.disconnect();
   }
 }

@@ -1,0 +1,108 @@
+// `starling run` as a process: systemd notifications received on a real unix datagram socket standing in for
+// NOTIFY_SOCKET, and SIGTERM stopping services in reverse order within their timeouts, nothing orphaned.
+import { afterEach, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { beaconPort } from '../helpers.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cli = `${root}/dist/starling.mjs`;
+const procs: ChildProcess[] = [];
+afterEach(() => {
+  for (const p of procs.splice(0)) p.kill('SIGKILL');
+});
+execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+
+function config(dir: string, services: string[]): string {
+  const file = join(dir, 'starling.yaml');
+  writeFileSync(file, [
+    'simulate: true',
+    `node: { name: sup, iface: lo, port: ${beaconPort()} }`,
+    'sensors:',
+    '  - { platform: sim, name: t, interval: 1s }',
+    'services:',
+    ...services,
+  ].join('\n'));
+  return file;
+}
+
+function lines(p: ChildProcess): string[] {
+  const out: string[] = [];
+  createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
+  return out;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('starling run', () => {
+  it('tells systemd READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and STOPPING (real datagram socket)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-run-'));
+    const sock = join(dir, 'notify');
+    const receiver = spawn('python3', ['-u', '-c', [
+      'import socket,sys',
+      's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
+      `s.bind(${JSON.stringify(sock)})`,
+      'print("bound",flush=True)',
+      'while True: print(s.recv(4096).decode().replace("\\n","|"),flush=True)',
+    ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(receiver);
+    const got = lines(receiver);
+    await until(() => got.includes('bound'), 10_000, 'the receiver');
+    const run = spawn(process.execPath, [cli, 'run', '--config', config(dir, ['  - { name: idle, command: sleep, args: ["60"] }'])], {
+      env: { ...process.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000', DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    procs.push(run);
+    await until(() => got.filter((l) => l.includes('WATCHDOG=1')).length >= 3, 15_000, 'three WATCHDOG=1');
+    const ready = got.find((l) => l.includes('READY=1'));
+    expect(ready).toMatch(/STATUS=device running, idle running/);
+    expect(got.indexOf(ready!)).toBeLessThan(got.findIndex((l) => l.includes('WATCHDOG=1')));
+    run.kill('SIGTERM');
+    const code = await new Promise((r) => run.once('exit', r));
+    expect(code).toBe(0);
+    await until(() => got.some((l) => l.includes('STOPPING=1')), 5000, 'STOPPING=1');
+  }, 30_000);
+
+  it('SIGTERM stops services in reverse order, SIGKILLs one past its stop timeout, and leaves nothing running', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-run-'));
+    const order = join(dir, 'order');
+    const svc = (name: string, onTerm: string) => `  - { name: ${name}, command: sh, args: ["-c", "trap '${onTerm}' TERM; echo up; while true; do sleep 0.1; done"], stop_timeout: 500ms }`;
+    const file = config(dir, [
+      svc('one', `echo one >> ${order}; exit 0`),
+      svc('two', `echo two >> ${order}`), // ignores SIGTERM: killed after 500 ms
+      svc('three', `echo three >> ${order}; exit 0`),
+    ]);
+    const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(run);
+    const log = lines(run);
+    await until(() => ['one', 'two', 'three'].every((n) => log.some((l) => l.includes(`"msg":"started ${n}"`))), 15_000, 'three services started');
+    const pids = log.filter((l) => l.includes('"msg":"started ')).map((l) => JSON.parse(l).pid as number);
+    const t0 = Date.now();
+    run.kill('SIGTERM');
+    expect(await new Promise((r) => run.once('exit', r))).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+    expect(readFileSync(order, 'utf8').trim().split('\n')).toEqual(['three', 'two', 'one']);
+    expect(log.some((l) => l.includes('two did not stop within 500 ms: SIGKILL'))).toBe(true);
+    // Nothing of theirs runs on: not the shells, not their sleeps.
+    const left = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(order);
+      } catch {
+        return false;
+      }
+    });
+    expect(left).toEqual([]);
+    expect(pids.length).toBe(3);
+  }, 30_000);
+});
