@@ -1,0 +1,123 @@
+// The supervisor on a private system bus (a real dbus-daemon with Starling's policy file): list, restart and
+// its signals, logs, and a restart refused by the policy for an unprivileged user. Needs root (to run the
+// refused call as `nobody`); in CI it may not be skipped.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { isRoot } from './netns.ts';
+import { beaconPort } from '../helpers.ts';
+
+const dbus = createRequire(import.meta.url)('dbus-next') as typeof import('dbus-next');
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cliPath = `${root}/dist/starling.mjs`;
+const runHere = isRoot || process.env.CI === 'true';
+if (!runHere) console.warn('test/net: not root, skipping the D-Bus policy test (CI runs it as root)');
+
+describe.runIf(runHere)('D-Bus control on a private system bus', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'starling-dbus-'));
+  const address = `unix:path=${dir}/bus`;
+  let daemon: number;
+  let run: ChildProcess;
+  let bus: ReturnType<typeof dbus.sessionBus>;
+  const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address };
+
+  beforeAll(async () => {
+    if (!isRoot) throw new Error('this test needs root (CI=true was set, so it may not be skipped)');
+    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    chmodSync(dir, 0o755);
+    // A system bus like Debian's (deny by default), plus the policy file Starling ships.
+    writeFileSync(join(dir, 'system.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>${address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>${root}/image/dbus/org.starling.Supervisor1.conf</include>
+</busconfig>`);
+    daemon = Number(execFileSync('dbus-daemon', [`--config-file=${dir}/system.conf`, '--fork', '--print-pid'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    writeFileSync(join(dir, 'starling.yaml'), [
+      'simulate: true',
+      `node: { name: sup, iface: lo, port: ${beaconPort()} }`,
+      'services:',
+      '  - { name: ticker, command: sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"], restart: always }',
+    ].join('\n'));
+    run = spawn(process.execPath, [cliPath, 'run', '--config', join(dir, 'starling.yaml')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    bus = dbus.sessionBus({ busAddress: address });
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      try {
+        await (await bus.getProxyObject('org.starling.Supervisor1', '/org/starling/Supervisor1')).getInterface('org.starling.Supervisor1');
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }, 30_000);
+
+  afterAll(async () => {
+    bus?.disconnect();
+    run?.kill('SIGTERM');
+    if (run) await new Promise((r) => (run.exitCode !== null ? r(null) : run.once('exit', r)));
+    if (daemon) process.kill(daemon, 'SIGTERM');
+  });
+
+  it('lists services, restarts one with StateChanged signals, and serves its logs', async () => {
+    const obj = await bus.getProxyObject('org.starling.Supervisor1', '/org/starling/Supervisor1');
+    const sup = obj.getInterface('org.starling.Supervisor1') as unknown as Record<string, (...a: unknown[]) => Promise<unknown>> & { on(s: string, f: (...a: string[]) => void): void };
+    const list = (await sup.List!()) as [string, string, boolean, number, string][];
+    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['ticker', 'running', true]]);
+    const states: string[] = [];
+    sup.on('StateChanged', (name, state) => {
+      if (name === 'ticker') states.push(state!);
+    });
+    await sup.Restart!('ticker');
+    const deadline = Date.now() + 5000;
+    while (states.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(states).toEqual(['stopping', 'stopped', 'starting', 'running']);
+    let logs: { service: string; msg: string }[] = [];
+    for (const end = Date.now() + 5000; logs.length < 3 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      logs = ((await sup.Logs!('ticker', 3)) as string[]).map((l) => JSON.parse(l));
+    }
+    expect(logs).toHaveLength(3);
+    expect(logs.every((e) => e.service === 'ticker' && e.msg === 'tick')).toBe(true);
+    const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: boolean }> };
+    expect((await props.Get('org.starling.Supervisor1', 'Healthy')).value).toBe(true);
+    await expect(sup.Restart!('nope')).rejects.toThrow(/no service named 'nope'/);
+  });
+
+  it('an unprivileged user may list and read logs but not restart (policy); the CLI as root may', () => {
+    // dbus-send as `nobody`: it needs no access to this checkout, wherever CI cloned it.
+    const send = (member: string, ...args: string[]) => spawnSync('runuser', ['-u', 'nobody', '--', 'dbus-send', '--system', '--print-reply',
+      '--dest=org.starling.Supervisor1', '/org/starling/Supervisor1', `org.starling.Supervisor1.${member}`, ...args], { env, encoding: 'utf8', timeout: 20_000 });
+    const list = send('List');
+    expect(list.status).toBe(0);
+    expect(list.stdout).toMatch(/string "ticker"/);
+    expect(send('Logs', 'string:ticker', 'uint32:1').stdout).toMatch(/tick/);
+    const refused = send('Restart', 'string:ticker');
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/AccessDenied.*Rejected send message.*member="Restart"/s);
+    const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 20_000 });
+    expect(cli('restart', 'ticker').stdout.trim()).toBe('restarted ticker');
+    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'ticker']);
+    expect(cli('logs', 'ticker', '-n', '2').stdout.trim().split('\n')).toHaveLength(2);
+    expect(cli('restart', 'nope')).toMatchObject({ status: 1, stderr: expect.stringMatching(/^starling: .*no service named 'nope'/) });
+  });
+});
