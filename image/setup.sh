@@ -5,12 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: iproute2 (ip netns, for the multi-host tests); libzmq3-dev, g++ and pkg-config to build
-# zeromq.js against the system libzmq, which has OpenPGM (epgm://).
+# zeromq.js against the system libzmq, which has OpenPGM (epgm://); more below.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
+# systemd-notify (sd_notify from Node), dbus-daemon and dbus-send (the supervisor's D-Bus tests), python3 (a
+# datagram socket standing in for systemd in the watchdog test).
+command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
+command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "setup: installing ${need[*]}" >&2

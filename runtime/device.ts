@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { chooseInterface } from './net/iface.ts';
-import type { Health, Service, ServiceEvents, ServiceState } from './supervisor/service.ts';
+import { progressHealth, type Health, type Service, type ServiceEvents, type ServiceState } from './supervisor/service.ts';
 import type { Config } from './config/load.ts';
 import { ZreNode } from './zre/node.ts';
 import { Publisher } from './telemetry/publisher.ts';
@@ -21,6 +21,7 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
   readonly name = 'device';
   readonly restarts = 0;
   private _state: ServiceState = 'stopped';
+  private startedAt: number | undefined;
   node: ZreNode | undefined;
   publisher: Publisher | undefined;
   sampler: Sampler | undefined;
@@ -42,15 +43,20 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
     this.emit('state', state);
   }
 
-  /** Healthy while running: a network without peers is not unhealthiness. */
+  /**
+   * Progress is the sampler completing reads (a failing sensor still makes progress: it is reported, not
+   * unhealthy); unhealthy when none came within twice the shortest interval. A network without peers is
+   * not unhealthiness.
+   */
   health(): Health {
-    return this._state === 'running' ? { healthy: true } : { healthy: false, detail: this._state };
+    return progressHealth(this._state, this.sampler?.lastProgress ?? this.startedAt, this.sampler?.interval);
   }
 
   async start(): Promise<void> {
     this.set('starting');
     try {
       await this.open();
+      this.startedAt = Date.now();
       this.set('running');
     } catch (e) {
       await this.close().catch(() => {});

@@ -66,6 +66,8 @@ export class Sampler {
   private readonly unwatch: (() => void)[] = [];
   private readonly byName = new Map<string, DriverState>();
   private running = false;
+  /** When a read last completed, good or bad (ms since the epoch): the sampler's progress. */
+  lastProgress: number | undefined;
 
   /** Stores its parts; starts nothing. */
   constructor(private readonly entries: SamplerEntry[], private readonly publisher: Publisher, private readonly prefix = '') {}
@@ -92,6 +94,12 @@ export class Sampler {
       }
       if (e.interval > 0) this.schedule(e, state, chain, new Backoff(RETRY), 0);
     }
+  }
+
+  /** The shortest read interval (ms), or undefined when nothing is read periodically. */
+  get interval(): number | undefined {
+    const periodic = this.entries.filter((e) => e.interval > 0).map((e) => e.interval);
+    return periodic.length ? Math.min(...periodic) : undefined;
   }
 
   /** Publishes the reading of an output that was just set (GPIO from the mesh or the CLI). */
@@ -123,6 +131,7 @@ export class Sampler {
         r = { values: [NaN], status: Status.READ_ERROR, error: (err as Error).message };
       }
       state.reads++;
+      this.lastProgress = Date.now();
       let next = e.interval;
       if (r.status === Status.OK) {
         backoff.reset();

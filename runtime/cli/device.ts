@@ -130,7 +130,7 @@ ${CONFIG_HELP}`,
     const device = new Device(c);
     const services = [device, ...c.services.map((s) => new ProcessService({
       name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
-      backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout,
+      backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
     }, log))];
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();

@@ -62,6 +62,7 @@ export interface ServiceConfig {
   backoff_max: number;
   stable_after: number;
   stop_timeout: number;
+  progress_interval?: number;
 }
 
 export interface Config {

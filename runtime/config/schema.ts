@@ -121,6 +121,7 @@ export const SCHEMA: FieldSpec = {
           backoff_max: { type: 'duration', default: '5m', min: 1, doc: 'largest restart delay' },
           stable_after: { type: 'duration', default: '1m', min: 1, doc: 'a run this long resets the restart delay' },
           stop_timeout: { type: 'duration', default: '10s', min: 1, doc: 'SIGKILL this long after SIGTERM' },
+          progress_interval: { type: 'duration', min: 1, doc: 'unhealthy when it printed no line for twice this long (default: healthy while running)' },
         },
       },
     },

@@ -24,6 +24,8 @@ export interface ProcessSpec {
   stopTimeout: number;
   /** After running this long, the backoff starts again from backoffMin. */
   stableAfter: number;
+  /** When set, the service counts as unhealthy if it printed no line for twice this long (ms). */
+  progressInterval?: number;
 }
 
 /** Output lines longer than this are cut (the log ring must stay bounded). */
@@ -37,6 +39,7 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
   private stableTimer: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
   private lastOutput: number | undefined;
+  private startedAt: number | undefined;
   restarts = 0;
   /** The most recent restart delays (ms), newest last; at most 20 kept. */
   readonly recentDelays: number[] = [];
@@ -104,6 +107,7 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
       });
     }
     if (child.pid !== undefined) {
+      this.startedAt = Date.now();
       this.set('running');
       this.log.log('info', 'supervisor', `started ${s.name}`, { pid: child.pid });
       this.stableTimer = setTimeout(() => this.backoff.reset(), s.stableAfter);
@@ -167,6 +171,6 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
   }
 
   health(): Health {
-    return progressHealth(this._state, this.lastOutput, undefined);
+    return progressHealth(this._state, this.lastOutput ?? this.startedAt, this.spec.progressInterval);
   }
 }

@@ -145,3 +145,17 @@ function processesWith(text: string): number[] {
   }
   return out;
 }
+
+describe('health', () => {
+  it('a service that reports progress turns unhealthy when none comes within twice its interval', async () => {
+    // Prints three lines 100 ms apart, then goes quiet but keeps running.
+    const s = new ProcessService(spec({ args: ['-e', "let n=0;const t=setInterval(()=>{console.log('tick');if(++n===3)clearInterval(t)},100);setInterval(()=>{},1000)"], progressInterval: 150 }), quiet());
+    running.push(s);
+    await s.start();
+    await sleep(250);
+    expect(s.health().healthy).toBe(true);
+    await sleep(700);
+    expect(s.health()).toMatchObject({ healthy: false, detail: expect.stringMatching(/^no progress for/) });
+    expect(s.state).toBe('running');
+  });
+});
