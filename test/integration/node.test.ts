@@ -69,7 +69,8 @@ describe('discovery and presence', () => {
   });
 
   it('idle healthy peers ping each other and never turn evasive', async () => {
-    const [a, b] = await nodes(2, { evasiveTimeout: 400, silentTimeout: 800, expiredTimeout: 1600 });
+    // Timeouts generous enough for a loaded CI machine: a healthy peer answers a PING in milliseconds.
+    const [a, b] = await nodes(2, { evasiveTimeout: 1000, silentTimeout: 2000, expiredTimeout: 4000 });
     await meshed([a!, b!]);
     const evasive: string[] = [];
     a!.on('evasive', (p) => evasive.push(p.name));

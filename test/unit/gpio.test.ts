@@ -49,15 +49,16 @@ describe('lines over the simulated line', () => {
 
   it('debounce: bounces shorter than the debounce time are ignored; a held level counts once', async () => {
     const sim = new SimLine(0);
-    const d = new GpioDriver(line({ debounce: 40 }), PI4, sim);
+    // 200 ms debounce against 5 ms bounces: wide margins, so a loaded machine's timer jitter cannot flip it.
+    const d = new GpioDriver(line({ debounce: 200 }), PI4, sim);
     await d.open();
     const seen: number[] = [];
     d.watch((r) => seen.push(r.values[0]!));
     for (let i = 0; i < 5; i++) { sim.drive(1); await sleep(5); sim.drive(0); await sleep(5); } // contact bounce, ends low
-    await sleep(80);
+    await sleep(300);
     expect(seen).toEqual([]);
     sim.drive(1); await sleep(5); sim.drive(0); await sleep(5); sim.drive(1); // bounces, then held high
-    await sleep(80);
+    await sleep(300);
     expect(seen).toEqual([1]);
     await d.close();
   });
