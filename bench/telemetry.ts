@@ -10,8 +10,8 @@
  *
  *   node dist/bench/telemetry.mjs [--json] [--samples N] [--batch N] [--rate KBIT]
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { execFileSync } from 'node:child_process';
+import { child, emit, waitForStdinEnd } from './lib/child.ts';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -23,7 +23,6 @@ import { Subscriber } from '../runtime/telemetry/subscriber.ts';
 import { Segment } from '../test/net/netns.ts';
 
 const self = fileURLToPath(import.meta.url);
-const emit = (rec: Record<string, unknown>) => process.stdout.write(JSON.stringify(rec) + '\n');
 
 // --- roles --------------------------------------------------------------------------------------------------
 
@@ -71,40 +70,9 @@ async function pubRole(endpoint: string, total: number, batch: number, rate: num
   await pub.stop(100);
 }
 
-function waitForStdinEnd(): Promise<void> {
-  return new Promise((resolve) => {
-    process.stdin.on('data', () => {});
-    process.stdin.on('end', resolve);
-    process.stdin.on('close', resolve);
-  });
-}
 
 // --- the conductor ------------------------------------------------------------------------------------------
 
-interface Child {
-  next(event: string): Promise<Record<string, unknown>>;
-  end(): Promise<void>;
-}
-
-function child(cmd: string[], ns?: string): Child {
-  const full = ns ? ['ip', 'netns', 'exec', ns, ...cmd] : cmd;
-  const proc = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  return {
-    async next(event) {
-      for (;;) {
-        const { value, done } = await lines.next();
-        if (done) throw new Error(`bench child ${cmd.join(' ')} ended before '${event}'`);
-        const rec = JSON.parse(value as string) as Record<string, unknown>;
-        if (rec.event === event) return rec;
-      }
-    },
-    end() {
-      proc.stdin!.end();
-      return new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', () => r())));
-    },
-  };
-}
 
 interface Row { name: string; transport: string; samples: number; perSec: number; pubRss: number; subRss: number; lost: number }
 

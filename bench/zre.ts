@@ -8,8 +8,7 @@
  *
  *   node dist/bench/zre.mjs [--netns] [--json] [--count16 N] [--count1k N]
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { child as spawnChild, emit, waitForStdinEnd, type Child } from './lib/child.ts';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ZreNode } from '../runtime/zre/node.ts';
@@ -17,7 +16,6 @@ import { Segment } from '../test/net/netns.ts';
 
 const self = fileURLToPath(import.meta.url);
 const wall = () => performance.timeOrigin + performance.now();
-const emit = (rec: Record<string, unknown>) => process.stdout.write(JSON.stringify(rec) + '\n');
 
 // --- roles, each in its own process ----------------------------------------------------------------------
 
@@ -76,43 +74,15 @@ async function idle(iface: string, port: number, withNode: boolean): Promise<voi
   await node?.stop();
 }
 
-function waitForStdinEnd(): Promise<void> {
-  return new Promise((resolve) => {
-    process.stdin.on('data', () => {});
-    process.stdin.on('end', resolve);
-    process.stdin.on('close', resolve);
-  });
-}
 
 // --- the conductor ---------------------------------------------------------------------------------------
 
-interface Child {
-  lines: AsyncIterator<string>;
-  next(event: string): Promise<Record<string, unknown>>;
-  end(): Promise<void>;
+/** This script in another role, in network namespace `ns` when given. */
+function child(ns: string | undefined, args: string[]): Child {
+  const flags = ['--expose-gc', ...(process.env.BENCH_FLAGS ? process.env.BENCH_FLAGS.split(' ') : [])];
+  return spawnChild([process.execPath, ...flags, self, ...args], ns);
 }
 
-function child(ns: string | undefined, args: string[]): Child {
-  const cmd = ns ? ['ip', ['netns', 'exec', ns, process.execPath, '--expose-gc', self, ...args]] as const
-    : [process.execPath, ['--expose-gc', ...(process.env.BENCH_FLAGS ? process.env.BENCH_FLAGS.split(' ') : []), self, ...args]] as const;
-  const proc = spawn(cmd[0], [...cmd[1]], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  return {
-    lines,
-    async next(event) {
-      for (;;) {
-        const { value, done } = await lines.next();
-        if (done) throw new Error(`bench child ${args[1]} ended before '${event}'`);
-        const rec = JSON.parse(value as string) as Record<string, unknown>;
-        if (rec.event === event) return rec;
-      }
-    },
-    end() {
-      proc.stdin!.end();
-      return new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', () => r())));
-    },
-  };
-}
 
 async function conduct(): Promise<void> {
   const { values } = parseArgs({

@@ -2,7 +2,7 @@
 // NOTIFY_SOCKET, and SIGTERM stopping services in reverse order within their timeouts, nothing orphaned.
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,9 +12,37 @@ import { beaconPort } from '../helpers.ts';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.mjs`;
 const procs: ChildProcess[] = [];
+const dirs: string[] = [];
 afterEach(() => {
   for (const p of procs.splice(0)) p.kill('SIGKILL');
+  // Services run in process groups of their own: if a supervisor died here, take its services down too.
+  for (const d of dirs.splice(0)) {
+    for (const pid of processesWith(d)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    rmSync(d, { recursive: true, force: true });
+  }
 });
+
+function processesWith(text: string): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+    try {
+      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'starling-run-'));
+  dirs.push(d);
+  return d;
+}
 execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
 function config(dir: string, services: string[]): string {
@@ -47,7 +75,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
 
 describe('starling run', () => {
   it('tells systemd READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and STOPPING (real datagram socket)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'starling-run-'));
+    const dir = tempDir();
     const sock = join(dir, 'notify');
     const receiver = spawn('python3', ['-u', '-c', [
       'import socket,sys',
@@ -75,7 +103,7 @@ describe('starling run', () => {
   }, 30_000);
 
   it('SIGTERM stops services in reverse order, SIGKILLs one past its stop timeout, and leaves nothing running', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'starling-run-'));
+    const dir = tempDir();
     const order = join(dir, 'order');
     const svc = (name: string, onTerm: string) => `  - { name: ${name}, command: sh, args: ["-c", "trap '${onTerm}' TERM; echo up; while true; do sleep 0.1; done"], stop_timeout: 500ms }`;
     const file = config(dir, [
@@ -95,14 +123,7 @@ describe('starling run', () => {
     expect(readFileSync(order, 'utf8').trim().split('\n')).toEqual(['three', 'two', 'one']);
     expect(log.some((l) => l.includes('two did not stop within 500 ms: SIGKILL'))).toBe(true);
     // Nothing of theirs runs on: not the shells, not their sleeps.
-    const left = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(order);
-      } catch {
-        return false;
-      }
-    });
-    expect(left).toEqual([]);
+    expect(processesWith(order)).toEqual([]);
     expect(pids.length).toBe(3);
   }, 30_000);
 });

@@ -2,7 +2,7 @@
 // memory stays flat across 200 restarts; stop is in reverse order, SIGKILL after the stop timeout, nothing
 // left behind.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,9 +17,16 @@ const spec = (over: Partial<ProcessSpec>): ProcessSpec => ({
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running: ProcessService[] = [];
+const dirs: string[] = [];
 afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.stop()));
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'starling-sup-'));
+  dirs.push(d);
+  return d;
+};
 
 function alive(pid: number): boolean {
   try {
@@ -48,7 +55,7 @@ describe('restart policy', () => {
   }, 20_000);
 
   it('the backoff starts again from the minimum after a stable run', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'starling-sup-'));
+    const dir = tempDir();
     // Crashes twice at once, then runs 600 ms (longer than stableAfter) and crashes again.
     const script = `const f=${JSON.stringify(join(dir, 'n'))};const fs=require('fs');let n=0;try{n=+fs.readFileSync(f,'utf8')}catch{};fs.writeFileSync(f,String(n+1));setTimeout(()=>process.exit(3), n===2?600:0)`;
     const s = new ProcessService(spec({ args: ['-e', script], backoffMin: 100, backoffMax: 1000, stableAfter: 300 }), quiet());
@@ -106,7 +113,7 @@ describe('restart policy', () => {
 
 describe('stopping', () => {
   it('stops services in reverse order, kills one that ignores SIGTERM after its timeout, leaves no process', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'starling-sup-'));
+    const dir = tempDir();
     const mark = (name: string) => `process.on('SIGTERM',()=>{require('fs').appendFileSync(${JSON.stringify(join(dir, 'order'))},'${name}\\n');process.exit(0)});setInterval(()=>{},1000);console.log('up')`;
     // 'stubborn' also starts a grandchild, which must not outlive it (found afterwards by its marker).
     const marker = `starling-grandchild-${randomBytes(4).toString('hex')}`;

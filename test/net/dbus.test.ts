@@ -3,7 +3,7 @@
 // refused call as `nobody`); in CI it may not be skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +77,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     run?.kill('SIGTERM');
     if (run) await new Promise((r) => (run.exitCode !== null ? r(null) : run.once('exit', r)));
     if (daemon) process.kill(daemon, 'SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('lists services, restarts one with StateChanged signals, and serves its logs', async () => {

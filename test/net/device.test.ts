@@ -2,7 +2,7 @@
 // and a mesh command on the other. Needs root (network namespaces); in CI it may not be skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ describe.runIf(runHere)('a device and a viewer on two hosts', () => {
     for (const a of agents) a.kill('SIGKILL');
     await Promise.all(agents.map((a) => a.exited()));
     seg.destroy();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('the viewer sees the simulated sensors through the mesh, and switches the pump by WHISPER', async () => {

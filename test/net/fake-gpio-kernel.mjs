@@ -32,4 +32,9 @@ setInterval(() => {
     rmSync(`${root}/gpio${u}`, { recursive: true, force: true });
   }
 }, 5);
+// Go when the shell that started us goes (a failed test must not leave us behind).
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(0);
+}, 200);
 process.stdout.write('ready\n');

@@ -4,7 +4,7 @@
 // this test also proves. Needs root; in CI it may not be skipped.
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,7 @@ describe.runIf(runHere)('onoff over a fake sysfs in a private mount namespace', 
       : > $G/export; : > $G/unexport
       ${node} ${root}/test/net/fake-gpio-kernel.mjs $G > $G/.kernel.log &
       kernel=$!
+      trap 'kill $kernel 2>/dev/null' EXIT
       while [ ! -s $G/.kernel.log ]; do sleep 0.01; done
       say() { printf '%s=%s\\n' "$1" "$2"; }
       say set_relay "$(${node} ${cli} gpio set relay 1 --config ${config})"
@@ -56,9 +57,9 @@ describe.runIf(runHere)('onoff over a fake sysfs in a private mount namespace', 
       say button_edge "$(cat $G/gpio539/edge)"
       echo 0 > $G/gpio539/value
       ${node} ${root}/dist/test-onoff-poll.mjs $G/gpio539/value
-      kill $kernel
     `;
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8', timeout: 60_000 });
+    rmSync(dir, { recursive: true, force: true });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const got = Object.fromEntries(r.stdout.trim().split('\n').filter((l) => l.includes('=')).map((l) => l.split('=', 2)));
