@@ -17,6 +17,7 @@ command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)   # the MQTT tests' broker
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "setup: installing ${need[*]}" >&2

@@ -1,0 +1,277 @@
+/**
+ * A small MQTT client on mqtt-packet over node:net and node:tls (MQTT 3.1.1 and 5; QoS 0 and 1), written for
+ * footprint: it does what the bridge needs and nothing else (MQTT.js would add about 10 times the code).
+ *
+ * - Persistent sessions by default (clean = false): after a reconnect the broker keeps our subscriptions and
+ *   we re-send every unacknowledged QoS 1 PUBLISH with its original packet id and DUP set (MQTT 3.1.1
+ *   §4.4, [MQTT-4.4.0-1]).
+ * - Keepalive: a PINGREQ when nothing else was sent for `keepalive` s; no answer within the next `keepalive` s
+ *   means the link is dead, and we reconnect ([MQTT-3.1.2-24] gives the broker 1.5 ×).
+ * - Reconnect with the one backoff helper; a last will for availability; username/password; TLS with a CA
+ *   and client certificates.
+ * - In-flight QoS 1 messages are bounded (`maxInflight`); `publish` waits for room.
+ */
+import { EventEmitter } from 'node:events';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { createRequire } from 'node:module';
+import { Backoff } from '../../runtime/backoff.ts';
+
+type MqttPacket = Record<string, unknown> & { cmd: string };
+const mqtt = createRequire(import.meta.url)('mqtt-packet') as {
+  parser(opts: { protocolVersion: number }): EventEmitter & { parse(b: Buffer): number };
+  generate(packet: MqttPacket, opts: { protocolVersion: number }): Buffer;
+};
+
+export interface MqttOptions {
+  /** mqtt://host:port or mqtts://host:port */
+  url: string;
+  clientId: string;
+  protocolVersion?: 4 | 5;
+  /** seconds; 0 disables. Default 30. */
+  keepalive?: number;
+  /** Default false: a persistent session. */
+  clean?: boolean;
+  username?: string;
+  password?: string;
+  will?: { topic: string; payload: string | Buffer; qos?: 0 | 1; retain?: boolean };
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer; rejectUnauthorized?: boolean };
+  /** ms. Default 1 s … 60 s. */
+  reconnect?: { min: number; max: number };
+  /** QoS 1 messages awaiting PUBACK at once. Default 32. */
+  maxInflight?: number;
+}
+
+export class MqttError extends Error {
+  override name = 'MqttError';
+}
+
+interface Inflight {
+  packet: MqttPacket;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+const CONNACK_REASONS: Record<number, string> = {
+  1: 'unacceptable protocol version', 2: 'identifier rejected', 3: 'server unavailable', 4: 'bad user name or password', 5: 'not authorized',
+  128: 'unspecified error', 133: 'client identifier not valid', 134: 'bad user name or password', 135: 'not authorized', 136: 'server unavailable',
+};
+
+export class MqttClient extends EventEmitter<{
+  connect: [{ sessionPresent: boolean }];
+  close: [string];
+  message: [string, Buffer, { retain: boolean; qos: number }];
+}> {
+  private socket: Socket | undefined;
+  private connected = false;
+  private stopped = true;
+  private nextId = 1;
+  private readonly inflight = new Map<number, Inflight>();
+  private readonly subacks = new Map<number, (granted: number[]) => void>();
+  private roomWaiters: (() => void)[] = [];
+  private readonly backoff: Backoff;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private lastSent = 0;
+  private pingPending = false;
+  private readonly version: 4 | 5;
+  /** Connection attempts that failed, and the last reason. */
+  failures = 0;
+  lastError: string | undefined;
+
+  constructor(readonly options: MqttOptions) {
+    super();
+    this.version = options.protocolVersion ?? 4;
+    this.backoff = new Backoff(options.reconnect ?? { min: 1000, max: 60_000 });
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  /** Starts connecting (and reconnecting); resolves at the first CONNACK accepted. */
+  start(): Promise<void> {
+    this.stopped = false;
+    const first = new Promise<void>((resolve) => this.once('connect', () => resolve()));
+    this.open();
+    return first;
+  }
+
+  /** Sends DISCONNECT (no last will then) and closes; in-flight messages stay in the session. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.keepaliveTimer);
+    const socket = this.socket;
+    if (socket && this.connected) {
+      await new Promise<void>((resolve) => socket.write(mqtt.generate({ cmd: 'disconnect' }, { protocolVersion: this.version }), () => resolve()));
+    }
+    socket?.end();
+    socket?.destroy();
+    this.connected = false;
+    for (const w of this.roomWaiters.splice(0)) w();
+  }
+
+  /**
+   * Publishes. QoS 0 resolves once written (rejects when not connected); QoS 1 resolves on PUBACK, survives
+   * reconnects (re-sent with DUP) and rejects only if the client is stopped first.
+   */
+  async publish(topic: string, payload: string | Buffer, opts: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+    const qos = opts.qos ?? 0;
+    if (qos === 0) {
+      if (!this.connected) throw new MqttError(`not connected to ${this.options.url}`);
+      this.send({ cmd: 'publish', topic, payload, qos: 0, retain: opts.retain ?? false, dup: false });
+      return;
+    }
+    while (this.inflight.size >= (this.options.maxInflight ?? 32)) {
+      if (this.stopped) throw new MqttError('client stopped');
+      await new Promise<void>((r) => this.roomWaiters.push(r));
+    }
+    const messageId = this.allocateId();
+    const packet: MqttPacket = { cmd: 'publish', topic, payload, qos: 1, retain: opts.retain ?? false, dup: false, messageId };
+    return new Promise((resolve, reject) => {
+      this.inflight.set(messageId, { packet, resolve, reject });
+      if (this.connected) {
+        packet.sent = true;
+        this.send(packet);
+      }
+    });
+  }
+
+  /** Subscribes (QoS 0 or 1); resolves with the granted QoS. Needs a connection. */
+  subscribe(topic: string, qos: 0 | 1 = 1): Promise<number[]> {
+    if (!this.connected) return Promise.reject(new MqttError(`not connected to ${this.options.url}`));
+    const messageId = this.allocateId();
+    return new Promise((resolve) => {
+      this.subacks.set(messageId, resolve);
+      this.send({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }] });
+    });
+  }
+
+  /** QoS 1 messages sent or waiting to be sent that the broker has not acknowledged. */
+  get unacknowledged(): number {
+    return this.inflight.size;
+  }
+
+  private allocateId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = this.nextId === 0xffff ? 1 : this.nextId + 1;
+      if (!this.inflight.has(id) && !this.subacks.has(id)) return id;
+    }
+  }
+
+  private send(packet: MqttPacket): void {
+    if (!this.socket) return;
+    this.socket.write(mqtt.generate(packet, { protocolVersion: this.version }));
+    this.lastSent = Date.now();
+  }
+
+  private open(): void {
+    const url = new URL(this.options.url);
+    const port = Number(url.port || (url.protocol === 'mqtts:' ? 8883 : 1883));
+    const host = url.hostname;
+    const t = this.options.tls;
+    const socket = url.protocol === 'mqtts:'
+      ? tlsConnect({ host, port, ca: t?.ca, cert: t?.cert, key: t?.key, rejectUnauthorized: t?.rejectUnauthorized ?? true, servername: host })
+      : netConnect({ host, port });
+    this.socket = socket;
+    const parser = mqtt.parser({ protocolVersion: this.version });
+    parser.on('packet', (p: MqttPacket) => this.onPacket(p));
+    parser.on('error', (e: Error) => this.fail(socket, `malformed packet from the broker: ${e.message}`));
+    socket.on(url.protocol === 'mqtts:' ? 'secureConnect' : 'connect', () => {
+      const o = this.options;
+      const will = o.will ? { topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: o.will.qos ?? 1, retain: o.will.retain ?? true } : undefined;
+      this.send({
+        cmd: 'connect', protocolId: 'MQTT', protocolVersion: this.version, clientId: o.clientId, clean: o.clean ?? false,
+        keepalive: o.keepalive ?? 30, username: o.username, password: o.password === undefined ? undefined : Buffer.from(o.password), will,
+        // MQTT 5: keep the session when the connection drops (3.1.1 does so whenever clean is false).
+        ...(this.version === 5 && !(o.clean ?? false) ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
+      });
+    });
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    socket.on('error', (e) => this.fail(socket, e.message));
+    socket.on('close', () => this.fail(socket, 'connection closed'));
+  }
+
+  private fail(socket: Socket, reason: string): void {
+    if (socket !== this.socket) return;
+    this.socket = undefined;
+    socket.destroy();
+    clearInterval(this.keepaliveTimer);
+    const was = this.connected;
+    this.connected = false;
+    if (!was) this.failures++;
+    this.lastError = reason;
+    this.emit('close', reason);
+    if (this.stopped) {
+      for (const w of this.roomWaiters.splice(0)) w();
+      return;
+    }
+    this.reconnectTimer = setTimeout(() => this.open(), this.backoff.next());
+  }
+
+  private onPacket(p: MqttPacket): void {
+    switch (p.cmd) {
+      case 'connack': {
+        const code = (p.returnCode ?? p.reasonCode ?? 0) as number;
+        if (code !== 0) {
+          this.fail(this.socket!, `broker refused the connection: ${CONNACK_REASONS[code] ?? `code ${code}`}`);
+          return;
+        }
+        this.connected = true;
+        this.backoff.reset();
+        this.startKeepalive();
+        // [MQTT-4.4.0-1]: re-send unacknowledged QoS 1 PUBLISHes, with their ids, DUP set, in order.
+        for (const f of this.inflight.values()) {
+          if (f.packet.sent) f.packet.dup = true;
+          f.packet.sent = true;
+          this.send(f.packet);
+        }
+        this.emit('connect', { sessionPresent: Boolean(p.sessionPresent) });
+        return;
+      }
+      case 'puback': {
+        const f = this.inflight.get(p.messageId as number);
+        if (!f) return;
+        this.inflight.delete(p.messageId as number);
+        f.resolve();
+        this.roomWaiters.shift()?.();
+        return;
+      }
+      case 'suback':
+        this.subacks.get(p.messageId as number)?.(p.granted as number[]);
+        this.subacks.delete(p.messageId as number);
+        return;
+      case 'publish': {
+        const qos = (p.qos ?? 0) as number;
+        if (qos === 1) this.send({ cmd: 'puback', messageId: p.messageId });
+        this.emit('message', p.topic as string, p.payload as Buffer, { retain: Boolean(p.retain), qos });
+        return;
+      }
+      case 'pingresp':
+        this.pingPending = false;
+        return;
+      case 'disconnect':
+        this.fail(this.socket!, `broker disconnected us${p.reasonCode ? ` (reason ${p.reasonCode})` : ''}`);
+        return;
+    }
+  }
+
+  private startKeepalive(): void {
+    const k = (this.options.keepalive ?? 30) * 1000;
+    if (!k) return;
+    this.pingPending = false;
+    clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = setInterval(() => {
+      if (this.pingPending) {
+        this.fail(this.socket!, `no PINGRESP within ${k / 1000} s`);
+        return;
+      }
+      if (Date.now() - this.lastSent >= k / 2) {
+        this.pingPending = true;
+        this.send({ cmd: 'pingreq' });
+      }
+    }, k / 2);
+  }
+}
