@@ -1,0 +1,218 @@
+/**
+ * Store-and-forward on disk, bounded: messages that cannot go to the broker now wait here, oldest first, and
+ * survive a restart. Segment files of length-prefixed, CRC-checked records (`<dir>/<n>.seg`, up to 1 MiB
+ * each); a cursor file says how far the head segment was consumed. When the spool passes `maxBytes`, the
+ * oldest segment is deleted and its unsent messages are counted as dropped — it never grows without bound.
+ *
+ * Delivery is at least once: the cursor is saved at most once a second (SD cards wear), so after a crash up to
+ * a second's worth of already-sent messages is sent again (MQTT QoS 1 allows duplicates). A torn record at
+ * the end of the last segment (power cut mid-write) is detected by its CRC, counted and skipped.
+ *
+ * Record: u32 length of the rest, u32 CRC-32 of the rest, u8 qos, u8 retain, u16 topic length, topic, payload.
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+
+export interface SpooledMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1;
+  retain: boolean;
+}
+
+export interface SpoolStats {
+  /** Messages waiting. */
+  queued: number;
+  /** Bytes on disk. */
+  bytes: number;
+  appended: number;
+  /** Messages lost because the spool was full (the oldest segment went). */
+  dropped: number;
+  /** Records found damaged on start (a torn last write) and skipped. */
+  corrupt: number;
+}
+
+const SEGMENT_BYTES = 1024 * 1024;
+
+interface Segment {
+  n: number;
+  path: string;
+  /** Byte offsets of each record's start, and the end offset after the last. */
+  records: number[];
+  end: number;
+}
+
+export class Spool {
+  private segments: Segment[] = [];
+  /** Records of the head segment already consumed. */
+  private headIndex = 0;
+  private fd: number | undefined;
+  private cursorDirty = false;
+  private cursorTimer: NodeJS.Timeout | undefined;
+  private readonly counters = { appended: 0, dropped: 0, corrupt: 0 };
+
+  constructor(readonly dir: string, readonly maxBytes = 64 * 1024 * 1024) {}
+
+  /** Reads what is on disk (creating the folder if needed). */
+  open(): void {
+    mkdirSync(this.dir, { recursive: true });
+    const numbers = readdirSync(this.dir).filter((f) => /^\d+\.seg$/.test(f)).map((f) => Number(f.slice(0, -4))).sort((a, b) => a - b);
+    this.segments = numbers.map((n) => this.scan(n));
+    const tail = this.segments[this.segments.length - 1];
+    if (tail) this.fd = openSync(tail.path, 'a');
+    const cursor = this.readCursor();
+    if (cursor && this.segments[0]?.n === cursor.segment) this.headIndex = Math.min(cursor.index, this.segments[0].records.length - 1);
+    this.dropConsumedHead();
+  }
+
+  /** Appends one message (a synchronous write: it is on disk when this returns, short of an fsync). */
+  append(m: SpooledMessage): void {
+    const topic = Buffer.from(m.topic);
+    const body = Buffer.allocUnsafe(4 + topic.length + m.payload.length);
+    body.writeUInt8(m.qos, 0);
+    body.writeUInt8(m.retain ? 1 : 0, 1);
+    body.writeUInt16BE(topic.length, 2);
+    topic.copy(body, 4);
+    m.payload.copy(body, 4 + topic.length);
+    const head = Buffer.allocUnsafe(8);
+    head.writeUInt32BE(body.length, 0);
+    head.writeUInt32BE(crc32(body), 4);
+    let tail = this.segments[this.segments.length - 1];
+    if (!tail || tail.end + 8 + body.length > SEGMENT_BYTES) tail = this.newSegment();
+    const fd = this.fd!;
+    writeSync(fd, head);
+    writeSync(fd, body);
+    tail.records.push(tail.end);
+    tail.end += 8 + body.length;
+    this.counters.appended++;
+    this.enforceBound();
+  }
+
+  /** The oldest waiting message, or undefined. */
+  peek(): SpooledMessage | undefined {
+    const seg = this.segments[0];
+    if (!seg || this.headIndex >= seg.records.length) return undefined;
+    const at = seg.records[this.headIndex]!;
+    const length = (seg.records[this.headIndex + 1] ?? seg.end) - at;
+    const data = Buffer.allocUnsafe(length);
+    const fd = openSync(seg.path, 'r');
+    try {
+      readSync(fd, data, 0, length, at);
+    } finally {
+      closeSync(fd);
+    }
+    return decode(data.subarray(8));
+  }
+
+  /** Marks the oldest message as delivered. */
+  ack(): void {
+    const seg = this.segments[0];
+    if (!seg || this.headIndex >= seg.records.length) return;
+    this.headIndex++;
+    this.dropConsumedHead();
+    this.cursorDirty = true;
+    this.cursorTimer ??= setTimeout(() => this.saveCursor(), 1000);
+  }
+
+  get length(): number {
+    return this.segments.reduce((n, s) => n + s.records.length, 0) - this.headIndex;
+  }
+
+  stats(): SpoolStats {
+    return { queued: this.length, bytes: this.segments.reduce((n, s) => n + s.end, 0), ...this.counters };
+  }
+
+  /** Saves the cursor and closes the file. */
+  close(): void {
+    this.saveCursor();
+    if (this.fd !== undefined) {
+      fsyncSync(this.fd);
+      closeSync(this.fd);
+    }
+    this.fd = undefined;
+  }
+
+  private newSegment(): Segment {
+    if (this.fd !== undefined) closeSync(this.fd);
+    const n = (this.segments[this.segments.length - 1]?.n ?? 0) + 1;
+    const seg: Segment = { n, path: join(this.dir, `${String(n).padStart(10, '0')}.seg`), records: [], end: 0 };
+    this.fd = openSync(seg.path, 'a');
+    this.segments.push(seg);
+    this.dropConsumedHead();
+    return seg;
+  }
+
+  /** Indexes a segment's records, stopping at the first damaged one (a torn tail). */
+  private scan(n: number): Segment {
+    const path = join(this.dir, `${String(n).padStart(10, '0')}.seg`);
+    const data = readFileSync(path);
+    const seg: Segment = { n, path, records: [], end: 0 };
+    let at = 0;
+    while (at + 8 <= data.length) {
+      const len = data.readUInt32BE(at);
+      const body = data.subarray(at + 8, at + 8 + len);
+      if (body.length !== len || crc32(body) !== data.readUInt32BE(at + 4)) break;
+      seg.records.push(at);
+      at += 8 + len;
+    }
+    seg.end = at;
+    if (at !== data.length) {
+      // A torn or damaged record: cut it (and anything after it) off.
+      this.counters.corrupt++;
+      writeFileSync(path, data.subarray(0, at));
+    }
+    return seg;
+  }
+
+  /** Deletes fully consumed head segments, except the tail, which appends go on filling. */
+  private dropConsumedHead(): void {
+    while (this.segments.length > 1 && this.headIndex >= this.segments[0]!.records.length) {
+      unlinkSync(this.segments.shift()!.path);
+      this.headIndex = 0;
+    }
+  }
+
+  /** Past maxBytes the oldest segment goes, with whatever it still held (counted as dropped). */
+  private enforceBound(): void {
+    let bytes = this.segments.reduce((n, s) => n + s.end, 0);
+    while (bytes > this.maxBytes && this.segments.length > 1) {
+      const seg = this.segments.shift()!;
+      this.counters.dropped += seg.records.length - this.headIndex;
+      this.headIndex = 0;
+      bytes -= seg.end;
+      unlinkSync(seg.path);
+      this.cursorDirty = true;
+    }
+  }
+
+  private readCursor(): { segment: number; index: number } | undefined {
+    const file = join(this.dir, 'cursor');
+    if (!existsSync(file)) return undefined;
+    try {
+      const c = JSON.parse(readFileSync(file, 'utf8')) as { segment: number; index: number };
+      return Number.isInteger(c.segment) && Number.isInteger(c.index) ? c : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private saveCursor(): void {
+    clearTimeout(this.cursorTimer);
+    this.cursorTimer = undefined;
+    if (!this.cursorDirty) return;
+    this.cursorDirty = false;
+    const file = join(this.dir, 'cursor');
+    const seg = this.segments[0];
+    writeFileSync(`${file}.tmp`, JSON.stringify({ segment: seg?.n ?? 0, index: seg ? this.headIndex : 0 }));
+    renameSync(`${file}.tmp`, file);
+  }
+}
+
+function decode(body: Buffer): SpooledMessage {
+  const qos = body.readUInt8(0) as 0 | 1;
+  const retain = body.readUInt8(1) === 1;
+  const tlen = body.readUInt16BE(2);
+  return { qos, retain, topic: body.toString('utf8', 4, 4 + tlen), payload: Buffer.from(body.subarray(4 + tlen)) };
+}
+
