@@ -1,0 +1,175 @@
+/**
+ * The MQTT bridge: telemetry samples → MQTT state topics, with store-and-forward and Home Assistant discovery.
+ *
+ * - Each good sample goes to `<prefix><topic>` (QoS 1): its value as text, or a JSON array for several values.
+ *   A status sample (a failed read) goes to `<prefix><topic>/status` as the status name.
+ * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
+ *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
+ *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
+ * - Availability: a retained `online` at `<prefix>bridge/<node>/status` on every connect, `offline` as the
+ *   last will. Discovery configs are published for each topic when first seen and again after every
+ *   (re)connect and every Home Assistant birth message (`<discovery prefix>/status` = online), since a broker
+ *   restart can lose retained messages — the Zigbee2MQTT bug the issue recalls.
+ * - Commands: Home Assistant's `<prefix><topic>/set` (0/1) for switchable topics is handed to `onCommand`.
+ */
+import { MqttClient, type MqttOptions } from './client.ts';
+import { Spool, type SpooledMessage } from './spool.ts';
+import { discoveryMessage, type Entity } from './discovery.ts';
+import type { Subscriber } from '../../runtime/telemetry/subscriber.ts';
+import type { Batch } from '../../runtime/telemetry/sample.ts';
+import { STATUS_NAMES } from '../../drivers/driver.ts';
+
+export interface BridgeOptions {
+  mqtt: Omit<MqttOptions, 'will'>;
+  /** Name of this bridge (availability topic). */
+  node: string;
+  /** MQTT topic prefix. Default 'starling/'. */
+  prefix?: string;
+  discovery?: boolean;
+  discoveryPrefix?: string;
+  spoolDir: string;
+  spoolBytes?: number;
+  /** Telemetry topics that are GPIO outputs (announced as switches). */
+  switches?: string[];
+  /** Called for a command from MQTT on a switchable topic. */
+  onCommand?: (topic: string, value: number) => Promise<void>;
+}
+
+export interface BridgeStats {
+  forwarded: number;
+  spooled: number;
+  commands: number;
+  commandErrors: number;
+  spool: ReturnType<Spool['stats']>;
+  connected: boolean;
+}
+
+export class Bridge {
+  readonly client: MqttClient;
+  readonly spool: Spool;
+  private readonly entities = new Map<string, Entity>();
+  private draining = false;
+  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0 };
+  private readonly prefix: string;
+  private readonly discoveryPrefix: string;
+  private readonly availability: string;
+  private onBatchBound = (b: Batch, from: number) => this.onBatch(b, from);
+
+  /** Stores its parts; connects nothing. */
+  constructor(private readonly o: BridgeOptions, private readonly subscriber: Subscriber) {
+    this.prefix = o.prefix ?? 'starling/';
+    this.discoveryPrefix = o.discoveryPrefix ?? 'homeassistant';
+    this.availability = `${this.prefix}bridge/${o.node}/status`;
+    this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
+    this.spool = new Spool(o.spoolDir, o.spoolBytes);
+    for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', switchable: true });
+  }
+
+  /** Opens the spool, starts the client (it keeps reconnecting), and listens to the subscriber. */
+  async start(): Promise<void> {
+    this.spool.open();
+    this.client.on('connect', () => void this.onConnect());
+    this.client.on('message', (topic, payload) => void this.onMessage(topic, payload));
+    this.subscriber.on('batch', this.onBatchBound);
+    void this.client.start();
+  }
+
+  /** Stops taking samples, waits (up to `ms`) for the broker to acknowledge what is in flight, then closes. */
+  async stop(ms = 2000): Promise<void> {
+    this.subscriber.off('batch', this.onBatchBound);
+    const end = Date.now() + ms;
+    while (this.client.isConnected && (this.client.unacknowledged > 0 || this.draining) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    await this.client.stop();
+    this.spool.close();
+  }
+
+  stats(): BridgeStats {
+    return { ...this.counters, spool: this.spool.stats(), connected: this.client.isConnected };
+  }
+
+  private async onConnect(): Promise<void> {
+    const c = this.client;
+    try {
+      await c.subscribe(`${this.discoveryPrefix}/status`, 1);
+      await c.subscribe(`${this.prefix}+/+/set`, 1);
+      await c.subscribe(`${this.prefix}+/set`, 1);
+      void c.publish(this.availability, 'online', { qos: 1, retain: true });
+      if (this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
+    } catch {
+      // the connection went again; the next connect repeats this
+    }
+    void this.drain();
+  }
+
+  private announce(e: Entity): void {
+    const [topic, payload] = discoveryMessage(e, { prefix: this.prefix, discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
+    if (this.client.isConnected) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
+  }
+
+  private onBatch(b: Batch, from: number): void {
+    if (this.o.discovery !== false && !this.entities.has(b.topic)) {
+      const e = { topic: b.topic, unit: b.unit, switchable: false };
+      this.entities.set(b.topic, e);
+      this.announce(e);
+    }
+    for (let i = from; i < b.count; i++) {
+      const status = b.status(i);
+      if (status !== 0) {
+        this.send({ topic: `${this.prefix}${b.topic}/status`, payload: Buffer.from(STATUS_NAMES[status] ?? String(status)), qos: 1, retain: false });
+        continue;
+      }
+      const text = b.arity === 1 ? String(b.value(i)) : JSON.stringify(Array.from({ length: b.arity }, (_, k) => b.value(i, k)));
+      this.send({ topic: this.prefix + b.topic, payload: Buffer.from(text), qos: 1, retain: false });
+    }
+  }
+
+  /** Straight to the client when connected and nothing waits; else behind what waits, on disk. */
+  private send(m: SpooledMessage): void {
+    if (this.client.isConnected && this.spool.length === 0 && !this.draining && this.client.unacknowledged < 32) {
+      this.counters.forwarded++;
+      void this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).catch(() => {});
+      return;
+    }
+    this.spool.append(m);
+    this.counters.spooled++;
+    if (this.client.isConnected) void this.drain();
+  }
+
+  /** Sends the spool in order, acknowledging each message only after the broker's PUBACK. */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let m = this.spool.peek(); m && this.client.isConnected; m = this.spool.peek()) {
+        await this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain });
+        this.spool.ack();
+        this.counters.forwarded++;
+      }
+    } catch {
+      // stopped; what is left stays spooled
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    if (topic === `${this.discoveryPrefix}/status`) {
+      if (payload.toString() === 'online' && this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
+      return;
+    }
+    if (!topic.startsWith(this.prefix) || !topic.endsWith('/set')) return;
+    const target = topic.slice(this.prefix.length, -'/set'.length);
+    const entity = this.entities.get(target);
+    const value = Number(payload.toString().trim());
+    this.counters.commands++;
+    if (!entity?.switchable || (value !== 0 && value !== 1) || !this.o.onCommand) {
+      this.counters.commandErrors++;
+      return;
+    }
+    try {
+      await this.o.onCommand(target, value);
+    } catch {
+      this.counters.commandErrors++;
+    }
+  }
+}

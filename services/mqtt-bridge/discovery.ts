@@ -1,0 +1,58 @@
+/**
+ * Home Assistant MQTT discovery: one retained config message per entity at
+ * `<discovery prefix>/<component>/<object id>/config`, so sensors and switches appear without manual setup.
+ * Fields used: name, unique_id, state_topic, unit_of_measurement, device_class, state_class,
+ * availability_topic (with payload_available/not_available), device {identifiers, name, manufacturer},
+ * and for switches command_topic, payload_on/off, state_on/off.
+ */
+
+export interface Entity {
+  /** The telemetry topic, e.g. greenhouse/air. */
+  topic: string;
+  unit: string;
+  /** A GPIO output: a switch with a command topic; otherwise a sensor. */
+  switchable: boolean;
+}
+
+/** Device class from the unit (and the name for %), as Home Assistant lists them; undefined when unknown. */
+export function deviceClass(unit: string, name: string): string | undefined {
+  switch (unit) {
+    case '°C': case '°F': case 'K': return 'temperature';
+    case 'kPa': case 'hPa': case 'Pa': case 'bar': case 'mbar': return 'pressure';
+    case 'V': case 'mV': return 'voltage';
+    case 'A': case 'mA': return 'current';
+    case 'W': case 'kW': return 'power';
+    case 'dBm': case 'dB': return 'signal_strength';
+    case '%': return /hum/i.test(name) ? 'humidity' : /batt/i.test(name) ? 'battery' : undefined;
+    default: return undefined;
+  }
+}
+
+const objectId = (topic: string): string => `starling_${topic.replace(/[^A-Za-z0-9_-]+/g, '_')}`;
+
+/** The (topic, retained payload) of an entity's discovery config. */
+export function discoveryMessage(e: Entity, o: { prefix: string; discoveryPrefix: string; availabilityTopic: string }): [string, string] {
+  const parts = e.topic.split('/');
+  const name = parts[parts.length - 1]!;
+  const deviceName = parts.length > 1 ? parts[0]! : 'starling';
+  const id = objectId(e.topic);
+  const stateTopic = o.prefix + e.topic;
+  const config: Record<string, unknown> = {
+    name,
+    unique_id: id,
+    state_topic: stateTopic,
+    availability_topic: o.availabilityTopic,
+    payload_available: 'online',
+    payload_not_available: 'offline',
+    device: { identifiers: [`starling_${deviceName.replace(/[^A-Za-z0-9_-]+/g, '_')}`], name: deviceName, manufacturer: 'Starling' },
+  };
+  if (e.switchable) {
+    Object.assign(config, { command_topic: `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });
+  } else {
+    if (e.unit) config.unit_of_measurement = e.unit;
+    const dc = deviceClass(e.unit, name);
+    if (dc) config.device_class = dc;
+    config.state_class = 'measurement';
+  }
+  return [`${o.discoveryPrefix}/${e.switchable ? 'switch' : 'sensor'}/${id}/config`, JSON.stringify(config)];
+}
