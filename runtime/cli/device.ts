@@ -10,6 +10,7 @@ import { ProcessService } from '../supervisor/process.ts';
 import { Supervisor } from '../supervisor/supervisor.ts';
 import { Notifier } from '../supervisor/notify.ts';
 import { connectSupervisor, exportSupervisor, networkConnectivity } from '../supervisor/dbus.ts';
+import { BridgeService } from '../../services/mqtt-bridge/service.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -128,7 +129,8 @@ ${CONFIG_HELP}`,
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
     const device = new Device(c);
-    const services = [device, ...c.services.map((s) => new ProcessService({
+    const bridge = c.mqtt.url ? [new BridgeService(c, device)] : [];
+    const services = [device, ...bridge, ...c.services.map((s) => new ProcessService({
       name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
       backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
     }, log))];

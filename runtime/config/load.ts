@@ -75,6 +75,11 @@ export interface Config {
   gpio: GpioConfig[];
   services: ServiceConfig[];
   logs: { ring: number };
+  mqtt: {
+    url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
+    ca?: string; cert?: string; key?: string; prefix: string; discovery: boolean; discovery_prefix: string;
+    spool: string; spool_max_mb: number; mesh: boolean;
+  };
 }
 
 const describe = (v: unknown): string => {

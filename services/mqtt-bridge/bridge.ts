@@ -79,6 +79,10 @@ export class Bridge {
     this.subscriber.off('batch', this.onBatchBound);
     const end = Date.now() + ms;
     while (this.client.isConnected && (this.client.unacknowledged > 0 || this.draining) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    // A clean stop sends DISCONNECT, which suppresses the last will: say offline ourselves.
+    if (this.client.isConnected) {
+      await Promise.race([this.client.publish(this.availability, 'offline', { qos: 1, retain: true }).catch(() => {}), new Promise((r) => setTimeout(r, Math.max(0, end - Date.now())))]);
+    }
     await this.client.stop();
     this.spool.close();
   }

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { beaconPort } from '../helpers.ts';
+import { Mosquitto } from '../mosquitto.ts';
+import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.mjs`;
@@ -126,4 +128,42 @@ describe('starling run', () => {
     expect(processesWith(order)).toEqual([]);
     expect(pids.length).toBe(3);
   }, 30_000);
+
+  it('with mqtt configured, the device appears in Home Assistant terms on the broker, and a command switches its pump', async () => {
+    const dir = tempDir();
+    const broker = new Mosquitto();
+    await broker.start();
+    const watcher = new MqttClient({ url: broker.url, clientId: 'ha', reconnect: { min: 100, max: 300 } });
+    try {
+      await watcher.start();
+      await watcher.subscribe('#', 1);
+      const got: [string, string][] = [];
+      watcher.on('message', (t, p) => got.push([t, p.toString()]));
+      const file = join(dir, 'starling.yaml');
+      writeFileSync(file, [
+        'simulate: true',
+        `node: { name: shed, iface: lo, port: ${beaconPort()} }`,
+        'telemetry: { prefix: shed/ }',
+        `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}", mesh: false }`,
+        'sensors:',
+        '  - { platform: sim, name: temp, interval: 100ms, min: 10, max: 12, unit: "°C" }',
+        'gpio:',
+        '  - { name: pump, pin: GPIO17, mode: output }',
+      ].join('\n'));
+      const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'ignore', 'inherit'] });
+      procs.push(run);
+      await until(() => got.some(([t]) => t === 'starling/shed/temp'), 15_000, 'a temperature state');
+      await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_shed_pump/config'), 5000, 'the pump switch');
+      expect(JSON.parse(got.find(([t]) => t === 'homeassistant/sensor/starling_shed_temp/config')![1])).toMatchObject({ device_class: 'temperature', unit_of_measurement: '°C' });
+      expect(got.find(([t]) => t === 'starling/bridge/shed/status')?.[1]).toBe('online');
+      await watcher.publish('starling/shed/pump/set', '1', { qos: 1 });
+      await until(() => got.some(([t, p]) => t === 'starling/shed/pump' && p === '1'), 5000, 'the pump on');
+      run.kill('SIGTERM');
+      expect(await new Promise((r) => run.once('exit', r))).toBe(0);
+      await until(() => got.some(([t, p]) => t === 'starling/bridge/shed/status' && p === 'offline'), 5000, 'offline on a clean stop');
+    } finally {
+      await watcher.stop();
+      await broker.destroy();
+    }
+  }, 40_000);
 });

@@ -1,0 +1,85 @@
+/**
+ * The bridge as a supervised service: it follows the device's telemetry (or every publisher on the mesh) and
+ * forwards it to the configured broker; Home Assistant commands set the device's GPIO outputs. Healthy while
+ * running: a broker that is away is a reason to spool, not unhealthiness.
+ */
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { capability } from 'zeromq';
+import type { Config } from '../../runtime/config/load.ts';
+import type { Device } from '../../runtime/device.ts';
+import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
+import { follow } from '../../runtime/telemetry/mesh.ts';
+import type { Health, Service, ServiceEvents, ServiceState } from '../../runtime/supervisor/service.ts';
+import { Bridge } from './bridge.ts';
+
+export class BridgeService extends EventEmitter<ServiceEvents> implements Service {
+  readonly name = 'mqtt';
+  readonly restarts = 0;
+  private _state: ServiceState = 'stopped';
+  bridge: Bridge | undefined;
+  private sub: Subscriber | undefined;
+  private unfollow: (() => void) | undefined;
+
+  /** Stores its dependencies; connects nothing. */
+  constructor(private readonly config: Config, private readonly device: Device) {
+    super();
+  }
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  private set(s: ServiceState): void {
+    this._state = s;
+    this.emit('state', s);
+  }
+
+  health(): Health {
+    return this._state === 'running' ? { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' } : { healthy: false, detail: this._state };
+  }
+
+  async start(): Promise<void> {
+    const m = this.config.mqtt;
+    const node = this.device.node;
+    if (!m.url || !node || !this.device.publisher) throw new Error('the MQTT bridge needs mqtt.url and a running device');
+    this.set('starting');
+    const file = (path?: string) => (path ? readFileSync(path) : undefined);
+    const sub = new Subscriber();
+    sub.start();
+    this.sub = sub;
+    const prefix = this.config.telemetry.prefix;
+    const outputs = this.config.gpio.filter((g) => g.mode === 'output').map((g) => prefix + g.name);
+    this.bridge = new Bridge({
+      mqtt: {
+        url: m.url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
+        username: m.username, password: m.password, tls: m.url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
+      },
+      node: node.name, prefix: m.prefix, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
+      spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, switches: outputs,
+      onCommand: async (topic, value) => {
+        const name = topic.slice(prefix.length);
+        const line = this.device.gpio.get(name);
+        if (!line) throw new Error(`no GPIO line for ${topic}`);
+        await line.write(value);
+        this.device.sampler?.noteWrite(name, value);
+      },
+    }, sub);
+    await this.bridge.start();
+    if (m.mesh) this.unfollow = follow(node, sub, { pgm: Boolean(capability.pgm) });
+    // This device's own publisher is not among its peers: connect to it directly.
+    await sub.connect(this.device.publisher.endpoints[0]!, this.device.publisher.snapshotEndpoint);
+    this.set('running');
+  }
+
+  async stop(): Promise<void> {
+    if (this._state === 'stopped') return;
+    this.set('stopping');
+    this.unfollow?.();
+    await this.bridge?.stop();
+    await this.sub?.stop();
+    this.bridge = undefined;
+    this.sub = undefined;
+    this.set('stopped');
+  }
+}
