@@ -1,8 +1,9 @@
 /**
  * The MQTT bridge: telemetry samples → MQTT state topics, with store-and-forward and Home Assistant discovery.
  *
- * - Each good sample goes to `<prefix><topic>` (QoS 1): its value as text, or a JSON array for several values.
- *   A status sample (a failed read) goes to `<prefix><topic>/status` as the status name.
+ * - Each sample goes to `<prefix><topic>` (QoS 1) as JSON: `{"value": 21.5, "unit": "°C", "ts": …, "seq": …,
+ *   "publisher": …}` (`value` an array for several values; `{"status": "missing", …}` for a failed read).
+ *   `seq` and `publisher` let a consumer drop the duplicates QoS 1 allows. Outputs' states are retained.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
  *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
  *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
@@ -110,20 +111,28 @@ export class Bridge {
     if (this.client.isConnected) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
   }
 
+  private switchable(topic: string): boolean {
+    return this.entities.get(topic)?.switchable === true;
+  }
+
   private onBatch(b: Batch, from: number): void {
     if (this.o.discovery !== false && !this.entities.has(b.topic)) {
       const e = { topic: b.topic, unit: b.unit, switchable: false };
       this.entities.set(b.topic, e);
       this.announce(e);
     }
+    const retain = this.switchable(b.topic);
     for (let i = from; i < b.count; i++) {
       const status = b.status(i);
-      if (status !== 0) {
-        this.send({ topic: `${this.prefix}${b.topic}/status`, payload: Buffer.from(STATUS_NAMES[status] ?? String(status)), qos: 1, retain: false });
-        continue;
-      }
-      const text = b.arity === 1 ? String(b.value(i)) : JSON.stringify(Array.from({ length: b.arity }, (_, k) => b.value(i, k)));
-      this.send({ topic: this.prefix + b.topic, payload: Buffer.from(text), qos: 1, retain: false });
+      const state: Record<string, unknown> = status !== 0
+        ? { status: STATUS_NAMES[status] ?? String(status) }
+        : { value: b.arity === 1 ? b.value(i) : Array.from({ length: b.arity }, (_, k) => b.value(i, k)) };
+      if (b.unit) state.unit = b.unit;
+      state.ts = b.ts(i);
+      state.seq = b.seq(i);
+      state.publisher = b.publisher;
+      // An output's state is retained (a new subscriber learns whether the pump is on); readings are not.
+      this.send({ topic: this.prefix + b.topic, payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
     }
   }
 

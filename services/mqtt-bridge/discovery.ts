@@ -3,7 +3,7 @@
  * `<discovery prefix>/<component>/<object id>/config`, so sensors and switches appear without manual setup.
  * Fields used: name, unique_id, state_topic, unit_of_measurement, device_class, state_class,
  * availability_topic (with payload_available/not_available), device {identifiers, name, manufacturer},
- * and for switches command_topic, payload_on/off, state_on/off.
+ * value_template (states are JSON), and for switches command_topic, payload_on/off, state_on/off.
  */
 
 export interface Entity {
@@ -41,12 +41,15 @@ export function discoveryMessage(e: Entity, o: { prefix: string; discoveryPrefix
     name,
     unique_id: id,
     state_topic: stateTopic,
+    // States are JSON (value, unit, ts, seq): Home Assistant takes the value.
+    value_template: '{{ value_json.value }}',
     availability_topic: o.availabilityTopic,
     payload_available: 'online',
     payload_not_available: 'offline',
     device: { identifiers: [`starling_${deviceName.replace(/[^A-Za-z0-9_-]+/g, '_')}`], name: deviceName, manufacturer: 'Starling' },
   };
   if (e.switchable) {
+    // value_template turns the JSON state into 1/0, which state_on/state_off then match.
     Object.assign(config, { command_topic: `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });
   } else {
     if (e.unit) config.unit_of_measurement = e.unit;

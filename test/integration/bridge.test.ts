@@ -62,14 +62,16 @@ describe('MQTT bridge', () => {
     pub.publish('greenhouse/air', 21.5, { unit: '°C' });
     pub.publish('greenhouse/accel', [0.5, 1], { unit: 'g' });
     pub.publish('greenhouse/soil', NaN, { unit: '°C', status: 2 });
-    await until(() => got.some(([t]) => t === 'starling/greenhouse/air') && got.some(([t]) => t.endsWith('soil/status')), 5000, 'the states');
-    expect(got.find(([t]) => t === 'starling/greenhouse/air')?.[1]).toBe('21.5');
-    expect(got.find(([t]) => t === 'starling/greenhouse/accel')?.[1]).toBe('[0.5,1]');
-    expect(got.find(([t]) => t === 'starling/greenhouse/soil/status')?.[1]).toBe('missing');
+    const state = (topic: string) => JSON.parse(got.find(([t]) => t === topic)![1]);
+    await until(() => ['air', 'accel', 'soil'].every((n) => got.some(([t]) => t === `starling/greenhouse/${n}`)), 5000, 'the states');
+    const id = pub.id.toString('hex').toUpperCase();
+    expect(state('starling/greenhouse/air')).toMatchObject({ value: 21.5, unit: '°C', seq: 0, publisher: id, ts: expect.any(Number) });
+    expect(state('starling/greenhouse/accel')).toMatchObject({ value: [0.5, 1], unit: 'g' });
+    expect(state('starling/greenhouse/soil')).toMatchObject({ status: 'missing', seq: 0 });
     const config = got.find(([t]) => t === 'homeassistant/sensor/starling_greenhouse_air/config');
     expect(config).toBeDefined();
     expect(JSON.parse(config![1])).toEqual({
-      name: 'air', unique_id: 'starling_greenhouse_air', state_topic: 'starling/greenhouse/air',
+      name: 'air', unique_id: 'starling_greenhouse_air', state_topic: 'starling/greenhouse/air', value_template: '{{ value_json.value }}',
       availability_topic: 'starling/bridge/hub/status', payload_available: 'online', payload_not_available: 'offline',
       device: { identifiers: ['starling_greenhouse'], name: 'greenhouse', manufacturer: 'Starling' },
       unit_of_measurement: '°C', device_class: 'temperature', state_class: 'measurement',
@@ -93,11 +95,11 @@ describe('MQTT bridge', () => {
     await new Promise((r) => setTimeout(r, 300));
     clearInterval(tick);
     const last = n - 1;
-    await until(() => got.some(([t, p]) => t === 'starling/yard/count' && p === String(last)), 15_000, `sample ${last}`);
-    const values = got.filter(([t]) => t === 'starling/yard/count').map(([, p]) => Number(p));
-    // Every sample arrived, and first arrivals are in order. (QoS 1 allows repeats: Mosquitto replays what
-    // its persistence file still held for the watcher across the restart.)
-    const firsts = values.filter((v, i) => values.indexOf(v) === i);
+    await until(() => got.some(([t, p]) => t === 'starling/yard/count' && JSON.parse(p).value === last), 15_000, `sample ${last}`);
+    const seqs = got.filter(([t]) => t === 'starling/yard/count').map(([, p]) => JSON.parse(p).seq as number);
+    // After dropping repeats by sequence number (QoS 1 allows them: Mosquitto replays what its persistence
+    // file still held for the watcher across the restart), every sample arrived, in order.
+    const firsts = seqs.filter((v, i) => seqs.indexOf(v) === i);
     expect(firsts).toEqual([...Array(last + 1).keys()]);
     await until(() => announced() >= 2, 5000, 'the announcement after the restart');
     expect(bridge.stats().spool).toMatchObject({ queued: 0, dropped: 0 });

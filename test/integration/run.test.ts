@@ -157,7 +157,7 @@ describe('starling run', () => {
       expect(JSON.parse(got.find(([t]) => t === 'homeassistant/sensor/starling_shed_temp/config')![1])).toMatchObject({ device_class: 'temperature', unit_of_measurement: '°C' });
       expect(got.find(([t]) => t === 'starling/bridge/shed/status')?.[1]).toBe('online');
       await watcher.publish('starling/shed/pump/set', '1', { qos: 1 });
-      await until(() => got.some(([t, p]) => t === 'starling/shed/pump' && p === '1'), 5000, 'the pump on');
+      await until(() => got.some(([t, p]) => t === 'starling/shed/pump' && JSON.parse(p).value === 1), 5000, 'the pump on');
       run.kill('SIGTERM');
       expect(await new Promise((r) => run.once('exit', r))).toBe(0);
       await until(() => got.some(([t, p]) => t === 'starling/bridge/shed/status' && p === 'offline'), 5000, 'offline on a clean stop');
