@@ -1,6 +1,6 @@
 // A real Mosquitto broker for tests, on a free loopback port, with persistence in a temp dir so sessions
 // survive a restart. Debian's mosquitto (image/setup.sh installs it).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -16,22 +16,44 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A test CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in `dir`. */
+export function makeCertificates(dir: string): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
+  const f = (n: string) => join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=Starling test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
+  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const who of ['server', 'client']) {
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=starling-${who}`, '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`));
+    ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-out', f(`${who}.pem`),
+      ...(who === 'server' ? ['-extfile', f('server.ext')] : []));
+  }
+  return { ca: f('ca.pem'), serverCert: f('server.pem'), serverKey: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') };
+}
+
 export class Mosquitto {
   readonly dir = mkdtempSync(join(tmpdir(), 'starling-mosquitto-'));
   private proc: ChildProcess | undefined;
   port = 0;
 
+  /**
+   * With `tls`, the listener speaks TLS and requires a client certificate signed by the test CA; with `users`,
+   * anonymous clients are refused and these user names and passwords are the only ones accepted.
+   */
+  constructor(private readonly tls?: ReturnType<typeof makeCertificates>, private readonly users?: Record<string, string>) {}
+
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
     if (!this.port) this.port = await freePort();
     writeFileSync(join(this.dir, 'mosquitto.conf'), [
-      `listener ${this.port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${this.dir}/`,
+      `listener ${this.port} 127.0.0.1`, `allow_anonymous ${this.users ? 'false' : 'true'}`, 'persistence true', `persistence_location ${this.dir}/`,
       'autosave_interval 1', 'log_dest none',
       // Started as root, mosquitto would switch to the user mosquitto, who cannot write this temp dir.
       `user ${userInfo().username}`,
+      ...(this.users ? [`password_file ${this.passwordFile()}`] : []),
+      ...(this.tls ? [`cafile ${this.tls.ca}`, `certfile ${this.tls.serverCert}`, `keyfile ${this.tls.serverKey}`, 'require_certificate true'] : []),
     ].join('\n') + '\n');
     this.proc = spawn('mosquitto', ['-c', join(this.dir, 'mosquitto.conf')], { stdio: 'ignore' });
     const deadline = Date.now() + 10_000;
@@ -44,6 +66,13 @@ export class Mosquitto {
       if (Date.now() > deadline) throw new Error(`mosquitto did not listen on ${this.port} within 10 s (is it installed? bash image/setup.sh)`);
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  private passwordFile(): string {
+    const file = join(this.dir, 'passwords');
+    writeFileSync(file, '');
+    for (const [user, password] of Object.entries(this.users ?? {})) execFileSync('mosquitto_passwd', ['-b', file, user, password], { stdio: 'ignore' });
+    return file;
   }
 
   /** Stops the broker (SIGTERM: it saves its persistence file). */

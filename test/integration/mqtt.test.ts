@@ -2,7 +2,8 @@
 // broken connection, and QoS 1 messages kept across a broker restart and re-sent from the persistent session.
 import { afterEach, describe, expect, it } from 'vitest';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
-import { Mosquitto } from '../mosquitto.ts';
+import { readFileSync } from 'node:fs';
+import { Mosquitto, makeCertificates } from '../mosquitto.ts';
 
 const brokers: Mosquitto[] = [];
 const clients: MqttClient[] = [];
@@ -100,5 +101,44 @@ describe('MQTT client', () => {
     expect(c.lastError).toMatch(/ECONNREFUSED|connection closed/);
     await b.start();
     await until(() => c.isConnected, 5000, 'the connection');
+  });
+
+  it('TLS with a test CA and client certificates: a round trip; no client certificate or a foreign CA is refused', async () => {
+    const plain = new Mosquitto();
+    brokers.push(plain);
+    const certs = makeCertificates(plain.dir);
+    const b = new Mosquitto(certs);
+    brokers.push(b);
+    await b.start();
+    const tls = { ca: readFileSync(certs.ca), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) };
+    const c = client(b.url, { tls });
+    await c.start();
+    await c.subscribe('secure/#', 1);
+    const got: string[] = [];
+    c.on('message', (_t, p) => got.push(p.toString()));
+    await c.publish('secure/x', 'over TLS', { qos: 1 });
+    await until(() => got.length === 1, 5000, 'the TLS round trip');
+    expect(got).toEqual(['over TLS']);
+    const noCert = client(b.url, { tls: { ca: tls.ca } });
+    void noCert.start();
+    await until(() => noCert.failures >= 1, 5000, 'a refusal without a client certificate');
+    const wrongCa = client(b.url, { tls: { ...tls, ca: readFileSync(certs.clientCert) } });
+    void wrongCa.start();
+    await until(() => wrongCa.failures >= 1, 5000, 'a refusal of a server signed by another CA');
+    expect(wrongCa.lastError).toMatch(/certificate/i);
+    expect(noCert.isConnected || wrongCa.isConnected).toBe(false);
+  }, 30_000);
+
+  it('user name and password: accepted when right, refused with the broker\'s reason when wrong', async () => {
+    const b = new Mosquitto(undefined, { sensor: 's3cret' });
+    brokers.push(b);
+    await b.start();
+    const good = client(b.url, { username: 'sensor', password: 's3cret' });
+    await good.start();
+    expect(good.isConnected).toBe(true);
+    const bad = client(b.url, { username: 'sensor', password: 'wrong' });
+    void bad.start();
+    await until(() => bad.failures >= 1, 5000, 'the refusal');
+    expect(bad.lastError).toMatch(/broker refused the connection: (bad user name or password|not authorized)/);
   });
 });
