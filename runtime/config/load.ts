@@ -78,7 +78,7 @@ export interface Config {
   mqtt: {
     url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
     ca?: string; cert?: string; key?: string; prefix: string; discovery: boolean; discovery_prefix: string;
-    spool: string; spool_max_mb: number; mesh: boolean;
+    spool: string; spool_max_mb: number; spool_fsync: 'always' | 'interval' | 'never'; mesh: boolean;
   };
 }
 

@@ -143,6 +143,7 @@ export const SCHEMA: FieldSpec = {
         discovery_prefix: { type: 'string', default: 'homeassistant', doc: 'Home Assistant discovery prefix' },
         spool: { type: 'string', default: '/var/lib/starling/spool', doc: 'store-and-forward directory' },
         spool_max_mb: { type: 'number', min: 1, max: 100_000, default: 64, doc: 'the spool\'s bound, MiB' },
+        spool_fsync: { type: 'enum', values: ['always', 'interval', 'never'], default: 'interval', doc: 'how often spool writes are forced to the card' },
         mesh: { type: 'boolean', default: true, doc: 'bridge every publisher on the mesh (false: only this device)' },
       },
     },

@@ -30,6 +30,7 @@ export interface BridgeOptions {
   discoveryPrefix?: string;
   spoolDir: string;
   spoolBytes?: number;
+  spoolFsync?: 'always' | 'interval' | 'never';
   /** Telemetry topics that are GPIO outputs (announced as switches). */
   switches?: string[];
   /** Called for a command from MQTT on a switchable topic. */
@@ -62,7 +63,7 @@ export class Bridge {
     this.discoveryPrefix = o.discoveryPrefix ?? 'homeassistant';
     this.availability = `${this.prefix}bridge/${o.node}/status`;
     this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
-    this.spool = new Spool(o.spoolDir, o.spoolBytes);
+    this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync);
     for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', switchable: true });
   }
 

@@ -56,7 +56,7 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
         username: m.username, password: m.password, tls: m.url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
       },
       node: node.name, prefix: m.prefix, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
-      spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, switches: outputs,
+      spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs,
       onCommand: async (topic, value) => {
         const name = topic.slice(prefix.length);
         const line = this.device.gpio.get(name);

@@ -4,6 +4,12 @@
  * each); a cursor file says how far the head segment was consumed. When the spool passes `maxBytes`, the
  * oldest segment is deleted and its unsent messages are counted as dropped — it never grows without bound.
  *
+ * Writes are batched for SD cards: appends made in one turn of the event loop go to the file in one write,
+ * at the end of that turn (so a kill -9 loses at most what was appended in the current turn; the kernel keeps
+ * what was written). `fsync` says how often the file is forced to the card: 'always' (after each batch),
+ * 'interval' (once a second, the default), or 'never' (left to the kernel; a power cut may lose the last
+ * seconds).
+ *
  * Delivery is at least once: the cursor is saved at most once a second (SD cards wear), so after a crash up to
  * a second's worth of already-sent messages is sent again (MQTT QoS 1 allows duplicates). A torn record at
  * the end of the last segment (power cut mid-write) is detected by its CRC, counted and skipped.
@@ -52,7 +58,12 @@ export class Spool {
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly counters = { appended: 0, dropped: 0, corrupt: 0 };
 
-  constructor(readonly dir: string, readonly maxBytes = 64 * 1024 * 1024) {}
+  private pending: Buffer[] = [];
+  private flushScheduled = false;
+  private fsyncTimer: NodeJS.Timeout | undefined;
+  private unsynced = false;
+
+  constructor(readonly dir: string, readonly maxBytes = 64 * 1024 * 1024, readonly fsync: 'always' | 'interval' | 'never' = 'interval') {}
 
   /** Reads what is on disk (creating the folder if needed). */
   open(): void {
@@ -79,18 +90,41 @@ export class Spool {
     head.writeUInt32BE(body.length, 0);
     head.writeUInt32BE(crc32(body), 4);
     let tail = this.segments[this.segments.length - 1];
-    if (!tail || tail.end + 8 + body.length > SEGMENT_BYTES) tail = this.newSegment();
-    const fd = this.fd!;
-    writeSync(fd, head);
-    writeSync(fd, body);
+    if (!tail || tail.end + 8 + body.length > SEGMENT_BYTES) {
+      this.flush(); // what is pending belongs to the old segment
+      tail = this.newSegment();
+    }
+    this.pending.push(head, body);
     tail.records.push(tail.end);
     tail.end += 8 + body.length;
     this.counters.appended++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
     this.enforceBound();
+  }
+
+  /** Writes what was appended in this turn in one write, and applies the fsync policy. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.pending.length === 0 || this.fd === undefined) return;
+    writeSync(this.fd, Buffer.concat(this.pending));
+    this.pending = [];
+    if (this.fsync === 'always') fsyncSync(this.fd);
+    else if (this.fsync === 'interval') {
+      this.unsynced = true;
+      this.fsyncTimer ??= setTimeout(() => {
+        this.fsyncTimer = undefined;
+        if (this.unsynced && this.fd !== undefined) fsyncSync(this.fd);
+        this.unsynced = false;
+      }, 1000);
+    }
   }
 
   /** The oldest waiting message, or undefined. */
   peek(): SpooledMessage | undefined {
+    this.flush();
     const seg = this.segments[0];
     if (!seg || this.headIndex >= seg.records.length) return undefined;
     const at = seg.records[this.headIndex]!;
@@ -125,6 +159,9 @@ export class Spool {
 
   /** Saves the cursor and closes the file. */
   close(): void {
+    this.flush();
+    clearTimeout(this.fsyncTimer);
+    this.fsyncTimer = undefined;
     this.saveCursor();
     if (this.fd !== undefined) {
       fsyncSync(this.fd);
@@ -134,7 +171,10 @@ export class Spool {
   }
 
   private newSegment(): Segment {
-    if (this.fd !== undefined) closeSync(this.fd);
+    if (this.fd !== undefined) {
+      if (this.fsync !== 'never') fsyncSync(this.fd);
+      closeSync(this.fd);
+    }
     const n = (this.segments[this.segments.length - 1]?.n ?? 0) + 1;
     const seg: Segment = { n, path: join(this.dir, `${String(n).padStart(10, '0')}.seg`), records: [], end: 0 };
     this.fd = openSync(seg.path, 'a');

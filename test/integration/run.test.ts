@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { beaconPort } from '../helpers.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
+import { Spool } from '../../services/mqtt-bridge/spool.ts';
+import { cpSync } from 'node:fs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.mjs`;
@@ -166,4 +168,63 @@ describe('starling run', () => {
       await broker.destroy();
     }
   }, 40_000);
+
+  it('a bridge killed with SIGKILL while the broker is away delivers, after restart, everything that reached its spool', async () => {
+    const dir = tempDir();
+    const broker = new Mosquitto();
+    await broker.start();
+    await broker.stop(); // the broker is away: every sample goes to the spool
+    const spool = join(dir, 'spool');
+    const file = join(dir, 'starling.yaml');
+    writeFileSync(file, [
+      'simulate: true',
+      `node: { name: barn, iface: lo, port: ${beaconPort()} }`,
+      'telemetry: { prefix: barn/ }',
+      `mqtt: { url: "${broker.url}", spool: "${spool}", mesh: false }`,
+      'sensors:',
+      '  - { platform: sim, name: level, interval: 10ms, waveform: ramp, min: 0, max: 100, period: 10s }',
+    ].join('\n'));
+    const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
+    const first = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    procs.push(first);
+    await sleep(2500);
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    // What reached the spool: read a copy of it.
+    const copy = join(dir, 'spool-copy');
+    cpSync(spool, copy, { recursive: true });
+    const onDisk = new Spool(copy);
+    onDisk.open();
+    const spooled: number[] = [];
+    let publisher = '';
+    for (let m = onDisk.peek(); m; m = onDisk.peek()) {
+      const state = JSON.parse(m.payload.toString());
+      if (m.topic === 'starling/barn/level') {
+        spooled.push(state.seq);
+        publisher = state.publisher;
+      }
+      onDisk.ack();
+    }
+    onDisk.close();
+    expect(spooled.length).toBeGreaterThan(50);
+    await broker.start();
+    const watcher = new MqttClient({ url: broker.url, clientId: 'ha-kill', reconnect: { min: 100, max: 300 } });
+    try {
+      await watcher.start();
+      await watcher.subscribe('starling/barn/#', 1);
+      const got = new Set<number>();
+      watcher.on('message', (_t, p) => {
+        const state = JSON.parse(p.toString());
+        if (state.publisher === publisher) got.add(state.seq);
+      });
+      const second = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+      procs.push(second);
+      await until(() => spooled.every((s) => got.has(s)), 20_000, `all ${spooled.length} spooled samples`);
+      second.kill('SIGTERM');
+      await new Promise((r) => second.once('exit', r));
+    } finally {
+      await watcher.stop();
+      await broker.destroy();
+    }
+  }, 60_000);
 });
