@@ -50,6 +50,8 @@ export class Mosquitto {
     writeFileSync(join(this.dir, 'mosquitto.conf'), [
       `listener ${this.port} 127.0.0.1`, `allow_anonymous ${this.users ? 'false' : 'true'}`, 'persistence true', `persistence_location ${this.dir}/`,
       'autosave_interval 1', 'log_dest none',
+      // Keep every QoS 1 message for an offline persistent session (the default drops past 1,000).
+      'max_queued_messages 0',
       // Started as root, mosquitto would switch to the user mosquitto, who cannot write this temp dir.
       `user ${userInfo().username}`,
       ...(this.users ? [`password_file ${this.passwordFile()}`] : []),
