@@ -56,6 +56,7 @@ export class Bridge {
   private readonly discoveryPrefix: string;
   private readonly availability: string;
   private onBatchBound = (b: Batch, from: number) => this.onBatch(b, from);
+  private readonly maxInflight: number;
 
   /** Stores its parts; connects nothing. */
   constructor(private readonly o: BridgeOptions, private readonly subscriber: Subscriber) {
@@ -64,6 +65,7 @@ export class Bridge {
     this.availability = `${this.prefix}bridge/${o.node}/status`;
     this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
     this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync);
+    this.maxInflight = o.mqtt.maxInflight ?? 32;
     for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', switchable: true });
   }
 
@@ -139,7 +141,7 @@ export class Bridge {
 
   /** Straight to the client when connected and nothing waits; else behind what waits, on disk. */
   private send(m: SpooledMessage): void {
-    if (this.client.isConnected && this.spool.length === 0 && !this.draining && this.client.unacknowledged < 32) {
+    if (this.client.isConnected && this.spool.length === 0 && !this.draining && this.client.unacknowledged < this.maxInflight) {
       this.counters.forwarded++;
       void this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).catch(() => {});
       return;
@@ -149,13 +151,22 @@ export class Bridge {
     if (this.client.isConnected) void this.drain();
   }
 
-  /** Sends the spool in order, acknowledging each message only after the broker's PUBACK. */
+  /**
+   * Sends the spool in order with up to `maxInflight` messages awaiting PUBACK at once, and removes each from
+   * the spool only once its PUBACK came (in order). A connection lost meanwhile just delays the PUBACKs: the
+   * client re-sends what is in flight when it reconnects.
+   */
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    const window: Promise<void>[] = [];
     try {
-      for (let m = this.spool.peek(); m && this.client.isConnected; m = this.spool.peek()) {
-        await this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain });
+      while (this.client.isConnected || window.length > 0) {
+        for (let m = this.spool.peek(window.length); m && this.client.isConnected && window.length < this.maxInflight; m = this.spool.peek(window.length)) {
+          window.push(this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }));
+        }
+        if (window.length === 0) break;
+        await window.shift();
         this.spool.ack();
         this.counters.forwarded++;
       }

@@ -59,6 +59,7 @@ export class Spool {
   private readonly counters = { appended: 0, dropped: 0, corrupt: 0 };
 
   private pending: Buffer[] = [];
+  private readonly readers = new Map<string, number>();
   private flushScheduled = false;
   private fsyncTimer: NodeJS.Timeout | undefined;
   private unsynced = false;
@@ -122,21 +123,38 @@ export class Spool {
     }
   }
 
-  /** The oldest waiting message, or undefined. */
-  peek(): SpooledMessage | undefined {
+  /** The waiting message `offset` places after the oldest (0: the oldest), or undefined. */
+  peek(offset = 0): SpooledMessage | undefined {
     this.flush();
-    const seg = this.segments[0];
-    if (!seg || this.headIndex >= seg.records.length) return undefined;
-    const at = seg.records[this.headIndex]!;
-    const length = (seg.records[this.headIndex + 1] ?? seg.end) - at;
-    const data = Buffer.allocUnsafe(length);
-    const fd = openSync(seg.path, 'r');
-    try {
-      readSync(fd, data, 0, length, at);
-    } finally {
-      closeSync(fd);
+    let i = this.headIndex + offset;
+    for (const seg of this.segments) {
+      if (i < seg.records.length) {
+        const at = seg.records[i]!;
+        const length = (seg.records[i + 1] ?? seg.end) - at;
+        const data = Buffer.allocUnsafe(length);
+        readSync(this.reader(seg), data, 0, length, at);
+        return decode(data.subarray(8));
+      }
+      i -= seg.records.length;
     }
-    return decode(data.subarray(8));
+    return undefined;
+  }
+
+  /** A read descriptor for a segment, kept open while the segment lives. */
+  private reader(seg: Segment): number {
+    let fd = this.readers.get(seg.path);
+    if (fd === undefined) {
+      fd = openSync(seg.path, 'r');
+      this.readers.set(seg.path, fd);
+    }
+    return fd;
+  }
+
+  private unlink(seg: Segment): void {
+    const fd = this.readers.get(seg.path);
+    if (fd !== undefined) closeSync(fd);
+    this.readers.delete(seg.path);
+    unlinkSync(seg.path);
   }
 
   /** Marks the oldest message as delivered. */
@@ -163,6 +181,8 @@ export class Spool {
     clearTimeout(this.fsyncTimer);
     this.fsyncTimer = undefined;
     this.saveCursor();
+    for (const fd of this.readers.values()) closeSync(fd);
+    this.readers.clear();
     if (this.fd !== undefined) {
       fsyncSync(this.fd);
       closeSync(this.fd);
@@ -208,7 +228,7 @@ export class Spool {
   /** Deletes fully consumed head segments, except the tail, which appends go on filling. */
   private dropConsumedHead(): void {
     while (this.segments.length > 1 && this.headIndex >= this.segments[0]!.records.length) {
-      unlinkSync(this.segments.shift()!.path);
+      this.unlink(this.segments.shift()!);
       this.headIndex = 0;
     }
   }
@@ -221,7 +241,7 @@ export class Spool {
       this.counters.dropped += seg.records.length - this.headIndex;
       this.headIndex = 0;
       bytes -= seg.end;
-      unlinkSync(seg.path);
+      this.unlink(seg);
       this.cursorDirty = true;
     }
   }
