@@ -14,7 +14,8 @@ const common = {
   target: 'node20',
   format: 'esm',
   // Native addons stay external: zeromq, and onoff's epoll (onoff is loaded only when a real line opens).
-  external: ['zeromq', 'onoff', 'epoll'],
+  // aedes (the optional embedded broker, ~450 KB bundled) is loaded from node_modules only when it runs.
+  external: ['zeromq', 'onoff', 'epoll', 'aedes'],
   sourcemap: 'linked',
   logLevel: 'warning',
   // CommonJS dependencies inside an ESM bundle need `require`.

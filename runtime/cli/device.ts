@@ -11,6 +11,7 @@ import { Supervisor } from '../supervisor/supervisor.ts';
 import { Notifier } from '../supervisor/notify.ts';
 import { connectSupervisor, exportSupervisor, networkConnectivity } from '../supervisor/dbus.ts';
 import { BridgeService } from '../../services/mqtt-bridge/service.ts';
+import { EmbeddedBroker } from '../../services/mqtt-bridge/broker.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -129,7 +130,10 @@ ${CONFIG_HELP}`,
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
     const device = new Device(c);
-    const bridge = c.mqtt.url ? [new BridgeService(c, device)] : [];
+    // The bridge runs when a broker is named, or with an embedded one (aedes) of its own.
+    const embedded = !c.mqtt.url && c.mqtt.embedded ? new EmbeddedBroker(c.mqtt.embedded_listen) : undefined;
+    if (embedded) c.mqtt.url = embedded.url;
+    const bridge = c.mqtt.url ? [...(embedded ? [embedded] : []), new BridgeService(c, device)] : [];
     const services = [device, ...bridge, ...c.services.map((s) => new ProcessService({
       name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
       backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,

@@ -77,7 +77,7 @@ export interface Config {
   logs: { ring: number };
   mqtt: {
     url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
-    ca?: string; cert?: string; key?: string; prefix: string; discovery: boolean; discovery_prefix: string;
+    ca?: string; cert?: string; key?: string; topic: string; embedded: boolean; embedded_listen: string; discovery: boolean; discovery_prefix: string;
     spool: string; spool_max_mb: number; spool_fsync: 'always' | 'interval' | 'never'; mesh: boolean;
   };
 }

@@ -1,7 +1,8 @@
 /**
  * The MQTT bridge: telemetry samples → MQTT state topics, with store-and-forward and Home Assistant discovery.
  *
- * - Each sample goes to `<prefix><topic>` (QoS 1) as JSON: `{"value": 21.5, "unit": "°C", "ts": …, "seq": …,
+ * - Each sample goes to its state topic (the template with `{topic}` filled in; default `starling/{topic}`),
+ *   QoS 1, as JSON: `{"value": 21.5, "unit": "°C", "ts": …, "seq": …,
  *   "publisher": …}` (`value` an array for several values; `{"status": "missing", …}` for a failed read).
  *   `seq` and `publisher` let a consumer drop the duplicates QoS 1 allows. Outputs' states are retained.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
@@ -11,7 +12,7 @@
  *   last will. Discovery configs are published for each topic when first seen and again after every
  *   (re)connect and every Home Assistant birth message (`<discovery prefix>/status` = online), since a broker
  *   restart can lose retained messages — the Zigbee2MQTT bug the issue recalls.
- * - Commands: Home Assistant's `<prefix><topic>/set` (0/1) for switchable topics is handed to `onCommand`.
+ * - Commands: Home Assistant's `<state topic>/set` (0/1) for switchable topics is handed to `onCommand`.
  */
 import { MqttClient, type MqttOptions } from './client.ts';
 import { Spool, type SpooledMessage } from './spool.ts';
@@ -24,8 +25,8 @@ export interface BridgeOptions {
   mqtt: Omit<MqttOptions, 'will'>;
   /** Name of this bridge (availability topic). */
   node: string;
-  /** MQTT topic prefix. Default 'starling/'. */
-  prefix?: string;
+  /** MQTT state topic for a telemetry topic; `{topic}` stands for it. Default 'starling/{topic}'. */
+  template?: string;
   discovery?: boolean;
   discoveryPrefix?: string;
   spoolDir: string;
@@ -52,7 +53,8 @@ export class Bridge {
   private readonly entities = new Map<string, Entity>();
   private draining = false;
   private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0 };
-  private readonly prefix: string;
+  private readonly before: string;
+  private readonly after: string;
   private readonly discoveryPrefix: string;
   private readonly availability: string;
   private onBatchBound = (b: Batch, from: number) => this.onBatch(b, from);
@@ -60,9 +62,13 @@ export class Bridge {
 
   /** Stores its parts; connects nothing. */
   constructor(private readonly o: BridgeOptions, private readonly subscriber: Subscriber) {
-    this.prefix = o.prefix ?? 'starling/';
+    const template = o.template ?? 'starling/{topic}';
+    const at = template.indexOf('{topic}');
+    if (at < 0) throw new Error(`MQTT topic template '${template}' has no {topic}`);
+    this.before = template.slice(0, at);
+    this.after = template.slice(at + '{topic}'.length);
     this.discoveryPrefix = o.discoveryPrefix ?? 'homeassistant';
-    this.availability = `${this.prefix}bridge/${o.node}/status`;
+    this.availability = `${this.before}bridge/${o.node}/status`;
     this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
     this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync);
     this.maxInflight = o.mqtt.maxInflight ?? 32;
@@ -99,8 +105,9 @@ export class Bridge {
     const c = this.client;
     try {
       await c.subscribe(`${this.discoveryPrefix}/status`, 1);
-      await c.subscribe(`${this.prefix}+/+/set`, 1);
-      await c.subscribe(`${this.prefix}+/set`, 1);
+      // Commands: <state topic>/set, for telemetry topics of 1 to 5 levels. (Not `<start>#`: that would bring
+      // every state we publish back to us.)
+      for (let depth = 1; depth <= 5; depth++) await c.subscribe(`${this.before}${Array(depth).fill('+').join('/')}${this.after}/set`, 1);
       void c.publish(this.availability, 'online', { qos: 1, retain: true });
       if (this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
     } catch {
@@ -110,8 +117,13 @@ export class Bridge {
   }
 
   private announce(e: Entity): void {
-    const [topic, payload] = discoveryMessage(e, { prefix: this.prefix, discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
+    const [topic, payload] = discoveryMessage(e, { stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
     if (this.client.isConnected) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
+  }
+
+  /** The MQTT topic of a telemetry topic's state. */
+  stateTopic(topic: string): string {
+    return this.before + topic + this.after;
   }
 
   private switchable(topic: string): boolean {
@@ -135,7 +147,7 @@ export class Bridge {
       state.seq = b.seq(i);
       state.publisher = b.publisher;
       // An output's state is retained (a new subscriber learns whether the pump is on); readings are not.
-      this.send({ topic: this.prefix + b.topic, payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
+      this.send({ topic: this.stateTopic(b.topic), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
     }
   }
 
@@ -182,8 +194,9 @@ export class Bridge {
       if (payload.toString() === 'online' && this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
       return;
     }
-    if (!topic.startsWith(this.prefix) || !topic.endsWith('/set')) return;
-    const target = topic.slice(this.prefix.length, -'/set'.length);
+    const suffix = `${this.after}/set`;
+    if (!topic.startsWith(this.before) || !topic.endsWith(suffix) || topic.length <= this.before.length + suffix.length) return;
+    const target = topic.slice(this.before.length, -suffix.length);
     const entity = this.entities.get(target);
     const value = Number(payload.toString().trim());
     this.counters.commands++;

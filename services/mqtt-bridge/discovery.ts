@@ -31,12 +31,12 @@ export function deviceClass(unit: string, name: string): string | undefined {
 const objectId = (topic: string): string => `starling_${topic.replace(/[^A-Za-z0-9_-]+/g, '_')}`;
 
 /** The (topic, retained payload) of an entity's discovery config. */
-export function discoveryMessage(e: Entity, o: { prefix: string; discoveryPrefix: string; availabilityTopic: string }): [string, string] {
+export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPrefix: string; availabilityTopic: string }): [string, string] {
   const parts = e.topic.split('/');
   const name = parts[parts.length - 1]!;
   const deviceName = parts.length > 1 ? parts[0]! : 'starling';
   const id = objectId(e.topic);
-  const stateTopic = o.prefix + e.topic;
+  const stateTopic = o.stateTopic;
   const config: Record<string, unknown> = {
     name,
     unique_id: id,

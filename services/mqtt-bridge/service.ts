@@ -55,7 +55,7 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
         url: m.url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
         username: m.username, password: m.password, tls: m.url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
       },
-      node: node.name, prefix: m.prefix, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
+      node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
       spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs,
       onCommand: async (topic, value) => {
         const name = topic.slice(prefix.length);

@@ -227,4 +227,40 @@ describe('starling run', () => {
       await broker.destroy();
     }
   }, 60_000);
+
+  it('with no broker but mqtt.embedded, the hub runs its own (aedes) and bridges to it; topics follow the template', async () => {
+    const dir = tempDir();
+    const { freePort } = await import('../mosquitto.ts');
+    const port = await freePort();
+    const file = join(dir, 'starling.yaml');
+    writeFileSync(file, [
+      'simulate: true',
+      `node: { name: hub, iface: lo, port: ${beaconPort()} }`,
+      'telemetry: { prefix: hub/ }',
+      `mqtt: { embedded: true, embedded_listen: "127.0.0.1:${port}", topic: "home/{topic}/state", spool: "${join(dir, 'spool')}", mesh: false }`,
+      'sensors:',
+      '  - { platform: sim, name: light, interval: 100ms, unit: lx }',
+      'gpio:',
+      '  - { name: fan, pin: GPIO5, mode: output }',
+    ].join('\n'));
+    const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'ignore', 'inherit'] });
+    procs.push(run);
+    const watcher = new MqttClient({ url: `mqtt://127.0.0.1:${port}`, clientId: 'ha-embedded', reconnect: { min: 100, max: 300 } });
+    try {
+      void watcher.start();
+      await until(() => watcher.isConnected, 15_000, 'the embedded broker');
+      await watcher.subscribe('#', 1);
+      const got: [string, string][] = [];
+      watcher.on('message', (t, p) => got.push([t, p.toString()]));
+      await until(() => got.some(([t]) => t === 'home/hub/light/state'), 10_000, 'a state on the templated topic');
+      await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_hub_fan/config'), 5000, 'the fan switch');
+      expect(JSON.parse(got.find(([t]) => t === 'homeassistant/switch/starling_hub_fan/config')![1])).toMatchObject({ command_topic: 'home/hub/fan/state/set' });
+      await watcher.publish('home/hub/fan/state/set', '1', { qos: 1 });
+      await until(() => got.some(([t, p]) => t === 'home/hub/fan/state' && JSON.parse(p).value === 1), 5000, 'the fan on');
+    } finally {
+      await watcher.stop();
+      run.kill('SIGTERM');
+      await new Promise((r) => run.once('exit', r));
+    }
+  }, 40_000);
 });
