@@ -88,7 +88,7 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
     this.sampler = new Sampler(entries, this.publisher, c.telemetry.prefix);
     await this.sampler.start();
     this.node = new ZreNode({ name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers });
-    advertise(this.node, this.publisher, c.telemetry.epgm);
+    advertise(this.node, this.publisher, c.telemetry.epgm, { prefix: c.telemetry.prefix, outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name) });
     this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
     await this.node.start();
   }
@@ -103,6 +103,8 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
       } catch {
         throw new Error('expected a JSON command such as {"gpio":"relay","set":1}');
       }
+      // An answer to a command we sent (it carries "ok"): never answer an answer, or two nodes would ping-pong.
+      if (cmd && typeof cmd === 'object' && 'ok' in cmd) return;
       const { gpio, set } = (cmd ?? {}) as { gpio?: unknown; set?: unknown };
       if (typeof gpio !== 'string') throw new Error('command needs "gpio": the line name');
       const line = this.gpio.get(gpio);

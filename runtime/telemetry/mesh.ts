@@ -10,9 +10,20 @@ import type { Subscriber } from './subscriber.ts';
 export const HEADER_ENDPOINTS = 'X-TELEMETRY';
 export const HEADER_SNAPSHOT = 'X-TELEMETRY-SNAPSHOT';
 export const HEADER_EPGM = 'X-TELEMETRY-EPGM';
+/** The device's telemetry prefix, so a bridge can tell its topics. */
+export const HEADER_PREFIX = 'X-TELEMETRY-PREFIX';
+/** Comma-separated names of the device's GPIO outputs, which peers may set by WHISPER. */
+export const HEADER_OUTPUTS = 'X-GPIO-OUTPUTS';
 
-/** Sets the headers on a node that has not started yet. `epgm` is `group:port` when the stream is multicast. */
-export function advertise(node: ZreNode, pub: Publisher, epgm?: string): void {
+/**
+ * Sets the headers on a node that has not started yet. `epgm` is `group:port` when the stream is multicast;
+ * `device` names the telemetry prefix and the GPIO outputs peers may command.
+ */
+export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[] }): void {
+  if (device) {
+    node.setHeader(HEADER_PREFIX, device.prefix);
+    if (device.outputs.length) node.setHeader(HEADER_OUTPUTS, device.outputs.join(','));
+  }
   const unicast = pub.endpoints.filter((e) => e.startsWith('tcp://'));
   if (unicast.length > 0) node.setHeader(HEADER_ENDPOINTS, unicast.join(' '));
   if (pub.snapshotEndpoint) node.setHeader(HEADER_SNAPSHOT, pub.snapshotEndpoint);

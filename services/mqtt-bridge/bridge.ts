@@ -121,6 +121,14 @@ export class Bridge {
     if (this.client.isConnected) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
   }
 
+  /** Announces a telemetry topic as a switch (a GPIO output, here or on a peer). */
+  addSwitch(topic: string): void {
+    if (this.entities.get(topic)?.switchable) return;
+    const e = { topic, unit: '', switchable: true };
+    this.entities.set(topic, e);
+    if (this.o.discovery !== false) this.announce(e);
+  }
+
   /** The MQTT topic of a telemetry topic's state. */
   stateTopic(topic: string): string {
     return this.before + topic + this.after;

@@ -9,7 +9,8 @@ import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
 import type { Device } from '../../runtime/device.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow } from '../../runtime/telemetry/mesh.ts';
+import { follow, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
+import type { PeerInfo } from '../../runtime/zre/node.ts';
 import type { Health, Service, ServiceEvents, ServiceState } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
 
@@ -20,6 +21,9 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
   bridge: Bridge | undefined;
   private sub: Subscriber | undefined;
   private unfollow: (() => void) | undefined;
+  /** GPIO outputs of peers, by telemetry topic: who to whisper a command to. */
+  private readonly remote = new Map<string, { peer: string; gpio: string }>();
+  private onEnter: ((p: PeerInfo) => void) | undefined;
 
   /** Stores its dependencies; connects nothing. */
   constructor(private readonly config: Config, private readonly device: Device) {
@@ -58,15 +62,33 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
       node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
       spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs,
       onCommand: async (topic, value) => {
-        const name = topic.slice(prefix.length);
-        const line = this.device.gpio.get(name);
-        if (!line) throw new Error(`no GPIO line for ${topic}`);
-        await line.write(value);
-        this.device.sampler?.noteWrite(name, value);
+        const local = topic.startsWith(prefix) ? this.device.gpio.get(topic.slice(prefix.length)) : undefined;
+        if (local) {
+          await local.write(value);
+          this.device.sampler?.noteWrite(local.name, value);
+          return;
+        }
+        // A peer's output: the mesh command of runtime/device.ts, by WHISPER.
+        const r = this.remote.get(topic);
+        if (!r || !node.whisper(r.peer, JSON.stringify({ gpio: r.gpio, set: value }))) throw new Error(`no GPIO line for ${topic}`);
       },
     }, sub);
     await this.bridge.start();
-    if (m.mesh) this.unfollow = follow(node, sub, { pgm: Boolean(capability.pgm) });
+    if (m.mesh) {
+      this.unfollow = follow(node, sub, { pgm: Boolean(capability.pgm) });
+      // Peers' GPIO outputs become switches too; their commands go out by WHISPER.
+      this.onEnter = (p: PeerInfo) => {
+        const outputs = p.headers[HEADER_OUTPUTS];
+        if (!outputs) return;
+        for (const gpio of outputs.split(',').filter(Boolean)) {
+          const topic = (p.headers[HEADER_PREFIX] ?? '') + gpio;
+          this.remote.set(topic, { peer: p.peer, gpio });
+          this.bridge?.addSwitch(topic);
+        }
+      };
+      node.on('enter', this.onEnter);
+      for (const p of node.peerList()) this.onEnter(p);
+    }
     // This device's own publisher is not among its peers: connect to it directly.
     await sub.connect(this.device.publisher.endpoints[0]!, this.device.publisher.snapshotEndpoint);
     this.set('running');
@@ -76,6 +98,7 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
     if (this._state === 'stopped') return;
     this.set('stopping');
     this.unfollow?.();
+    if (this.onEnter) this.device.node?.off('enter', this.onEnter);
     await this.bridge?.stop();
     await this.sub?.stop();
     this.bridge = undefined;

@@ -263,4 +263,46 @@ describe('starling run', () => {
       await new Promise((r) => run.once('exit', r));
     }
   }, 40_000);
+
+  it('a hub bridges the whole mesh: a peer\'s pump appears as a switch, and a command reaches it by WHISPER', async () => {
+    const dir = tempDir();
+    const port = beaconPort();
+    const broker = new Mosquitto();
+    await broker.start();
+    const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
+    const write = (name: string, lines: string[]) => {
+      const f = join(dir, `${name}.yaml`);
+      writeFileSync(f, lines.join('\n'));
+      return f;
+    };
+    const deviceCfg = write('device', [
+      'simulate: true', `node: { name: pond, iface: lo, port: ${port} }`, 'telemetry: { prefix: pond/ }',
+      'gpio:', '  - { name: pump, pin: GPIO17, mode: output }',
+    ]);
+    const hubCfg = write('hub', [
+      'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'telemetry: { prefix: hub/ }',
+      `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}" }`,
+    ]);
+    const device = spawn(process.execPath, [cli, 'run', '--config', deviceCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    const hub = spawn(process.execPath, [cli, 'run', '--config', hubCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    procs.push(device, hub);
+    const watcher = new MqttClient({ url: broker.url, clientId: 'ha-mesh', reconnect: { min: 100, max: 300 } });
+    try {
+      await watcher.start();
+      await watcher.subscribe('#', 1);
+      const got: [string, string][] = [];
+      watcher.on('message', (t, p) => got.push([t, p.toString()]));
+      await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_pond_pump/config'), 15_000, 'the peer\'s pump as a switch');
+      await until(() => got.some(([t]) => t === 'starling/pond/pump'), 10_000, 'the pump\'s state through the hub');
+      await watcher.publish('starling/pond/pump/set', '1', { qos: 1 });
+      await until(() => got.some(([t, p]) => t === 'starling/pond/pump' && JSON.parse(p).value === 1), 10_000, 'the pump on, by WHISPER');
+    } finally {
+      await watcher.stop();
+      for (const p of [hub, device]) {
+        p.kill('SIGTERM');
+        await new Promise((r) => p.once('exit', r));
+      }
+      await broker.destroy();
+    }
+  }, 60_000);
 });
