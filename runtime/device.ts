@@ -88,7 +88,11 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
     this.sampler = new Sampler(entries, this.publisher, c.telemetry.prefix);
     await this.sampler.start();
     this.node = new ZreNode({ name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers });
-    advertise(this.node, this.publisher, c.telemetry.epgm, { prefix: c.telemetry.prefix, outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name) });
+    advertise(this.node, this.publisher, c.telemetry.epgm, {
+      prefix: c.telemetry.prefix,
+      outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name),
+      inputs: c.gpio.filter((g) => g.mode === 'input').map((g) => g.name),
+    });
     this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
     await this.node.start();
   }

@@ -14,15 +14,18 @@ export const HEADER_EPGM = 'X-TELEMETRY-EPGM';
 export const HEADER_PREFIX = 'X-TELEMETRY-PREFIX';
 /** Comma-separated names of the device's GPIO outputs, which peers may set by WHISPER. */
 export const HEADER_OUTPUTS = 'X-GPIO-OUTPUTS';
+/** Comma-separated names of the device's GPIO inputs. */
+export const HEADER_INPUTS = 'X-GPIO-INPUTS';
 
 /**
  * Sets the headers on a node that has not started yet. `epgm` is `group:port` when the stream is multicast;
  * `device` names the telemetry prefix and the GPIO outputs peers may command.
  */
-export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[] }): void {
+export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[]; inputs: string[] }): void {
   if (device) {
     node.setHeader(HEADER_PREFIX, device.prefix);
     if (device.outputs.length) node.setHeader(HEADER_OUTPUTS, device.outputs.join(','));
+    if (device.inputs.length) node.setHeader(HEADER_INPUTS, device.inputs.join(','));
   }
   const unicast = pub.endpoints.filter((e) => e.startsWith('tcp://'));
   if (unicast.length > 0) node.setHeader(HEADER_ENDPOINTS, unicast.join(' '));

@@ -4,7 +4,7 @@
  * - Each sample goes to its state topic (the template with `{topic}` filled in; default `starling/{topic}`),
  *   QoS 1, as JSON: `{"value": 21.5, "unit": "°C", "ts": …, "seq": …,
  *   "publisher": …}` (`value` an array for several values; `{"status": "missing", …}` for a failed read).
- *   `seq` and `publisher` let a consumer drop the duplicates QoS 1 allows. Outputs' states are retained.
+ *   `seq` and `publisher` let a consumer drop the duplicates QoS 1 allows. GPIO states are retained.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
  *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
  *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
@@ -16,7 +16,7 @@
  */
 import { MqttClient, type MqttOptions } from './client.ts';
 import { Spool, type SpooledMessage } from './spool.ts';
-import { discoveryMessage, type Entity } from './discovery.ts';
+import { discoveryMessage, type Entity, type EntityKind } from './discovery.ts';
 import type { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import type { Batch } from '../../runtime/telemetry/sample.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
@@ -34,6 +34,8 @@ export interface BridgeOptions {
   spoolFsync?: 'always' | 'interval' | 'never';
   /** Telemetry topics that are GPIO outputs (announced as switches). */
   switches?: string[];
+  /** Telemetry topics that are GPIO inputs (announced as binary sensors). */
+  binarySensors?: string[];
   /** Called for a command from MQTT on a switchable topic. */
   onCommand?: (topic: string, value: number) => Promise<void>;
 }
@@ -59,6 +61,9 @@ export class Bridge {
   private readonly availability: string;
   private onBatchBound = (b: Batch, from: number) => this.onBatch(b, from);
   private readonly maxInflight: number;
+  /** True once this connection's subscriptions are in place: only then is a switch announced, or a command
+   * sent by Home Assistant right after the announcement could arrive before we listen for it. */
+  private listening = false;
 
   /** Stores its parts; connects nothing. */
   constructor(private readonly o: BridgeOptions, private readonly subscriber: Subscriber) {
@@ -72,13 +77,15 @@ export class Bridge {
     this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
     this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync);
     this.maxInflight = o.mqtt.maxInflight ?? 32;
-    for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', switchable: true });
+    for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', kind: 'switch' });
+    for (const t of o.binarySensors ?? []) this.entities.set(t, { topic: t, unit: '', kind: 'binary_sensor' });
   }
 
   /** Opens the spool, starts the client (it keeps reconnecting), and listens to the subscriber. */
   async start(): Promise<void> {
     this.spool.open();
     this.client.on('connect', () => void this.onConnect());
+    this.client.on('close', () => (this.listening = false));
     this.client.on('message', (topic, payload) => void this.onMessage(topic, payload));
     this.subscriber.on('batch', this.onBatchBound);
     void this.client.start();
@@ -108,6 +115,7 @@ export class Bridge {
       // Commands: <state topic>/set, for telemetry topics of 1 to 5 levels. (Not `<start>#`: that would bring
       // every state we publish back to us.)
       for (let depth = 1; depth <= 5; depth++) await c.subscribe(`${this.before}${Array(depth).fill('+').join('/')}${this.after}/set`, 1);
+      this.listening = true;
       void c.publish(this.availability, 'online', { qos: 1, retain: true });
       if (this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
     } catch {
@@ -118,13 +126,13 @@ export class Bridge {
 
   private announce(e: Entity): void {
     const [topic, payload] = discoveryMessage(e, { stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
-    if (this.client.isConnected) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
+    if (this.client.isConnected && this.listening) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
   }
 
-  /** Announces a telemetry topic as a switch (a GPIO output, here or on a peer). */
-  addSwitch(topic: string): void {
-    if (this.entities.get(topic)?.switchable) return;
-    const e = { topic, unit: '', switchable: true };
+  /** Announces a telemetry topic as a switch or binary sensor (a GPIO line, here or on a peer). */
+  addEntity(topic: string, kind: EntityKind): void {
+    if (this.entities.get(topic)?.kind === kind) return;
+    const e = { topic, unit: '', kind };
     this.entities.set(topic, e);
     if (this.o.discovery !== false) this.announce(e);
   }
@@ -134,17 +142,18 @@ export class Bridge {
     return this.before + topic + this.after;
   }
 
-  private switchable(topic: string): boolean {
-    return this.entities.get(topic)?.switchable === true;
+  /** GPIO lines' states are retained (a new subscriber learns whether the pump is on); readings are not. */
+  private retained(topic: string): boolean {
+    return (this.entities.get(topic)?.kind ?? 'sensor') !== 'sensor';
   }
 
   private onBatch(b: Batch, from: number): void {
     if (this.o.discovery !== false && !this.entities.has(b.topic)) {
-      const e = { topic: b.topic, unit: b.unit, switchable: false };
+      const e: Entity = { topic: b.topic, unit: b.unit, kind: 'sensor' };
       this.entities.set(b.topic, e);
       this.announce(e);
     }
-    const retain = this.switchable(b.topic);
+    const retain = this.retained(b.topic);
     for (let i = from; i < b.count; i++) {
       const status = b.status(i);
       const state: Record<string, unknown> = status !== 0
@@ -154,7 +163,6 @@ export class Bridge {
       state.ts = b.ts(i);
       state.seq = b.seq(i);
       state.publisher = b.publisher;
-      // An output's state is retained (a new subscriber learns whether the pump is on); readings are not.
       this.send({ topic: this.stateTopic(b.topic), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
     }
   }
@@ -208,7 +216,7 @@ export class Bridge {
     const entity = this.entities.get(target);
     const value = Number(payload.toString().trim());
     this.counters.commands++;
-    if (!entity?.switchable || (value !== 0 && value !== 1) || !this.o.onCommand) {
+    if (entity?.kind !== 'switch' || (value !== 0 && value !== 1) || !this.o.onCommand) {
       this.counters.commandErrors++;
       return;
     }

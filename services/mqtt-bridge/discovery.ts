@@ -3,15 +3,18 @@
  * `<discovery prefix>/<component>/<object id>/config`, so sensors and switches appear without manual setup.
  * Fields used: name, unique_id, state_topic, unit_of_measurement, device_class, state_class,
  * availability_topic (with payload_available/not_available), device {identifiers, name, manufacturer},
- * value_template (states are JSON), and for switches command_topic, payload_on/off, state_on/off.
+ * value_template (states are JSON), for switches command_topic, payload_on/off, state_on/off, and for binary
+ * sensors payload_on/off. state_topic is the one field HA requires of each (and command_topic of a switch).
  */
+
+export type EntityKind = 'sensor' | 'switch' | 'binary_sensor';
 
 export interface Entity {
   /** The telemetry topic, e.g. greenhouse/air. */
   topic: string;
   unit: string;
-  /** A GPIO output: a switch with a command topic; otherwise a sensor. */
-  switchable: boolean;
+  /** sensor: a reading; switch: a GPIO output (with a command topic); binary_sensor: a GPIO input. */
+  kind: EntityKind;
 }
 
 /** Device class from the unit (and the name for %), as Home Assistant lists them; undefined when unknown. */
@@ -48,14 +51,16 @@ export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPr
     payload_not_available: 'offline',
     device: { identifiers: [`starling_${deviceName.replace(/[^A-Za-z0-9_-]+/g, '_')}`], name: deviceName, manufacturer: 'Starling' },
   };
-  if (e.switchable) {
+  if (e.kind === 'switch') {
     // value_template turns the JSON state into 1/0, which state_on/state_off then match.
     Object.assign(config, { command_topic: `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });
+  } else if (e.kind === 'binary_sensor') {
+    Object.assign(config, { payload_on: '1', payload_off: '0' });
   } else {
     if (e.unit) config.unit_of_measurement = e.unit;
     const dc = deviceClass(e.unit, name);
     if (dc) config.device_class = dc;
     config.state_class = 'measurement';
   }
-  return [`${o.discoveryPrefix}/${e.switchable ? 'switch' : 'sensor'}/${id}/config`, JSON.stringify(config)];
+  return [`${o.discoveryPrefix}/${e.kind}/${id}/config`, JSON.stringify(config)];
 }

@@ -9,7 +9,7 @@ import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
 import type { Device } from '../../runtime/device.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
+import { follow, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
 import type { Health, Service, ServiceEvents, ServiceState } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
@@ -54,13 +54,14 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
     this.sub = sub;
     const prefix = this.config.telemetry.prefix;
     const outputs = this.config.gpio.filter((g) => g.mode === 'output').map((g) => prefix + g.name);
+    const inputs = this.config.gpio.filter((g) => g.mode === 'input').map((g) => prefix + g.name);
     this.bridge = new Bridge({
       mqtt: {
         url: m.url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
         username: m.username, password: m.password, tls: m.url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
       },
       node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
-      spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs,
+      spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs, binarySensors: inputs,
       onCommand: async (topic, value) => {
         const local = topic.startsWith(prefix) ? this.device.gpio.get(topic.slice(prefix.length)) : undefined;
         if (local) {
@@ -76,15 +77,14 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
     await this.bridge.start();
     if (m.mesh) {
       this.unfollow = follow(node, sub, { pgm: Boolean(capability.pgm) });
-      // Peers' GPIO outputs become switches too; their commands go out by WHISPER.
+      // Peers' GPIO lines become switches and binary sensors too; commands go out by WHISPER.
       this.onEnter = (p: PeerInfo) => {
-        const outputs = p.headers[HEADER_OUTPUTS];
-        if (!outputs) return;
-        for (const gpio of outputs.split(',').filter(Boolean)) {
-          const topic = (p.headers[HEADER_PREFIX] ?? '') + gpio;
-          this.remote.set(topic, { peer: p.peer, gpio });
-          this.bridge?.addSwitch(topic);
+        const prefixOf = p.headers[HEADER_PREFIX] ?? '';
+        for (const gpio of (p.headers[HEADER_OUTPUTS] ?? '').split(',').filter(Boolean)) {
+          this.remote.set(prefixOf + gpio, { peer: p.peer, gpio });
+          this.bridge?.addEntity(prefixOf + gpio, 'switch');
         }
+        for (const gpio of (p.headers[HEADER_INPUTS] ?? '').split(',').filter(Boolean)) this.bridge?.addEntity(prefixOf + gpio, 'binary_sensor');
       };
       node.on('enter', this.onEnter);
       for (const p of node.peerList()) this.onEnter(p);

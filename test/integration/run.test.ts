@@ -277,7 +277,7 @@ describe('starling run', () => {
     };
     const deviceCfg = write('device', [
       'simulate: true', `node: { name: pond, iface: lo, port: ${port} }`, 'telemetry: { prefix: pond/ }',
-      'gpio:', '  - { name: pump, pin: GPIO17, mode: output }',
+      'gpio:', '  - { name: pump, pin: GPIO17, mode: output }', '  - { name: float, pin: GPIO27, mode: input }',
     ]);
     const hubCfg = write('hub', [
       'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'telemetry: { prefix: hub/ }',
@@ -294,6 +294,7 @@ describe('starling run', () => {
       watcher.on('message', (t, p) => got.push([t, p.toString()]));
       await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_pond_pump/config'), 15_000, 'the peer\'s pump as a switch');
       await until(() => got.some(([t]) => t === 'starling/pond/pump'), 10_000, 'the pump\'s state through the hub');
+      await until(() => got.some(([t]) => t === 'homeassistant/binary_sensor/starling_pond_float/config'), 5000, 'the float switch as a binary sensor');
       await watcher.publish('starling/pond/pump/set', '1', { qos: 1 });
       await until(() => got.some(([t, p]) => t === 'starling/pond/pump' && JSON.parse(p).value === 1), 10_000, 'the pump on, by WHISPER');
     } finally {
