@@ -6,9 +6,8 @@
  * Mesh commands: a WHISPER whose first frame is JSON `{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}` (read);
  * the answer is a WHISPER `{"ok": true, "gpio": NAME, "value": V}` or `{"ok": false, "error": "…"}`.
  */
-import { EventEmitter } from 'node:events';
 import { chooseInterface } from './net/iface.ts';
-import { progressHealth, type Health, type Service, type ServiceEvents, type ServiceState } from './supervisor/service.ts';
+import { progressHealth, ServiceBase, type Health } from './supervisor/service.ts';
 import type { Config } from './config/load.ts';
 import { ZreNode } from './zre/node.ts';
 import { Publisher } from './telemetry/publisher.ts';
@@ -17,10 +16,8 @@ import { Sampler, type SamplerEntry } from '../services/sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
 
-export class Device extends EventEmitter<ServiceEvents> implements Service {
+export class Device extends ServiceBase {
   readonly name = 'device';
-  readonly restarts = 0;
-  private _state: ServiceState = 'stopped';
   private startedAt: number | undefined;
   node: ZreNode | undefined;
   publisher: Publisher | undefined;
@@ -34,42 +31,33 @@ export class Device extends EventEmitter<ServiceEvents> implements Service {
     super();
   }
 
-  get state(): ServiceState {
-    return this._state;
-  }
-
-  private set(state: ServiceState): void {
-    this._state = state;
-    this.emit('state', state);
-  }
-
   /**
    * Progress is the sampler completing reads (a failing sensor still makes progress: it is reported, not
    * unhealthy); unhealthy when none came within twice the shortest interval. A network without peers is
    * not unhealthiness.
    */
-  health(): Health {
-    return progressHealth(this._state, this.sampler?.lastProgress ?? this.startedAt, this.sampler?.interval);
+  override health(): Health {
+    return progressHealth(this.state, this.sampler?.lastProgress ?? this.startedAt, this.sampler?.interval);
   }
 
   async start(): Promise<void> {
-    this.set('starting');
+    this.setState('starting');
     try {
       await this.open();
       this.startedAt = Date.now();
-      this.set('running');
+      this.setState('running');
     } catch (e) {
       await this.close().catch(() => {});
-      this.set('failed');
+      this.setState('failed');
       throw e;
     }
   }
 
   async stop(): Promise<void> {
-    if (this._state === 'stopped') return;
-    this.set('stopping');
+    if (this.state === 'stopped') return;
+    this.setState('stopping');
     await this.close();
-    this.set('stopped');
+    this.setState('stopped');
   }
 
   private async open(): Promise<void> {

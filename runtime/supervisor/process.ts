@@ -5,11 +5,10 @@
  * ring. The supervisor never dies because a child does, and keeps no per-restart state (memory stays flat).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { Backoff } from '../backoff.ts';
 import type { LogRing } from './log.ts';
-import { progressHealth, type Health, type Service, type ServiceEvents, type ServiceState } from './service.ts';
+import { progressHealth, ServiceBase, type Health } from './service.ts';
 
 export interface ProcessSpec {
   name: string;
@@ -31,8 +30,7 @@ export interface ProcessSpec {
 /** Output lines longer than this are cut (the log ring must stay bounded). */
 const MAX_LINE = 4096;
 
-export class ProcessService extends EventEmitter<ServiceEvents> implements Service {
-  private _state: ServiceState = 'stopped';
+export class ProcessService extends ServiceBase {
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -40,7 +38,6 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
   private readonly backoff: Backoff;
   private lastOutput: number | undefined;
   private startedAt: number | undefined;
-  restarts = 0;
   /** The most recent restart delays (ms), newest last; at most 20 kept. */
   readonly recentDelays: number[] = [];
   lastExit: { code: number | null; signal: string | null } | undefined;
@@ -54,29 +51,19 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     return this.spec.name;
   }
 
-  get state(): ServiceState {
-    return this._state;
-  }
-
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
-  private set(state: ServiceState): void {
-    if (state === this._state) return;
-    this._state = state;
-    this.emit('state', state);
-  }
-
   async start(): Promise<void> {
-    if (this._state === 'running' || this._state === 'starting') return;
+    if (this.state === 'running' || this.state === 'starting') return;
     clearTimeout(this.timer);
     this.spawn();
   }
 
   private spawn(): void {
     const s = this.spec;
-    this.set('starting');
+    this.setState('starting');
     let child: ChildProcess;
     try {
       // detached: the child leads its own process group, so stop() can signal everything it started.
@@ -108,7 +95,7 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     }
     if (child.pid !== undefined) {
       this.startedAt = Date.now();
-      this.set('running');
+      this.setState('running');
       this.log.log('info', 'supervisor', `started ${s.name}`, { pid: child.pid });
       this.stableTimer = setTimeout(() => this.backoff.reset(), s.stableAfter);
     }
@@ -118,8 +105,8 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     clearTimeout(this.stableTimer);
     this.child = undefined;
     this.lastExit = { code, signal };
-    if (this._state === 'stopping' || this._state === 'stopped') {
-      this.set('stopped');
+    if (this.state === 'stopping' || this.state === 'stopped') {
+      this.setState('stopped');
       return;
     }
     const failed = error !== undefined || code !== 0;
@@ -127,14 +114,14 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     const again = this.spec.restart === 'always' || (this.spec.restart === 'on-failure' && failed);
     if (!again) {
       this.log.log(failed ? 'error' : 'info', 'supervisor', `${this.spec.name} ${why}; restart policy ${this.spec.restart}: not restarting`);
-      this.set(failed ? 'failed' : 'exited');
+      this.setState(failed ? 'failed' : 'exited');
       return;
     }
     const delay = this.backoff.next();
     this.recentDelays.push(delay);
     if (this.recentDelays.length > 20) this.recentDelays.shift();
     this.log.log('warn', 'supervisor', `${this.spec.name} ${why}; restarting in ${delay} ms`, { attempt: this.backoff.attempts });
-    this.set('backoff');
+    this.setState('backoff');
     this.timer = setTimeout(() => {
       this.restarts++;
       this.spawn();
@@ -147,10 +134,10 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     clearTimeout(this.stableTimer);
     const child = this.child;
     if (!child || child.pid === undefined) {
-      this.set('stopped');
+      this.setState('stopped');
       return;
     }
-    this.set('stopping');
+    this.setState('stopping');
     const group = -child.pid;
     const signal = (sig: NodeJS.Signals) => {
       try {
@@ -170,7 +157,7 @@ export class ProcessService extends EventEmitter<ServiceEvents> implements Servi
     signal('SIGKILL');
   }
 
-  health(): Health {
-    return progressHealth(this._state, this.lastOutput ?? this.startedAt, this.spec.progressInterval);
+  override health(): Health {
+    return progressHealth(this.state, this.lastOutput ?? this.startedAt, this.spec.progressInterval);
   }
 }

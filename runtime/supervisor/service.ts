@@ -2,7 +2,7 @@
  * The service contract (the Zigbee2MQTT habit): a constructor that only stores its dependencies, `start` that
  * acquires, `stop` that releases, and `health` that reports progress. The supervisor owns the lifecycle.
  */
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 
 export type ServiceState = 'stopped' | 'starting' | 'running' | 'backoff' | 'stopping' | 'failed' | 'exited';
 
@@ -38,4 +38,31 @@ export function progressHealth(state: ServiceState, lastProgress: number | undef
     return { healthy: false, lastProgress, detail: `no progress for ${lastProgress === undefined ? 'ever' : `${Math.round((now - lastProgress) / 1000)} s`}` };
   }
   return { healthy: true, lastProgress };
+}
+
+/**
+ * The state bookkeeping every built-in service shares: `state`, the `state` event, and health from state
+ * (healthy while running). Subclasses implement start/stop and may refine health.
+ */
+export abstract class ServiceBase extends EventEmitter<ServiceEvents> implements Service {
+  abstract readonly name: string;
+  restarts = 0;
+  private current: ServiceState = 'stopped';
+
+  get state(): ServiceState {
+    return this.current;
+  }
+
+  protected setState(state: ServiceState): void {
+    if (state === this.current) return;
+    this.current = state;
+    this.emit('state', state);
+  }
+
+  health(): Health {
+    return this.current === 'running' ? { healthy: true } : { healthy: false, detail: this.current };
+  }
+
+  abstract start(): Promise<void>;
+  abstract stop(): Promise<void>;
 }

@@ -2,14 +2,11 @@
  * The embedded broker: aedes (MQTT 3.1.1) on a TCP port, for a hub or a demo that has no broker of its own.
  * A supervised service; the bridge connects to it like to any broker. aedes is loaded only when this runs.
  */
-import { EventEmitter } from 'node:events';
 import { createServer, type Server } from 'node:net';
-import type { Health, Service, ServiceEvents, ServiceState } from '../../runtime/supervisor/service.ts';
+import { ServiceBase } from '../../runtime/supervisor/service.ts';
 
-export class EmbeddedBroker extends EventEmitter<ServiceEvents> implements Service {
+export class EmbeddedBroker extends ServiceBase {
   readonly name = 'broker';
-  readonly restarts = 0;
-  private _state: ServiceState = 'stopped';
   private server: Server | undefined;
   private broker: { handle: (socket: unknown) => void; close(cb?: () => void): void } | undefined;
 
@@ -18,20 +15,13 @@ export class EmbeddedBroker extends EventEmitter<ServiceEvents> implements Servi
     super();
   }
 
-  get state(): ServiceState {
-    return this._state;
-  }
 
   get url(): string {
     return `mqtt://${this.listen}`;
   }
 
-  health(): Health {
-    return this._state === 'running' ? { healthy: true } : { healthy: false, detail: this._state };
-  }
-
   async start(): Promise<void> {
-    this.set('starting');
+    this.setState('starting');
     const { Aedes } = (await import('aedes')) as unknown as { Aedes: { createBroker(): Promise<EmbeddedBroker['broker']> } };
     const broker = (await Aedes.createBroker())!;
     const server = createServer(broker.handle);
@@ -43,26 +33,22 @@ export class EmbeddedBroker extends EventEmitter<ServiceEvents> implements Servi
       });
     } catch (e) {
       broker.close();
-      this.set('failed');
+      this.setState('failed');
       throw new Error(`embedded MQTT broker cannot listen on ${this.listen}: ${(e as Error).message}`);
     }
     this.broker = broker;
     this.server = server;
-    this.set('running');
+    this.setState('running');
   }
 
   async stop(): Promise<void> {
-    if (this._state === 'stopped') return;
-    this.set('stopping');
+    if (this.state === 'stopped') return;
+    this.setState('stopping');
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     await new Promise<void>((r) => (this.broker ? this.broker.close(() => r()) : r()));
     this.server = undefined;
     this.broker = undefined;
-    this.set('stopped');
+    this.setState('stopped');
   }
 
-  private set(s: ServiceState): void {
-    this._state = s;
-    this.emit('state', s);
-  }
 }

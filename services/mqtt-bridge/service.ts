@@ -3,7 +3,6 @@
  * forwards it to the configured broker; Home Assistant commands set the device's GPIO outputs. Healthy while
  * running: a broker that is away is a reason to spool, not unhealthiness.
  */
-import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
@@ -11,13 +10,11 @@ import type { Device } from '../../runtime/device.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { follow, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
-import type { Health, Service, ServiceEvents, ServiceState } from '../../runtime/supervisor/service.ts';
+import { ServiceBase, type Health } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
 
-export class BridgeService extends EventEmitter<ServiceEvents> implements Service {
+export class BridgeService extends ServiceBase {
   readonly name = 'mqtt';
-  readonly restarts = 0;
-  private _state: ServiceState = 'stopped';
   bridge: Bridge | undefined;
   private sub: Subscriber | undefined;
   private unfollow: (() => void) | undefined;
@@ -30,24 +27,17 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
     super();
   }
 
-  get state(): ServiceState {
-    return this._state;
-  }
 
-  private set(s: ServiceState): void {
-    this._state = s;
-    this.emit('state', s);
-  }
 
-  health(): Health {
-    return this._state === 'running' ? { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' } : { healthy: false, detail: this._state };
+  override health(): Health {
+    return this.state === 'running' ? { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' } : { healthy: false, detail: this.state };
   }
 
   async start(): Promise<void> {
     const m = this.config.mqtt;
     const node = this.device.node;
     if (!m.url || !node || !this.device.publisher) throw new Error('the MQTT bridge needs mqtt.url and a running device');
-    this.set('starting');
+    this.setState('starting');
     const file = (path?: string) => (path ? readFileSync(path) : undefined);
     const sub = new Subscriber();
     sub.start();
@@ -91,18 +81,18 @@ export class BridgeService extends EventEmitter<ServiceEvents> implements Servic
     }
     // This device's own publisher is not among its peers: connect to it directly.
     await sub.connect(this.device.publisher.endpoints[0]!, this.device.publisher.snapshotEndpoint);
-    this.set('running');
+    this.setState('running');
   }
 
   async stop(): Promise<void> {
-    if (this._state === 'stopped') return;
-    this.set('stopping');
+    if (this.state === 'stopped') return;
+    this.setState('stopping');
     this.unfollow?.();
     if (this.onEnter) this.device.node?.off('enter', this.onEnter);
     await this.bridge?.stop();
     await this.sub?.stop();
     this.bridge = undefined;
     this.sub = undefined;
-    this.set('stopped');
+    this.setState('stopped');
   }
 }

@@ -6,16 +6,14 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import { isRoot } from './netns.ts';
+import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
 import { beaconPort } from '../helpers.ts';
 
 const dbus = createRequire(import.meta.url)('dbus-next') as typeof import('dbus-next');
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cliPath = `${root}/dist/starling.mjs`;
-const runHere = isRoot || process.env.CI === 'true';
-if (!runHere) console.warn('test/net: not root, skipping the D-Bus policy test (CI runs it as root)');
+const root = ROOT_DIR;
+const cliPath = CLI;
+const runHere = rootTests('the D-Bus policy test');
 
 describe.runIf(runHere)('D-Bus control on a private system bus', () => {
   const dir = mkdtempSync(join(tmpdir(), 'starling-dbus-'));
@@ -26,8 +24,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
   const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address };
 
   beforeAll(async () => {
-    if (!isRoot) throw new Error('this test needs root (CI=true was set, so it may not be skipped)');
-    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    requireRootAndBuild();
     chmodSync(dir, 0o755);
     // A system bus like Debian's (deny by default), plus the policy file Starling ships.
     writeFileSync(join(dir, 'system.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -5,13 +5,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Agent, isRoot, Segment } from './netns.ts';
+import { Agent, Segment, CLI, rootTests, requireRootAndBuild } from './netns.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = `${root}/dist/starling.mjs`;
-const runHere = isRoot || process.env.CI === 'true';
-if (!runHere) console.warn('test/net: not root, skipping the two-host device test (CI runs it as root)');
+const cli = CLI;
+const runHere = rootTests('the two-host device test');
 
 describe.runIf(runHere)('a device and a viewer on two hosts', () => {
   const seg = new Segment();
@@ -20,8 +17,7 @@ describe.runIf(runHere)('a device and a viewer on two hosts', () => {
   const config = join(dir, 'device.yaml');
 
   beforeAll(() => {
-    if (!isRoot) throw new Error('the network-namespace tests need root (CI=true was set, so they may not be skipped)');
-    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    requireRootAndBuild();
     seg.create(2);
     writeFileSync(config, [
       'simulate: true',

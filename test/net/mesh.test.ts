@@ -1,14 +1,10 @@
 // Three hosts in network namespaces on one bridged segment, each running the real `starling` CLI.
 // Needs root (CI runs as root). Outside CI a non-root run skips this file and says so; in CI it fails instead.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { Agent, isRoot, Segment, type Event } from './netns.ts';
+import { Agent, Segment, type Event, CLI, rootTests, requireRootAndBuild } from './netns.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = `${root}/dist/starling.mjs`;
-const runHere = isRoot || process.env.CI === 'true';
-if (!runHere) console.warn('test/net: not root, skipping the network-namespace tests (CI runs them as root)');
+const cli = CLI;
+const runHere = rootTests('the network-namespace tests');
 
 describe.runIf(runHere)('a mesh of three hosts on one Ethernet segment', () => {
   const seg = new Segment();
@@ -28,8 +24,7 @@ describe.runIf(runHere)('a mesh of three hosts on one Ethernet segment', () => {
   const isExit = (name: string) => (e: Event) => e.event === 'EXIT' && e.name === name;
 
   beforeAll(async () => {
-    if (!isRoot) throw new Error('the network-namespace tests need root (CI=true was set, so they may not be skipped)');
-    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    requireRootAndBuild();
     seg.create(3);
     a = agent('alpha', 1, A_ARGS);
     b = agent('bravo', 2, B_ARGS);

@@ -7,8 +7,29 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 
 export const isRoot = process.getuid?.() === 0;
+
+/** The checkout, and its built CLI. */
+export const ROOT_DIR = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = `${ROOT_DIR}/dist/starling.mjs`;
+
+/**
+ * Whether a root-only test file runs here: as root, or in CI (where not being root is then a failure, never
+ * a silent skip). Outside CI without root it says what it skips.
+ */
+export function rootTests(what: string): boolean {
+  const run = isRoot || process.env.CI === 'true';
+  if (!run) console.warn(`test/net: not root, skipping ${what} (CI runs it as root)`);
+  return run;
+}
+
+/** In beforeAll of a root-only file: fails clearly when not root (that is, in CI), then builds the CLI. */
+export function requireRootAndBuild(): void {
+  if (!isRoot) throw new Error('these tests need root (CI=true was set, so they may not be skipped)');
+  execFileSync(process.execPath, [`${ROOT_DIR}/image/build.mjs`]);
+}
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -7,17 +7,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { isRoot } from './netns.ts';
+import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const runHere = isRoot || process.env.CI === 'true';
-if (!runHere) console.warn('test/net: not root, skipping the onoff mount-namespace test (CI runs it as root)');
+const root = ROOT_DIR;
+const runHere = rootTests('the onoff mount-namespace test');
 
 describe.runIf(runHere)('onoff over a fake sysfs in a private mount namespace', () => {
   it('exports, sets direction, writes and reads lines resolved from GPIO names; polls edges', () => {
-    if (!isRoot) throw new Error('this test needs root (CI=true was set, so it may not be skipped)');
-    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    requireRootAndBuild();
     // The polling check runs our GpioDriver itself inside the namespace: bundle it beside the CLI.
     execFileSync(`${root}/node_modules/.bin/esbuild`, [`${root}/test/net/onoff-poll.ts`, '--bundle', '--platform=node', '--format=esm',
       '--external:onoff', '--external:epoll', '--external:zeromq', `--outfile=${root}/dist/test-onoff-poll.mjs`, '--log-level=warning',
@@ -31,7 +28,7 @@ describe.runIf(runHere)('onoff over a fake sysfs in a private mount namespace', 
       '  - { name: lamp, pin: "pinctrl-bcm2711:22", mode: output, inverted: true }',
     ].join('\n'));
     const node = process.execPath;
-    const cli = `${root}/dist/starling.mjs`;
+    const cli = CLI;
     const script = `
       set -eu
       mount -t tmpfs starling-gpio /sys/class

@@ -2,15 +2,11 @@
 // over reliable multicast (epgm, a 239.x group) and over tcp. Needs root and a zeromq.js with OpenPGM
 // (image/setup.sh builds it); in CI neither may be missing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { capability } from 'zeromq';
-import { Agent, isRoot, Segment, type Event } from './netns.ts';
+import { Agent, Segment, type Event, CLI, rootTests, requireRootAndBuild } from './netns.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = `${root}/dist/starling.mjs`;
-const runHere = isRoot || process.env.CI === 'true';
-if (!runHere) console.warn('test/net: not root, skipping the network-namespace telemetry tests (CI runs them as root)');
+const cli = CLI;
+const runHere = rootTests('the network-namespace telemetry tests');
 
 describe.runIf(runHere)('telemetry between two hosts', () => {
   const seg = new Segment();
@@ -23,9 +19,8 @@ describe.runIf(runHere)('telemetry between two hosts', () => {
   const samplesOf = (a: Agent, topic: string) => a.events.filter((e: Event) => e.topic === topic);
 
   beforeAll(() => {
-    if (!isRoot) throw new Error('the network-namespace tests need root (CI=true was set, so they may not be skipped)');
     if (!capability.pgm) throw new Error('zeromq.js has no OpenPGM here: run `bash image/setup.sh` (it builds zeromq.js against libzmq3-dev)');
-    execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+    requireRootAndBuild();
     seg.create(2);
   });
 
