@@ -94,3 +94,12 @@ export class RawPeer {
     this.inbox.close();
   }
 }
+
+/** Polls `cond` every 10 ms until it holds; fails after `ms`, naming what it waited for. */
+export async function until(cond: () => boolean, ms = 10_000, what = 'a condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

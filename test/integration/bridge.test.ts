@@ -10,19 +10,13 @@ import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { Publisher } from '../../runtime/telemetry/publisher.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { Mosquitto } from '../mosquitto.ts';
+import { until } from '../helpers.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-const until = async (cond: () => boolean, ms: number, what: string) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 async function setup(opts: { switches?: string[]; onCommand?: (t: string, v: number) => Promise<void> } = {}) {
   const broker = new Mosquitto();

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { readFileSync } from 'node:fs';
 import { Mosquitto, makeCertificates } from '../mosquitto.ts';
+import { until } from '../helpers.ts';
 
 const brokers: Mosquitto[] = [];
 const clients: MqttClient[] = [];
@@ -25,13 +26,6 @@ function client(url: string, over: Partial<ConstructorParameters<typeof MqttClie
   return c;
 }
 
-const until = async (cond: () => boolean, ms: number, what: string) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 describe('MQTT client', () => {
   it.each([4, 5] as const)('MQTT %s: subscribe, publish QoS 0 and 1, receive in order', async (protocolVersion) => {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { beaconPort } from '../helpers.ts';
+import { beaconPort, until } from '../helpers.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { Spool } from '../../services/mqtt-bridge/spool.ts';
@@ -69,13 +69,6 @@ function lines(p: ChildProcess): string[] {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 describe('starling run', () => {
   it('tells systemd READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and STOPPING (real datagram socket)', async () => {

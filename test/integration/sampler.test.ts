@@ -8,6 +8,7 @@ import { Status, type Driver, type Reading } from '../../drivers/driver.ts';
 import { SimLine } from '../../drivers/gpio/line.ts';
 import { GpioDriver } from '../../drivers/gpio/gpio.ts';
 import type { Sample } from '../../runtime/telemetry/sample.ts';
+import { until } from '../helpers.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -38,10 +39,6 @@ class Scripted implements Driver {
   async close(): Promise<void> {}
 }
 
-const until = async (cond: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!cond()) { if (Date.now() > end) throw new Error('timed out'); await new Promise((r) => setTimeout(r, 10)); }
-};
 
 describe('filters', () => {
   it('moving average, delta and throttle, in order', () => {

@@ -7,6 +7,7 @@ import { Publisher, TelemetryError } from '../../runtime/telemetry/publisher.ts'
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { Batch, BatchWriter, type Sample } from '../../runtime/telemetry/sample.ts';
 import { Publisher as RawPub } from 'zeromq';
+import { until } from '../helpers.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -29,13 +30,6 @@ async function pair(endpoint: string, pubOpts: Partial<ConstructorParameters<typ
   return { pub, sub, samples };
 }
 
-async function until(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('publish and subscribe', () => {
   it.each([
