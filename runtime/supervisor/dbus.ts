@@ -5,7 +5,8 @@
  *   List()            → a(ssbus)  name, state, healthy, restarts, detail
  *   Start(s) Stop(s) Restart(s)  mutating: only root or the starling group (image/dbus policy)
  *   Logs(s service, u count) → as  JSON lines from the RAM ring ('' for all services)
- *   Healthy           property b
+ *   Healthy           property b: every running service healthy
+ *   Services          property a(ssbus): the rows of List()
  *   StateChanged(s name, s state), Log(s json)   signals
  *
  * Also reads NetworkManager's Connectivity where NetworkManager runs, and carries on without it.
@@ -28,6 +29,11 @@ class SupervisorInterface extends dbus.interface.Interface {
 
   get Healthy(): boolean {
     return this.sup.healthy();
+  }
+
+  /** Each service's state and health, as a property (the same rows as List). */
+  get Services(): [string, string, boolean, number, string][] {
+    return this.List();
   }
 
   List(): [string, string, boolean, number, string][] {
@@ -68,7 +74,10 @@ class SupervisorInterface extends dbus.interface.Interface {
 }
 
 SupervisorInterface.configureMembers({
-  properties: { Healthy: { signature: 'b', access: dbus.interface.ACCESS_READ } },
+  properties: {
+    Healthy: { signature: 'b', access: dbus.interface.ACCESS_READ },
+    Services: { signature: 'a(ssbus)', access: dbus.interface.ACCESS_READ },
+  },
   methods: {
     List: { outSignature: 'a(ssbus)' },
     Start: { inSignature: 's' },

@@ -98,6 +98,8 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     expect(logs.every((e) => e.service === 'ticker' && e.msg === 'tick')).toBe(true);
     const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: boolean }> };
     expect((await props.Get('org.starling.Supervisor1', 'Healthy')).value).toBe(true);
+    const rows = (await (props as unknown as { Get(i: string, p: string): Promise<{ value: [string, string][] }> }).Get('org.starling.Supervisor1', 'Services')).value;
+    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['ticker', 'running']]);
     await expect(sup.Restart!('nope')).rejects.toThrow(/no service named 'nope'/);
   });
 
