@@ -25,6 +25,31 @@ const mb = () => `${(process.memoryUsage().rss / 1048576).toFixed(1)} MB`;
 const dir = mkdtempSync(join(tmpdir(), 'starling-bench-bridge-'));
 const broker = new Mosquitto();
 
+/** A publisher and a subscriber on loopback tcp, the subscriber feeding a bridge to Mosquitto. */
+async function pipeline(name: string, mqtt: { reconnect?: { min: number; max: number } } = {}) {
+  const pub = new Publisher({ endpoints: ['tcp://127.0.0.1:*'] });
+  await pub.start();
+  const sub = new Subscriber();
+  sub.start();
+  await sub.connect(pub.endpoints[0]!);
+  await pub.waitForSubscriber('x', 5000);
+  const bridge = new Bridge({ mqtt: { url: broker.url, clientId: name, maxInflight: 256, ...mqtt }, node: name, discovery: false, spoolDir: join(dir, `${name}-spool`) }, sub);
+  await bridge.start();
+  const feed = async (topic: string) => {
+    for (let i = 0; i < N; i++) {
+      if (!pub.publish(topic, i)) await pub.drained();
+      if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
+    }
+    pub.flushAll();
+  };
+  const stop = async () => {
+    await bridge.stop(2000);
+    await sub.stop();
+    await pub.stop(100);
+  };
+  return { bridge, feed, stop };
+}
+
 async function until(cond: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
@@ -41,28 +66,15 @@ try {
   });
 
   // 1. End to end through the bridge.
-  const pub = new Publisher({ endpoints: ['tcp://127.0.0.1:*'] });
-  await pub.start();
-  const sub = new Subscriber();
-  sub.start();
-  await sub.connect(pub.endpoints[0]!);
-  await pub.waitForSubscriber('x', 5000);
-  const bridge = new Bridge({ mqtt: { url: broker.url, clientId: 'bench-bridge', maxInflight: 256 }, node: 'bench', discovery: false, spoolDir: join(dir, 'bridge-spool') }, sub);
-  await bridge.start();
-  await until(() => bridge.client.isConnected, 5000);
+  const first = await pipeline('bench-bridge');
+  await until(() => first.bridge.client.isConnected, 5000);
   let t0 = performance.now();
-  for (let i = 0; i < N; i++) {
-    if (!pub.publish('bench/value', i)) await pub.drained();
-    if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
-  }
-  pub.flushAll();
+  await first.feed('bench/value');
   await until(() => received >= N, 120_000);
   let s = (performance.now() - t0) / 1000;
   rows.push({ figure: `publisher → bridge → Mosquitto → subscriber (${N} samples, QoS 1)`, value: `${Math.round(received / s)} samples/s`, rss: mb() });
-  const spooledDuringRun = bridge.stats().spooled;
-  await bridge.stop(2000);
-  await sub.stop();
-  await pub.stop(100);
+  const spooledDuringRun = first.bridge.stats().spooled;
+  await first.stop();
 
   // 2. Spool writes.
   const payload = Buffer.from(JSON.stringify({ value: 21.5, unit: '°C', ts: Date.now(), seq: 123456, publisher: '0'.repeat(32) }));
@@ -82,19 +94,9 @@ try {
 
   // 3. Spool drain after an outage: fill while the broker is away, then time the catch-up.
   await broker.stop();
-  const pub2 = new Publisher({ endpoints: ['tcp://127.0.0.1:*'] });
-  await pub2.start();
-  const sub2 = new Subscriber();
-  sub2.start();
-  await sub2.connect(pub2.endpoints[0]!);
-  await pub2.waitForSubscriber('x', 5000);
-  const bridge2 = new Bridge({ mqtt: { url: broker.url, clientId: 'bench-bridge-2', reconnect: { min: 50, max: 100 }, maxInflight: 256 }, node: 'bench2', discovery: false, spoolDir: join(dir, 'drain-spool') }, sub2);
-  await bridge2.start();
-  for (let i = 0; i < N; i++) {
-    if (!pub2.publish('bench/drain', i)) await pub2.drained();
-    if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
-  }
-  pub2.flushAll();
+  const second = await pipeline('bench-bridge-2', { reconnect: { min: 50, max: 100 } });
+  const bridge2 = second.bridge;
+  await second.feed('bench/drain');
   await until(() => bridge2.stats().spool.queued >= N, 30_000);
   const queued = bridge2.stats().spool.queued;
   await broker.start();
@@ -104,9 +106,7 @@ try {
   await until(() => bridge2.stats().spool.queued === 0, 300_000);
   s = (performance.now() - t0) / 1000;
   rows.push({ figure: `spool drain into Mosquitto after an outage (${queued} messages, QoS 1, up to 256 awaiting PUBACK)`, value: `${Math.round(queued / s)} msgs/s`, rss: mb() });
-  await bridge2.stop(1000);
-  await sub2.stop();
-  await pub2.stop(100);
+  await second.stop();
   await counter.stop();
 
   if (values.json) process.stdout.write(JSON.stringify({ rows, spooledDuringRun }) + '\n');

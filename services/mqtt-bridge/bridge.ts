@@ -21,6 +21,9 @@ import type { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import type { Batch } from '../../runtime/telemetry/sample.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
 
+/** Home Assistant entities the bridge announces at most (each is a retained config on the broker). */
+export const MAX_ENTITIES = 10_000;
+
 export interface BridgeOptions {
   mqtt: Omit<MqttOptions, 'will'>;
   /** Name of this bridge (availability topic). */
@@ -45,6 +48,8 @@ export interface BridgeStats {
   spooled: number;
   commands: number;
   commandErrors: number;
+  /** Samples of topics not announced to Home Assistant because MAX_ENTITIES were already. */
+  unannounced: number;
   spool: ReturnType<Spool['stats']>;
   connected: boolean;
 }
@@ -52,9 +57,10 @@ export interface BridgeStats {
 export class Bridge {
   readonly client: MqttClient;
   readonly spool: Spool;
+  /** Announced entities, one per topic; bounded, since topics come from the whole mesh. */
   private readonly entities = new Map<string, Entity>();
   private draining = false;
-  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0 };
+  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0 };
   private readonly before: string;
   private readonly after: string;
   private readonly discoveryPrefix: string;
@@ -149,9 +155,14 @@ export class Bridge {
 
   private onBatch(b: Batch, from: number): void {
     if (this.o.discovery !== false && !this.entities.has(b.topic)) {
-      const e: Entity = { topic: b.topic, unit: b.unit, kind: 'sensor' };
-      this.entities.set(b.topic, e);
-      this.announce(e);
+      if (this.entities.size >= MAX_ENTITIES) {
+        // Past the bound a new topic is still forwarded, only not announced (counted).
+        this.counters.unannounced++;
+      } else {
+        const e: Entity = { topic: b.topic, unit: b.unit, kind: 'sensor' };
+        this.entities.set(b.topic, e);
+        this.announce(e);
+      }
     }
     const retain = this.retained(b.topic);
     for (let i = from; i < b.count; i++) {

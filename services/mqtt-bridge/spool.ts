@@ -60,6 +60,7 @@ export class Spool {
 
   private pending: Buffer[] = [];
   private readonly readers = new Map<string, number>();
+  private waiting = 0;
   private flushScheduled = false;
   private fsyncTimer: NodeJS.Timeout | undefined;
   private unsynced = false;
@@ -74,8 +75,10 @@ export class Spool {
     const tail = this.segments[this.segments.length - 1];
     if (tail) this.fd = openSync(tail.path, 'a');
     const cursor = this.readCursor();
-    if (cursor && this.segments[0]?.n === cursor.segment) this.headIndex = Math.min(cursor.index, this.segments[0].records.length - 1);
+    // The cursor may point past the last record (all delivered); never before the first.
+    if (cursor && this.segments[0]?.n === cursor.segment) this.headIndex = Math.max(0, Math.min(cursor.index, this.segments[0].records.length));
     this.dropConsumedHead();
+    this.waiting = this.segments.reduce((n, seg) => n + seg.records.length, 0) - this.headIndex;
   }
 
   /** Appends one message (a synchronous write: it is on disk when this returns, short of an fsync). */
@@ -99,6 +102,7 @@ export class Spool {
     tail.records.push(tail.end);
     tail.end += 8 + body.length;
     this.counters.appended++;
+    this.waiting++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -162,13 +166,15 @@ export class Spool {
     const seg = this.segments[0];
     if (!seg || this.headIndex >= seg.records.length) return;
     this.headIndex++;
+    this.waiting--;
     this.dropConsumedHead();
     this.cursorDirty = true;
     this.cursorTimer ??= setTimeout(() => this.saveCursor(), 1000);
   }
 
+  /** Messages waiting. O(1): the bridge asks on every sample. */
   get length(): number {
-    return this.segments.reduce((n, s) => n + s.records.length, 0) - this.headIndex;
+    return this.waiting;
   }
 
   stats(): SpoolStats {
@@ -239,6 +245,7 @@ export class Spool {
     while (bytes > this.maxBytes && this.segments.length > 1) {
       const seg = this.segments.shift()!;
       this.counters.dropped += seg.records.length - this.headIndex;
+      this.waiting -= seg.records.length - this.headIndex;
       this.headIndex = 0;
       bytes -= seg.end;
       this.unlink(seg);

@@ -52,6 +52,12 @@ describe('spool', () => {
     third.open();
     expect(drain(third)).toEqual([10]);
     third.close();
+    // Everything delivered: a restart replays nothing.
+    const fourth = new Spool(d);
+    fourth.open();
+    expect(fourth.length).toBe(0);
+    expect(drain(fourth)).toEqual([]);
+    fourth.close();
   });
 
   it('spans segments and deletes them once consumed', () => {
