@@ -1,48 +1,105 @@
 // Builds the `starling` CLI and the bench scripts into dist/ with esbuild.
 // Runs on `npm ci` (prepare), so `npx starling …` works right after install.
-// zeromq is a native addon: it stays external and is loaded from node_modules
-// (issue 7 packs it beside the bundle for the single executable).
+//
+// dist/starling.cjs       the whole CLI in one minified CommonJS file (CommonJS because Node 24's single
+//                         executable runs only CommonJS), source map beside it. Every JS dependency is inside;
+//                         optional parts (aedes, mqtt-packet, dbus-next, onoff) are dynamic imports, which
+//                         esbuild keeps as lazily evaluated modules, so a command that never uses them does not
+//                         pay for them.
+// dist/native/*.node      the native addons the bundle loads, for the Node that runs this script:
+//                         zeromq-system (against the system libzmq, with epgm; from image/build-zeromq.sh's
+//                         cache, when built), zeromq (zeromq.js's prebuilt glibc-127 addon, no epgm), epoll.
+//
+// Native addons: a plugin replaces zeromq's loader (cmake-ts) and epoll's (bindings) with runtime/native.ts,
+// which loads them from native/ beside the bundle or from the single executable's assets. Nothing is copied
+// from node_modules at run time.
 import { build } from 'esbuild';
-import { readdirSync, chmodSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { readdirSync, chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const common = {
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
-  // Native addons stay external: zeromq, and onoff's epoll (onoff is loaded only when a real line opens).
-  // aedes (the optional embedded broker, ~450 KB bundled) is loaded from node_modules only when it runs.
-  external: ['zeromq', 'onoff', 'epoll', 'aedes'],
-  sourcemap: 'linked',
-  logLevel: 'warning',
-  // CommonJS dependencies inside an ESM bundle need `require`.
-  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+const nativeLoader = join(root, 'runtime/native.ts');
+
+/** esbuild plugin: zeromq's and epoll's addon loaders become calls to runtime/native.ts's loadNative. */
+const nativeAddons = {
+  name: 'native-addons',
+  setup(b) {
+    const replace = (filter, contents) => b.onLoad({ filter }, () => ({ contents, loader: 'js', resolveDir: root }));
+    replace(/[\\/]node_modules[\\/]zeromq[\\/]lib[\\/]load-addon\.js$/,
+      `Object.defineProperty(exports, '__esModule', { value: true }); exports.default = require(${JSON.stringify(nativeLoader)}).loadNative('zeromq');`);
+    replace(/[\\/]node_modules[\\/]epoll[\\/]epoll\.js$/, `module.exports = require(${JSON.stringify(nativeLoader)}).loadNative('epoll');`);
+  },
 };
 
 await build({
-  ...common,
   entryPoints: [join(root, 'runtime/cli/main.ts')],
-  outfile: join(root, 'dist/starling.mjs'),
-  banner: { js: '#!/usr/bin/env node\n' + common.banner.js },
+  outfile: join(root, 'dist/starling.cjs'),
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: true,
+  sourcemap: 'linked',
+  legalComments: 'linked',
+  logLevel: 'warning',
+  plugins: [nativeAddons],
+  // dbus-next's optional parts: usocket (a native addon; without it dbus-next connects to the bus socket with
+  // node:net, which is all the system bus needs) and x11 (session-bus autolaunch on a desktop). Left out.
+  external: ['usocket', 'x11'],
+  banner: { js: '#!/usr/bin/env node' },
+  metafile: false,
 });
-chmodSync(join(root, 'dist/starling.mjs'), 0o755);
+chmodSync(join(root, 'dist/starling.cjs'), 0o755);
+rmSync(join(root, 'dist/starling.mjs'), { force: true });
+rmSync(join(root, 'dist/starling.mjs.map'), { force: true });
+
+// The addons for the Node running this build (the bundle is run with it; the executables get their own).
+const native = join(root, 'dist/native');
+rmSync(native, { recursive: true, force: true });
+mkdirSync(native, { recursive: true });
+const req = createRequire(join(root, 'package.json'));
+const abi = process.versions.modules;
+const zmqDir = dirname(req.resolve('zeromq/package.json'));
+const zmqVersion = req('zeromq/package.json').version;
+const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'starling');
+const addons = {
+  // image/build-zeromq.sh's build (system libzmq, with OpenPGM), if it has run.
+  'zeromq-system': existsSync(cache)
+    ? readdirSync(cache).filter((f) => f.startsWith(`zeromq-${zmqVersion}-node${abi}-${process.arch}-libzmq`) && f.endsWith('.node')).map((f) => join(cache, f))[0]
+    : undefined,
+  // zeromq.js's prebuilt, chosen deliberately: glibc-127 is the x64 build that loads on Debian bookworm
+  // (glibc 2.36); its glibc-115 and glibc-147 builds need glibc 2.38.
+  zeromq: join(zmqDir, `build/linux/${process.arch}/node/glibc-127-Release/addon.node`),
+  epoll: join(dirname(req.resolve('epoll/package.json')), 'build/Release/epoll.node'),
+};
+for (const [name, path] of Object.entries(addons)) {
+  if (path && existsSync(path)) copyFileSync(path, join(native, `${name}.node`));
+}
 
 // npm links the bins of dependencies into node_modules/.bin, never the project's own; link ours there so
 // `npx starling …` runs this checkout's CLI right after `npm ci` (instead of npx fetching a package).
 const binDir = join(root, 'node_modules/.bin');
 mkdirSync(binDir, { recursive: true });
 rmSync(join(binDir, 'starling'), { force: true });
-symlinkSync('../../dist/starling.mjs', join(binDir, 'starling'));
+symlinkSync('../../dist/starling.cjs', join(binDir, 'starling'));
 
+// Bench scripts: ESM, dependencies loaded from node_modules (they measure the code, not the packaging).
 const benches = readdirSync(join(root, 'bench')).filter((f) => f.endsWith('.ts'));
 if (benches.length > 0) {
   await build({
-    ...common,
     entryPoints: benches.map((f) => join(root, 'bench', f)),
     outdir: join(root, 'dist/bench'),
     outExtension: { '.js': '.mjs' },
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    external: ['zeromq', 'onoff', 'epoll', 'aedes', 'dbus-next', 'mqtt-packet'],
+    sourcemap: 'linked',
+    logLevel: 'warning',
+    banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   });
 }

@@ -2,7 +2,6 @@
  * A GPIO line at the electrical level (no inversion, no debounce): onoff over sysfs on a device, or a
  * simulated line behind the same interface for laptops and tests (GPIO interrupts cannot be produced here).
  */
-import { createRequire } from 'node:module';
 import { access, constants, writeFile } from 'node:fs/promises';
 
 export type Level = 0 | 1;
@@ -69,13 +68,13 @@ export const POLL_MS = 20;
  * from onoff's epoll watch; where that cannot work (no edge support, or a fake sysfs in tests) the line is
  * polled every {@link POLL_MS} ms instead, so inputs still report changes.
  */
+type OnoffGpioClass = new (n: number, d: string, e?: string | object, o?: object) => OnoffGpio;
+
 export class OnoffLine implements Line {
   private readonly gpio: OnoffGpio;
   private poll: NodeJS.Timeout | undefined;
 
-  private constructor(readonly number: number, direction: 'in' | 'out' | 'high' | 'low', private readonly keep: boolean) {
-    // onoff is CommonJS with a native dependency (epoll); loaded only when a real line is opened.
-    const { Gpio } = createRequire(import.meta.url)('onoff') as { Gpio: new (n: number, d: string, e?: string | object, o?: object) => OnoffGpio };
+  private constructor(Gpio: OnoffGpioClass, readonly number: number, direction: 'in' | 'out' | 'high' | 'low', private readonly keep: boolean) {
     const options = { reconfigureDirection: !keep };
     this.gpio = direction === 'in' ? new Gpio(number, 'in', 'both', options) : new Gpio(number, direction, options);
   }
@@ -97,7 +96,9 @@ export class OnoffLine implements Line {
         await new Promise((r) => setTimeout(r, 10));
       }
     }
-    return new OnoffLine(number, direction, keep);
+    // onoff is CommonJS with a native dependency (epoll); loaded only when a real line is opened.
+    const onoff = (await import('onoff')) as unknown as { Gpio?: OnoffGpioClass; default?: { Gpio: OnoffGpioClass } };
+    return new OnoffLine((onoff.default?.Gpio ?? onoff.Gpio)!, number, direction, keep);
   }
 
   async read(): Promise<Level> {

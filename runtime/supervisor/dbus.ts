@@ -11,82 +11,94 @@
  *
  * Also reads NetworkManager's Connectivity where NetworkManager runs, and carries on without it.
  */
-import { createRequire } from 'node:module';
 import type { Supervisor } from './supervisor.ts';
 import type { LogRing } from './log.ts';
 
 type DBus = typeof import('dbus-next');
-const dbus = createRequire(import.meta.url)('dbus-next') as DBus;
+let loaded: DBus | undefined;
+
+/** dbus-next, loaded on first use: a command or device that never touches D-Bus does not pay for it. */
+async function loadDbus(): Promise<DBus> {
+  if (!loaded) {
+    const m = (await import('dbus-next')) as DBus & { default?: DBus };
+    loaded = m.default ?? m;
+  }
+  return loaded;
+}
 
 export const BUS_NAME = 'org.starling.Supervisor1';
 export const OBJECT_PATH = '/org/starling/Supervisor1';
 export const INTERFACE = 'org.starling.Supervisor1';
 
-class SupervisorInterface extends dbus.interface.Interface {
-  constructor(private readonly sup: Supervisor, private readonly log: LogRing) {
-    super(INTERFACE);
-  }
-
-  get Healthy(): boolean {
-    return this.sup.healthy();
-  }
-
-  /** Each service's state and health, as a property (the same rows as List). */
-  get Services(): [string, string, boolean, number, string][] {
-    return this.List();
-  }
-
-  List(): [string, string, boolean, number, string][] {
-    return this.sup.list().map((s) => [s.name, s.state, s.healthy, s.restarts, s.detail ?? '']);
-  }
-
-  private async act(fn: () => Promise<void>): Promise<void> {
-    try {
-      await fn();
-    } catch (e) {
-      throw new dbus.DBusError('org.starling.Error.Failed', (e as Error).message);
+/** The D-Bus interface class, made once dbus-next is loaded (it extends dbus-next's Interface). */
+function interfaceClass(dbus: DBus) {
+  const SupervisorInterface = class extends dbus.interface.Interface {
+    constructor(private readonly sup: Supervisor, private readonly log: LogRing) {
+      super(INTERFACE);
     }
-  }
 
-  Start(name: string): Promise<void> {
-    return this.act(() => this.sup.startService(name));
-  }
+    get Healthy(): boolean {
+      return this.sup.healthy();
+    }
 
-  Stop(name: string): Promise<void> {
-    return this.act(() => this.sup.stopService(name));
-  }
+    /** Each service's state and health, as a property (the same rows as List). */
+    get Services(): [string, string, boolean, number, string][] {
+      return this.List();
+    }
 
-  Restart(name: string): Promise<void> {
-    return this.act(() => this.sup.restartService(name));
-  }
+    List(): [string, string, boolean, number, string][] {
+      return this.sup.list().map((s) => [s.name, s.state, s.healthy, s.restarts, s.detail ?? '']);
+    }
 
-  Logs(service: string, count: number): string[] {
-    return this.log.tail(count || 100, service || undefined).map((e) => JSON.stringify(e));
-  }
+    private async act(fn: () => Promise<void>): Promise<void> {
+      try {
+        await fn();
+      } catch (e) {
+        throw new dbus.DBusError('org.starling.Error.Failed', (e as Error).message);
+      }
+    }
 
-  StateChanged(name: string, state: string): [string, string] {
-    return [name, state];
-  }
+    Start(name: string): Promise<void> {
+      return this.act(() => this.sup.startService(name));
+    }
 
-  Log(json: string): string {
-    return json;
-  }
+    Stop(name: string): Promise<void> {
+      return this.act(() => this.sup.stopService(name));
+    }
+
+    Restart(name: string): Promise<void> {
+      return this.act(() => this.sup.restartService(name));
+    }
+
+    Logs(service: string, count: number): string[] {
+      return this.log.tail(count || 100, service || undefined).map((e) => JSON.stringify(e));
+    }
+
+    StateChanged(name: string, state: string): [string, string] {
+      return [name, state];
+    }
+
+    Log(json: string): string {
+      return json;
+    }
+  };
+
+  SupervisorInterface.configureMembers({
+    properties: {
+      Healthy: { signature: 'b', access: dbus.interface.ACCESS_READ },
+      Services: { signature: 'a(ssbus)', access: dbus.interface.ACCESS_READ },
+    },
+    methods: {
+      List: { outSignature: 'a(ssbus)' },
+      Start: { inSignature: 's' },
+      Stop: { inSignature: 's' },
+      Restart: { inSignature: 's' },
+      Logs: { inSignature: 'su', outSignature: 'as' },
+    },
+    signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
+  });
+  return SupervisorInterface;
 }
-
-SupervisorInterface.configureMembers({
-  properties: {
-    Healthy: { signature: 'b', access: dbus.interface.ACCESS_READ },
-    Services: { signature: 'a(ssbus)', access: dbus.interface.ACCESS_READ },
-  },
-  methods: {
-    List: { outSignature: 'a(ssbus)' },
-    Start: { inSignature: 's' },
-    Stop: { inSignature: 's' },
-    Restart: { inSignature: 's' },
-    Logs: { inSignature: 'su', outSignature: 'as' },
-  },
-  signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
-});
 
 export class DbusError extends Error {
   override name = 'DbusError';
@@ -94,10 +106,11 @@ export class DbusError extends Error {
 
 /** Exports the supervisor on the system bus. Rejects (with the bus's reason) if the bus or the name cannot be had. */
 export async function exportSupervisor(sup: Supervisor, log: LogRing): Promise<{ close(): void }> {
+  const dbus = await loadDbus();
   const bus = dbus.systemBus();
   // dbus-next reports connection failures as 'error' events; make them a rejection here.
   const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
-  const iface = new SupervisorInterface(sup, log);
+  const iface = new (interfaceClass(dbus))(sup, log);
   bus.export(OBJECT_PATH, iface);
   const reply = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), failed]);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {
@@ -119,7 +132,7 @@ export async function exportSupervisor(sup: Supervisor, log: LogRing): Promise<{
 
 /** A client of the supervisor on the system bus, for the CLI. */
 export async function connectSupervisor(): Promise<{ call(method: string, ...args: unknown[]): Promise<unknown>; on(signal: string, fn: (...a: unknown[]) => void): void; close(): void }> {
-  const bus = dbus.systemBus();
+  const bus = (await loadDbus()).systemBus();
   const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
   try {
     const obj = await Promise.race([bus.getProxyObject(BUS_NAME, OBJECT_PATH), failed]);
@@ -143,7 +156,7 @@ export async function connectSupervisor(): Promise<{ call(method: string, ...arg
 
 /** NetworkManager's connectivity (1 none … 4 full), or undefined when NetworkManager or the bus is not there (after at most `ms`). */
 export async function networkConnectivity(ms = 2000): Promise<number | undefined> {
-  const bus = dbus.systemBus();
+  const bus = (await loadDbus()).systemBus();
   let timer: NodeJS.Timeout | undefined;
   const giveUp = new Promise<undefined>((resolve) => {
     bus.on('error', () => resolve(undefined));

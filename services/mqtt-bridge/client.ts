@@ -14,14 +14,15 @@
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { createRequire } from 'node:module';
 import { Backoff } from '../../runtime/backoff.ts';
 
 type MqttPacket = Record<string, unknown> & { cmd: string };
-const mqtt = createRequire(import.meta.url)('mqtt-packet') as {
+interface MqttPacketLib {
   parser(opts: { protocolVersion: number }): EventEmitter & { parse(b: Buffer): number };
   generate(packet: MqttPacket, opts: { protocolVersion: number }): Buffer;
-};
+}
+// mqtt-packet, loaded by the first start(): a device without a bridge never pays for it.
+let mqtt: MqttPacketLib;
 
 export interface MqttOptions {
   /** mqtt://host:port or mqtts://host:port */
@@ -90,7 +91,11 @@ export class MqttClient extends EventEmitter<{
   }
 
   /** Starts connecting (and reconnecting); resolves at the first CONNACK accepted. */
-  start(): Promise<void> {
+  async start(): Promise<void> {
+    if (!mqtt) {
+      const m = (await import('mqtt-packet')) as unknown as MqttPacketLib & { default?: MqttPacketLib };
+      mqtt = m.default ?? m;
+    }
     this.stopped = false;
     const first = new Promise<void>((resolve) => this.once('connect', () => resolve()));
     this.open();

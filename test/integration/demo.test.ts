@@ -8,7 +8,7 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 
 it('starling demo: three nodes meet, shout to the group, whisper, and see one leave', () => {
   execFileSync(process.execPath, [`${root}/image/build.mjs`]);
-  const out = execFileSync(process.execPath, [`${root}/dist/starling.mjs`, 'demo', '--seconds', '3', '--port', String(beaconPort()), '--json'], { encoding: 'utf8', timeout: 30_000 });
+  const out = execFileSync(process.execPath, [`${root}/dist/starling.cjs`, 'demo', '--seconds', '3', '--port', String(beaconPort()), '--json'], { encoding: 'utf8', timeout: 30_000 });
   const events = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   const of = (node: string, event: string) => events.filter((e) => e.node === node && e.event === event);
   for (const node of ['alpha', 'bravo', 'charlie']) {

@@ -14,7 +14,7 @@ import { Spool } from '../../services/mqtt-bridge/spool.ts';
 import { cpSync } from 'node:fs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = `${root}/dist/starling.mjs`;
+const cli = `${root}/dist/starling.cjs`;
 const procs: ChildProcess[] = [];
 const dirs: string[] = [];
 afterEach(() => {

@@ -13,7 +13,7 @@ export const isRoot = process.getuid?.() === 0;
 
 /** The checkout, and its built CLI. */
 export const ROOT_DIR = fileURLToPath(new URL('../..', import.meta.url));
-export const CLI = `${ROOT_DIR}/dist/starling.mjs`;
+export const CLI = `${ROOT_DIR}/dist/starling.cjs`;
 
 /**
  * Whether a root-only test file runs here: as root, or in CI (where not being root is then a failure, never

@@ -1,0 +1,124 @@
+/**
+ * Where the bundle and the single executable find their native addons (zeromq, epoll).
+ *
+ * Only built code uses this: image/build.mjs's loader plugin replaces zeromq's and epoll's own loaders with a
+ * call to `loadNative`. Run from TypeScript (tests, tsc output), the packages load themselves from node_modules.
+ *
+ * - Bundle (`dist/starling.cjs`): the addons are files in `native/` beside it.
+ * - Single executable: they are SEA assets. An asset is written once to a cache directory under a name made of
+ *   its SHA-256 (so versions never mix and a torn write is never loaded: write to a temporary name, rename),
+ *   then loaded with `process.dlopen`. The cache directory is, first found: $STARLING_NATIVE_DIR, systemd's
+ *   $CACHE_DIRECTORY (CacheDirectory=starling in the unit), $XDG_CACHE_HOME/starling, ~/.cache/starling,
+ *   the system's temporary directory. Cost: one hash of each addon (~1 ms per MB) per start.
+ *
+ * zeromq has two builds, tried in this order, the first that loads wins:
+ *   `zeromq-system` — compiled against the system's libzmq (Debian's has OpenPGM: epgm:// works); loads only
+ *                     where libzmq.so.5 is installed;
+ *   `zeromq`        — zeromq.js's prebuilt addon with libzmq linked in (tcp, ipc, CURVE; no epgm).
+ * STARLING_ZEROMQ=prebuilt|system forces one. `nativeReport()` tells which one was loaded and why not the other.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+/** Candidate files per addon, in order of preference. */
+const CANDIDATES: Record<string, string[]> = {
+  zeromq: ['zeromq-system', 'zeromq'],
+  epoll: ['epoll'],
+};
+
+const report: string[] = [];
+
+/** What was loaded from where, and what failed to load, one line each. */
+export function nativeReport(): readonly string[] {
+  return report;
+}
+
+interface Sea {
+  isSea(): boolean;
+  getRawAsset(key: string): ArrayBuffer;
+  getAssetKeys?(): string[];
+}
+
+function sea(): Sea | undefined {
+  try {
+    // node:sea exists from Node 20.12; require keeps it out of ESM's static graph.
+    const s = createRequire(__filename)('node:sea') as Sea;
+    return s.isSea() ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function cacheDir(): string {
+  const env = process.env;
+  const dirs = [
+    env.STARLING_NATIVE_DIR,
+    env.CACHE_DIRECTORY?.split(':')[0],
+    env.XDG_CACHE_HOME ? join(env.XDG_CACHE_HOME, 'starling') : undefined,
+    env.HOME ? join(homedir(), '.cache', 'starling') : undefined,
+    join(tmpdir(), `starling-${process.getuid?.() ?? 'user'}`),
+  ];
+  for (const d of dirs) {
+    if (!d) continue;
+    try {
+      mkdirSync(join(d, 'native'), { recursive: true, mode: 0o700 });
+      return join(d, 'native');
+    } catch {
+      // not writable here (a sandboxed service, a read-only home): try the next
+    }
+  }
+  throw new Error(`no writable directory for native addons; tried ${dirs.filter(Boolean).join(', ')}`);
+}
+
+/** The path of addon file `file` (without .node), or undefined when this build has no such file. */
+function locate(file: string, s: Sea | undefined): string | undefined {
+  if (s) {
+    let bytes: Buffer;
+    try {
+      bytes = Buffer.from(s.getRawAsset(`${file}.node`));
+    } catch {
+      return undefined;
+    }
+    const digest = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+    const dir = cacheDir();
+    const path = join(dir, `${file}-${digest}.node`);
+    if (!existsSync(path)) {
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, bytes, { mode: 0o500 });
+      renameSync(tmp, path);
+    }
+    return path;
+  }
+  const path = join(dirname(__filename), 'native', `${file}.node`);
+  return existsSync(path) ? path : undefined;
+}
+
+/** Loads addon `name` ('zeromq' or 'epoll') and returns its exports; throws with every attempt's reason. */
+export function loadNative(name: string): unknown {
+  let files = CANDIDATES[name];
+  if (!files) throw new Error(`unknown native addon '${name}'`);
+  const force = process.env.STARLING_ZEROMQ;
+  if (name === 'zeromq' && force) files = force === 'system' ? ['zeromq-system'] : force === 'prebuilt' ? ['zeromq'] : files;
+  const s = sea();
+  const failures: string[] = [];
+  for (const file of files) {
+    const path = locate(file, s);
+    if (!path) {
+      failures.push(`${file}: not in this build`);
+      continue;
+    }
+    const module = { exports: {} as unknown };
+    try {
+      process.dlopen(module, path);
+    } catch (e) {
+      failures.push(`${file}: ${(e as Error).message.split('\n')[0]}`);
+      continue;
+    }
+    report.push(`${name}: ${file} from ${path}`, ...failures.map((f) => `${name}: skipped ${f}`));
+    return module.exports;
+  }
+  throw new Error(`cannot load the native addon ${name}: ${failures.join('; ')}`);
+}
