@@ -10,8 +10,14 @@
 # The loader (cmake-ts) reads node_modules/zeromq/build/manifest.json and prefers the prebuilt addon with the
 # highest ABI, so after every `npm ci` the manifest is rewritten to list only the addon built here.
 # The result is cached by zeromq version, Node ABI, architecture and libzmq version, so re-runs take no time.
+#
+#   image/build-zeromq.sh          build for this machine's Node and install into node_modules (as above)
+#   image/build-zeromq.sh arm64    cross-compile for arm64 (g++-aarch64-linux-gnu, Debian's libzmq3-dev:arm64)
+#                                  for the arm64 executable; prints the cached file, installs nothing
+# The addon uses only N-API, so one build serves every Node version from 20 on (the executables' Node 24 too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=${1:-}
 
 zmq_dir=node_modules/zeromq
 [ -d "$zmq_dir/src" ] || { echo "build-zeromq: $zmq_dir/src missing; run npm ci first" >&2; exit 1; }
@@ -23,6 +29,14 @@ pkg-config --exists libzmq || { echo "build-zeromq: libzmq not found (apt-get in
 zmq_js=$(node -p "require('./$zmq_dir/package.json').version")
 abi=$(node -p 'process.versions.modules')
 arch=$(node -p 'process.arch')
+cxx=g++
+if [ -n "$target" ] && [ "$target" != "$arch" ]; then
+  [ "$target" = arm64 ] || { echo "build-zeromq: can cross-compile for arm64 only, not '$target'" >&2; exit 2; }
+  arch=arm64 cxx=aarch64-linux-gnu-g++
+  export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
+  command -v "$cxx" >/dev/null || { echo "build-zeromq: $cxx missing (apt-get install g++-aarch64-linux-gnu)" >&2; exit 1; }
+  pkg-config --exists libzmq || { echo "build-zeromq: arm64 libzmq missing (dpkg --add-architecture arm64; apt-get install libzmq3-dev:arm64)" >&2; exit 1; }
+fi
 libzmq=$(pkg-config --modversion libzmq)
 node_inc=$(node -p "require('path').resolve(process.execPath, '../../include/node')")
 [ -f "$node_inc/node_api.h" ] || node_inc=/usr/include/node
@@ -33,7 +47,7 @@ cached="$cache/zeromq-$zmq_js-node$abi-$arch-libzmq$libzmq.node"
 if [ ! -f "$cached" ]; then
   echo "build-zeromq: compiling zeromq.js $zmq_js for Node ABI $abi ($arch) against libzmq $libzmq (about 30 s)" >&2
   mkdir -p "$cache"
-  g++ -std=c++20 -O2 -fPIC -shared -fvisibility=hidden \
+  "$cxx" -std=c++20 -O2 -fPIC -shared -fvisibility=hidden \
     -DBUILDING_NODE_EXTENSION -DNAPI_CPP_EXCEPTIONS \
     -DV8_COMPRESS_POINTERS -DV8_31BIT_SMIS_ON_64BIT_ARCH -DV8_REVERSE_JSARGS \
     -I"$node_inc" -I node_modules/node-addon-api $(pkg-config --cflags libzmq) \
@@ -41,6 +55,9 @@ if [ ! -f "$cached" ]; then
     -o "$cached.tmp" $(pkg-config --libs libzmq)
   mv "$cached.tmp" "$cached"
 fi
+
+if [ "$cxx" != g++ ]; then echo "$cached"; exit 0; fi
+echo "$cached" >&2
 
 target="$zmq_dir/build/linux/$arch/node/system-$abi-Release"
 mkdir -p "$target"

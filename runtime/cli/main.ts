@@ -9,8 +9,9 @@ import { listen } from './listen.ts';
 import { shout, whisper } from './send.ts';
 import { publish, tail } from './telemetry.ts';
 import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
+import { version } from './version.ts';
 
-const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish };
+const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, version };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds the single executable for one architecture: dist/starling-linux-x64 or dist/starling-linux-arm64.
+#
+#   image/build-exe.sh x64|arm64
+#
+# It is Node's single-executable application (SEA): the official Node 24 LTS binary for that architecture (from
+# the npm registry, image/fetch-node.sh) with a blob injected by postject that holds dist/starling.cjs (built
+# first if missing) and, as assets, the native addons built for that Node and architecture:
+#   epoll.node          nan (V8's C++ API), so compiled against that Node's headers by node-gyp, offline
+#                       (--nodedir), with g++-aarch64-linux-gnu for arm64;
+#   zeromq-system.node  zeromq.js against Debian's libzmq (epgm), image/build-zeromq.sh (cross for arm64);
+#                       loads where libzmq5 is installed;
+#   zeromq.node         zeromq.js's prebuilt glibc-127 addon (libzmq inside, no epgm), the fallback.
+# At start runtime/native.ts writes the addons to a cache directory once and dlopens them.
+# V8 and Node flags go in execArgv (image/sea-flags.json: chosen from bench/image.ts's measurements).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=${1:?usage: build-exe.sh x64|arm64}
+case "$arch" in x64) cc=gcc cxx=g++ ;; arm64) cc=aarch64-linux-gnu-gcc cxx=aarch64-linux-gnu-g++ ;; *) echo "build-exe: x64 or arm64, not '$arch'" >&2; exit 2 ;; esac
+command -v "$cxx" >/dev/null || { echo "build-exe: $cxx missing (apt-get install g++-aarch64-linux-gnu)" >&2; exit 1; }
+
+node_dir=$(image/fetch-node.sh "$arch")
+# The blob must be made by the same Node version it goes into; the x64 one runs here.
+maker=$(image/fetch-node.sh x64)/bin/node
+node_version=$("$maker" -p process.versions.node)
+[ -f dist/starling.cjs ] || node image/build.mjs
+
+work=dist/exe/linux-$arch
+rm -rf "$work" && mkdir -p "$work/native"
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/starling
+
+# epoll, for this Node and architecture (cached).
+epoll_version=$(node -p "require('./node_modules/epoll/package.json').version")
+epoll_cached="$cache/epoll-$epoll_version-node$node_version-$arch.node"
+if [ ! -f "$epoll_cached" ]; then
+  echo "build-exe: compiling epoll $epoll_version for Node $node_version ($arch)" >&2
+  src=$(mktemp -d)
+  trap 'rm -rf "$src"' EXIT
+  cp -r node_modules/epoll/binding.gyp node_modules/epoll/src node_modules/epoll/package.json "$src/"
+  ln -s "$PWD/node_modules" "$src/node_modules"   # binding.gyp finds nan with require('nan')
+  (cd "$src" && CC=$cc CXX=$cxx node "$OLDPWD/node_modules/node-gyp/bin/node-gyp.js" rebuild --arch="$arch" --nodedir="$node_dir" >build.log 2>&1) \
+    || { cat "$src/build.log" >&2; exit 1; }
+  cp "$src/build/Release/epoll.node" "$epoll_cached"
+fi
+cp "$epoll_cached" "$work/native/epoll.node"
+
+# zeromq: the system-libzmq build (N-API: any Node ≥ 20) and the prebuilt fallback.
+if [ "$arch" = x64 ]; then
+  system=$(ls "$cache"/zeromq-*-x64-libzmq*.node 2>/dev/null | head -1 || true)
+  [ -n "$system" ] || { bash image/build-zeromq.sh >&2; system=$(ls "$cache"/zeromq-*-x64-libzmq*.node | head -1); }
+else
+  system=$(bash image/build-zeromq.sh arm64)
+fi
+cp "$system" "$work/native/zeromq-system.node"
+cp "node_modules/zeromq/build/linux/$arch/node/glibc-127-Release/addon.node" "$work/native/zeromq.node"
+
+# The SEA blob: the bundle, the addons as assets, the flags.
+exec_argv=$(node -p "JSON.stringify(require('./image/sea-flags.json').execArgv)")
+cat > "$work/sea-config.json" <<JSON
+{
+  "main": "dist/starling.cjs",
+  "output": "$work/sea.blob",
+  "disableExperimentalSEAWarning": true,
+  "useSnapshot": false,
+  "useCodeCache": false,
+  "execArgv": $exec_argv,
+  "assets": {
+    "epoll.node": "$work/native/epoll.node",
+    "zeromq-system.node": "$work/native/zeromq-system.node",
+    "zeromq.node": "$work/native/zeromq.node"
+  }
+}
+JSON
+"$maker" --experimental-sea-config "$work/sea-config.json" >/dev/null 2>&1
+
+out=dist/starling-linux-$arch
+cp "$node_dir/bin/node" "$out.tmp"
+chmod u+w "$out.tmp"
+log=$(node node_modules/postject/dist/cli.js "$out.tmp" NODE_SEA_BLOB "$work/sea.blob" \
+  --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 2>&1) || { echo "$log" >&2; exit 1; }
+mv "$out.tmp" "$out"
+echo "build-exe: $out ($(du -m "$out" | cut -f1) MB, Node $node_version, $arch)" >&2
