@@ -1,11 +1,21 @@
 // Shared test helpers: nodes on loopback with a beacon port of their own, and waiting for events.
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../runtime/zre/node.ts';
 
 let nextPort = 20000 + (process.pid % 2000) * 10;
 /** A UDP beacon port no other test file uses at the same time (one range per worker process). */
 export function beaconPort(): number {
   return nextPort++;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a server a child process will open). */
+export async function freeTcpPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
 }
 
 /** Starts nodes on loopback sharing one beacon port, with fast timers. Call `stopAll` in afterEach. */

@@ -1,72 +1,162 @@
-import { CliError, intOption, out, parse, printEvents, secondsOption, sleep, untilSignal, type Command } from './common.ts';
-import { ZreNode } from '../zre/node.ts';
+// `starling demo`: the whole house on one machine, on loopback — three simulated devices and a hub that bridges
+// their telemetry to an embedded MQTT broker, with every step printed as it happens.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CliError, intOption, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
+import { parseConfig, type Config } from '../config/load.ts';
+import { Device } from '../device.ts';
+import { BridgeService } from '../../services/mqtt-bridge/service.ts';
+import { EmbeddedBroker } from '../../services/mqtt-bridge/broker.ts';
+import { MqttClient } from '../../services/mqtt-bridge/client.ts';
+import type { ServiceBase } from '../supervisor/service.ts';
 
-const NAMES = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india'];
+/** The three devices: what each measures (simulated twins of real sensors) and the line it drives. */
+const DEVICES: { name: string; sensors: string; gpio: string }[] = [
+  {
+    name: 'greenhouse',
+    sensors: `
+  - { platform: sim, name: air, waveform: sine, min: 14, max: 28, period: 40s, noise: 0.05, unit: "°C", interval: 1s, seed: 1 }
+  - { platform: sim, name: humidity, waveform: sine, min: 55, max: 85, period: 55s, unit: "%", interval: 2s, seed: 2 }`,
+    gpio: `
+  - { name: fan, pin: GPIO17, mode: output, initial: 0 }`,
+  },
+  {
+    name: 'kitchen',
+    sensors: `
+  - { platform: sim, name: fridge, waveform: random_walk, min: 2, max: 6, unit: "°C", interval: 1s, seed: 3 }
+  - { platform: sim, name: power, waveform: square, min: 80, max: 1200, period: 14s, noise: 5, unit: W, interval: 1s, seed: 4 }`,
+    gpio: `
+  - { name: light, pin: GPIO27, mode: output, initial: 0 }`,
+  },
+  {
+    name: 'garage',
+    sensors: `
+  - { platform: sim, name: battery, waveform: ramp, min: 11.8, max: 13.6, period: 60s, unit: V, interval: 2s, seed: 5 }
+  - { platform: thermal, name: cpu, zone: cpu-thermal, interval: 2s }`,
+    gpio: `
+  - { name: door, pin: GPIO22, mode: output, initial: 1 }`,
+  },
+];
+
+function deviceConfig(name: string, body: string, iface: string, port: number): Config {
+  return parseConfig(`simulate: true
+node: { name: ${name}, iface: "${iface}", port: ${port} }
+telemetry: { prefix: ${name}/ }
+${body}`, `<demo ${name}>`);
+}
 
 export const demo: Command = {
-  summary: 'run a few local nodes that find each other and talk (the default job)',
-  help: `Usage: starling demo [--nodes N] [--seconds S] [--iface NAME] [--port N] [--json]
+  summary: 'three simulated devices and a hub bridging them to an embedded MQTT broker, live (the default job)',
+  help: `Usage: starling demo [--seconds S] [--mqtt IP:PORT] [--iface NAME] [--port N] [--json]
 
-Starts N nodes (default 3) in this process on loopback, so nothing leaves this
-machine. They discover each other by UDP beacons, join group 'demo', shout and
-whisper, and every event each node sees is printed as one line. After S seconds
-(default 10; 0 runs until Ctrl-C) one node leaves cleanly, then the rest stop.
+Runs, in this one process and on loopback (nothing leaves this machine):
+  - an embedded MQTT broker on --mqtt (default 127.0.0.1:1883);
+  - three devices — greenhouse, kitchen, garage — each a mesh node with simulated
+    sensors and a simulated GPIO output, publishing telemetry;
+  - a hub: a node that finds the devices by their beacons, subscribes to their
+    telemetry and bridges it to the broker, with Home Assistant discovery.
+Prints what the broker receives (states, discovery) and what the mesh does. After a
+few seconds it switches the greenhouse fan on from MQTT, as Home Assistant would:
+the hub whispers the command to the greenhouse, whose new state comes back.
+Ends after S seconds (default 20; 0 = until Ctrl-C). Watch the broker from elsewhere
+with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
 
-  --nodes N           how many nodes (2 to 9, default 3)
-  --seconds S         how long to run (default 10, 0 = until interrupted)
-  --iface NAME|IP     interface (default lo)
+  --seconds S         how long to run (default 20, 0 = until interrupted)
+  --mqtt IP:PORT      where the embedded broker listens (default 127.0.0.1:1883)
+  --iface NAME|IP     interface for the mesh (default lo)
   --port N            UDP beacon port (default 5670)
-  --json              one JSON object per event
+  --json              one JSON object per line
   -h, --help          this help`,
   async run(argv) {
     const { values } = parse(argv, {
-      nodes: { type: 'string' }, seconds: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
+      seconds: { type: 'string' }, mqtt: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
       json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     }, false);
-    const count = values.nodes === undefined ? 3 : intOption('--nodes', values.nodes, 2, NAMES.length);
-    const seconds = secondsOption('--seconds', values.seconds, 10);
-    const beaconPort = values.port === undefined ? 5670 : intOption('--port', values.port, 1, 65535);
+    const seconds = secondsOption('--seconds', values.seconds, 20);
+    const port = values.port === undefined ? 5670 : intOption('--port', values.port, 1, 65535);
+    const listen = values.mqtt ?? '127.0.0.1:1883';
+    if (!/^\d+\.\d+\.\d+\.\d+:\d+$/.test(listen)) throw new CliError(`--mqtt '${listen}': expected IPv4:PORT, e.g. 127.0.0.1:1883`);
+    const iface = values.iface ?? 'lo';
     const json = Boolean(values.json);
-    const nodes = NAMES.slice(0, count).map((name, i) => new ZreNode({
-      name, iface: values.iface ?? 'lo', beaconPort, headers: { 'X-DEMO': String(i + 1) },
-    }));
-    const say = (line: string) => out(json ? JSON.stringify({ node: 'demo', note: line }) : `-- ${line}`);
-    for (const n of nodes) printEvents(n, json, n.name);
-    const started: ZreNode[] = [];
-    try {
-      for (const n of nodes) {
-        await n.start();
-        started.push(n);
-      }
-    } catch (e) {
-      await Promise.all(started.map((n) => n.stop()));
-      throw new CliError((e as Error).message, 1);
-    }
-    say(`${count} nodes on ${nodes[0]!.iface!.name} (${nodes[0]!.iface!.address}), beacons on UDP ${beaconPort}`);
-    for (const n of nodes) n.join('demo');
+    const say = (note: string) => out(json ? JSON.stringify({ source: 'demo', note }) : `-- ${note}`);
 
-    // Talk once everyone has met: each node shouts to the group, then whispers to the next node.
-    const talk = (async () => {
-      const deadline = Date.now() + 10_000;
-      while (!nodes.every((n) => n.peerList().filter((p) => p.groups.includes('demo')).length === count - 1)) {
-        if (Date.now() > deadline) return say('not every node met every other within 10 s');
-        await sleep(50);
+    const spool = mkdtempSync(join(tmpdir(), 'starling-demo-'));
+    const broker = new EmbeddedBroker(listen);
+    const devices = DEVICES.map((d) => new Device(deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port)));
+    const hubConfig = deviceConfig('hub', `mqtt: { url: "${broker.url}", mesh: true, spool: "${spool}", spool_fsync: never }`, iface, port);
+    const hub = new Device(hubConfig);
+    const bridge = new BridgeService(hubConfig, hub);
+    const watcher = new MqttClient({ url: broker.url, clientId: 'starling-demo-watcher', clean: true, reconnect: { min: 200, max: 1000 } });
+    const started: ServiceBase[] = [];
+    const start = async (s: ServiceBase, what: string) => {
+      try {
+        await s.start();
+      } catch (e) {
+        throw new CliError(`${what}: ${(e as Error).message}`, 1);
       }
-      say('every node sees every other; talking');
-      for (const [i, n] of nodes.entries()) {
-        n.shout('demo', `hello from ${n.name}`);
-        const next = nodes[(i + 1) % count]!;
-        n.whisper(next.id, `psst ${next.name}, it's ${n.name}`);
+      started.push(s);
+    };
+
+    let states = 0;
+    const seen = new Set<string>();
+    watcher.on('message', (topic, payload) => {
+      const text = payload.toString();
+      if (topic.startsWith('homeassistant/')) {
+        const c = JSON.parse(text) as { name?: string; device?: { name?: string } };
+        const kind = topic.split('/')[1];
+        if (json) out(JSON.stringify({ source: 'mqtt', topic, discovery: { kind, device: c.device?.name, name: c.name } }));
+        else out(`mqtt  discovery  ${kind} ${c.device?.name}/${c.name}`);
+        return;
       }
-    })();
-    await untilSignal(seconds);
-    await talk;
-    say(`${nodes[0]!.name} leaves; the others see it go at once`);
-    await nodes[0]!.stop();
-    await sleep(300);
-    await Promise.all(nodes.slice(1).map((n) => n.stop()));
-    const dropped = nodes.reduce((s, n) => s + n.stats().sendsDropped + n.stats().messagesMalformed, 0);
-    say(`stopped; dropped or malformed messages: ${dropped}`);
+      if (topic.endsWith('/set')) return;
+      let state: { value?: number; unit?: string; publisher?: string };
+      try {
+        state = JSON.parse(text) as typeof state;
+      } catch {
+        state = {};
+      }
+      states++;
+      seen.add(topic);
+      if (json) out(JSON.stringify({ source: 'mqtt', topic, state: state.value === undefined ? text : state }));
+      else out(`mqtt  ${topic.padEnd(32)} ${state.value === undefined ? text : `${Math.round(state.value * 100) / 100} ${state.unit ?? ''}`.trimEnd()}`);
+    });
+
+    const stopped = untilSignal(seconds);
+    try {
+      await start(broker, `the embedded MQTT broker on ${listen}`);
+      say(`embedded MQTT broker on ${listen}`);
+      for (const d of devices) {
+        await start(d, `device ${d.config.node.name}`);
+        say(`device ${d.config.node.name} on ${d.node!.iface!.name}: ${d.config.sensors.map((s) => s.name).join(', ')} and line ${d.config.gpio.map((g) => g.name).join(', ')}; telemetry at ${d.publisher!.endpoints[0]}`);
+      }
+      await start(hub, 'the hub');
+      hub.node!.on('enter', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'ENTER', name: p.name, endpoint: p.endpoint })) : out(`mesh  hub sees ${p.name} at ${p.endpoint}`)));
+      hub.node!.on('exit', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'EXIT', name: p.name })) : out(`mesh  ${p.name} left`)));
+      await start(bridge, 'the bridge');
+      await watcher.start();
+      await watcher.subscribe('starling/#', 0);
+      await watcher.subscribe('homeassistant/#', 0);
+      say(`hub bridging the mesh to mqtt://${listen}; watching starling/# and homeassistant/#`);
+
+      // As Home Assistant would: switch the greenhouse fan on once its state has arrived.
+      const command = (async () => {
+        const deadline = Date.now() + 15_000;
+        while (!seen.has('starling/greenhouse/fan') && Date.now() < deadline) await sleep(100);
+        if (!seen.has('starling/greenhouse/fan')) return say('the greenhouse fan never reported; no command sent');
+        await sleep(1000);
+        say('MQTT command: starling/greenhouse/fan/set = 1 (hub → greenhouse by WHISPER)');
+        await watcher.publish('starling/greenhouse/fan/set', '1', { qos: 1 });
+      })();
+      await stopped;
+      await command;
+    } finally {
+      say('stopping');
+      await watcher.stop().catch(() => {});
+      for (const s of started.reverse()) await s.stop().catch(() => {});
+      rmSync(spool, { recursive: true, force: true });
+    }
+    say(`stopped; ${states} states from ${seen.size} topics reached the broker`);
     return 0;
   },
 };

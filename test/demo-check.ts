@@ -1,0 +1,38 @@
+// What `starling demo --json` must show, whichever form runs it (the bundle, the x64 executable): the hub meets
+// the three devices, every entity is announced to Home Assistant, every topic's state reaches the broker, and
+// the MQTT command switches the greenhouse fan on (its state goes 0 → 1).
+import { expect } from 'vitest';
+
+type Line = Record<string, unknown> & { source: string };
+
+const SENSORS = ['greenhouse/air', 'greenhouse/humidity', 'kitchen/fridge', 'kitchen/power', 'garage/battery', 'garage/cpu'];
+const SWITCHES = ['greenhouse/fan', 'kitchen/light', 'garage/door'];
+
+export function checkDemo(stdout: string): Line[] {
+  const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Line);
+  const entered = lines.filter((l) => l.source === 'mesh' && l.event === 'ENTER').map((l) => l.name);
+  expect(new Set(entered)).toEqual(new Set(['greenhouse', 'kitchen', 'garage']));
+
+  const announced = lines.filter((l) => l.discovery).map((l) => {
+    const d = l.discovery as { kind: string; device: string; name: string };
+    return `${d.kind} ${d.device}/${d.name}`;
+  });
+  expect(new Set(announced)).toEqual(new Set([...SENSORS.map((s) => `sensor ${s}`), ...SWITCHES.map((s) => `switch ${s}`)]));
+
+  const states = (topic: string) => lines.filter((l) => l.topic === `starling/${topic}` && l.state).map((l) => l.state as { value: number; unit: string; seq: number });
+  for (const t of [...SENSORS, ...SWITCHES]) expect(states(t).length, `states of ${t}`).toBeGreaterThan(0);
+  expect(states('greenhouse/air')[0]).toMatchObject({ unit: '°C' });
+  const air = states('greenhouse/air').map((s) => s.value);
+  expect(Math.min(...air)).toBeGreaterThanOrEqual(13.9);
+  expect(Math.max(...air)).toBeLessThanOrEqual(28.1);
+
+  const command = lines.findIndex((l) => l.source === 'demo' && String(l.note).startsWith('MQTT command'));
+  expect(command, 'the demo sent its MQTT command').toBeGreaterThan(0);
+  const fan = lines.filter((l) => l.topic === 'starling/greenhouse/fan' && l.state);
+  expect((fan[0]!.state as { value: number }).value).toBe(0);
+  const after = lines.slice(command).filter((l) => l.topic === 'starling/greenhouse/fan' && l.state);
+  expect(after.map((l) => (l.state as { value: number }).value)).toContain(1);
+
+  expect(String(lines[lines.length - 1]!.note)).toMatch(/^stopped; \d+ states from \d+ topics reached the broker$/);
+  return lines;
+}
