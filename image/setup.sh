@@ -18,9 +18,17 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)   # the MQTT tests' broker
+# Packaging (image/build-exe.sh, build-deb.sh and their tests): the arm64 cross compiler, Debian's arm64 libzmq
+# and libraries (multiarch) to build against and to run the arm64 executable under qemu-aarch64-static, and
+# debootstrap for the Debian root the .deb is installed into.
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+[ -f /usr/lib/aarch64-linux-gnu/pkgconfig/libzmq.pc ] || need+=(libzmq3-dev:arm64 libstdc++6:arm64)
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
 if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "setup: installing ${need[*]}" >&2
+  dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -38,5 +46,13 @@ else
   npm run --silent build
 fi
 
-# zeromq.js's addon against the system libzmq (cached; only relinks the manifest when nothing changed).
+# zeromq.js's addon against the system libzmq (cached; only relinks the manifest when nothing changed), then
+# the bundle again so that dist/native/ has it.
 bash image/build-zeromq.sh
+npm run --silent build
+
+# What the packaging tests download, fetched here with the rest: the Node the executables embed (npm registry,
+# checked against pinned SHA-256s) and a Debian root (debootstrap). Both cached in ~/.cache/starling.
+bash image/fetch-node.sh x64 >/dev/null
+bash image/fetch-node.sh arm64 >/dev/null
+bash image/debian-root.sh >/dev/null

@@ -93,8 +93,10 @@ export class Agent {
   private waiters: { pred: (e: Event) => boolean; resolve: (e: Event) => void }[] = [];
   stderr = '';
 
-  constructor(readonly label: string, ns: string, cli: string, args: string[], command = ['listen', '--json', '--stdin']) {
-    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, ...command, ...args], {
+  /** `cli`: the bundle (run with this Node), or the full command line of another form, e.g. an executable. */
+  constructor(readonly label: string, ns: string, cli: string | string[], args: string[], command = ['listen', '--json', '--stdin']) {
+    const program = typeof cli === 'string' ? [process.execPath, cli] : cli;
+    this.proc = spawn('ip', ['netns', 'exec', ns, ...program, ...command, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.proc.stderr!.on('data', (d) => (this.stderr += String(d)));
