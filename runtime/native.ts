@@ -17,7 +17,6 @@
  *   `zeromq`        — zeromq.js's prebuilt addon with libzmq linked in (tcp, ipc, CURVE; no epgm).
  * STARLING_ZEROMQ=prebuilt|system forces one. `nativeReport()` tells which one was loaded and why not the other.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
@@ -82,7 +81,7 @@ function locate(file: string, s: Sea | undefined): string | undefined {
     } catch {
       return undefined;
     }
-    const digest = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+    const digest = (process.getBuiltinModule('node:crypto') as typeof import('node:crypto')).createHash('sha256').update(bytes).digest('hex').slice(0, 16);
     const dir = cacheDir();
     const path = join(dir, `${file}-${digest}.node`);
     if (!existsSync(path)) {

@@ -2,7 +2,7 @@
  * The embedded broker: aedes (MQTT 3.1.1) on a TCP port, for a hub or a demo that has no broker of its own.
  * A supervised service; the bridge connects to it like to any broker. aedes is loaded only when this runs.
  */
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { ServiceBase } from '../../runtime/supervisor/service.ts';
 
 export class EmbeddedBroker extends ServiceBase {
@@ -24,7 +24,7 @@ export class EmbeddedBroker extends ServiceBase {
     this.setState('starting');
     const { Aedes } = (await import('aedes')) as unknown as { Aedes: { createBroker(): Promise<EmbeddedBroker['broker']> } };
     const broker = (await Aedes.createBroker())!;
-    const server = createServer(broker.handle);
+    const server = (process.getBuiltinModule('node:net') as typeof import('node:net')).createServer(broker.handle);
     const [host, port] = [this.listen.slice(0, this.listen.lastIndexOf(':')), Number(this.listen.slice(this.listen.lastIndexOf(':') + 1))];
     try {
       await new Promise<void>((resolve, reject) => {

@@ -18,7 +18,8 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+// zlib is loaded on first use: only a bridge with a spool needs it.
+const crc32 = (b: Buffer): number => (process.getBuiltinModule('node:zlib') as typeof import('node:zlib')).crc32(b);
 
 export interface SpooledMessage {
   topic: string;

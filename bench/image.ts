@@ -1,0 +1,201 @@
+/**
+ * The shipped forms side by side, in one run: sizes; start-to-ready and idle RSS of a full device (`starling run`
+ * with simulated sensors, its mesh node and telemetry publisher) as the bundle, as the single executable and as
+ * tsc's unbundled output, against bare Node; then V8/Node flags on the executable's Node: idle RSS, RSS and CPU
+ * under load (5,000 samples/s), and start-to-ready — the measurements image/sea-flags.json is chosen from.
+ *
+ *   node dist/bench/image.mjs [--runs N] [--idle SEC] [--load SEC] [--only forms|flags] [--json]
+ *
+ * Needs `npm run image` (executables, .debs) and image/fetch-node.sh x64 (the Node 24 the executable embeds).
+ * start-to-ready: spawn → the device's "started" log line (node up, sensors opened, publisher bound), median of
+ * --runs (5). Idle RSS: VmRSS after --idle (5) seconds with sensors sampled every 10 s, median of the runs.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const { values: opts } = parseArgs({ options: { runs: { type: 'string' }, idle: { type: 'string' }, load: { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' } } });
+const ONLY = opts.only; // 'forms' or 'flags': one table only
+const RUNS = Number(opts.runs ?? 5);
+const IDLE_S = Number(opts.idle ?? 5);
+const LOAD_S = Number(opts.load ?? 10);
+const work = mkdtempSync(join(tmpdir(), 'starling-bench-image-'));
+let port = 31000 + (process.pid % 1000) * 4;
+
+const node20 = process.execPath;
+const node24 = execFileSync('bash', [join(root, 'image/fetch-node.sh'), 'x64'], { encoding: 'utf8' }).trim() + '/bin/node';
+const bundle = join(root, 'dist/starling.cjs');
+const exe = join(root, 'dist/starling-linux-x64');
+for (const f of [bundle, exe]) if (!existsSync(f)) throw new Error(`${f} missing: run npm run build && npm run image`);
+
+const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+const cpuOf = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, seconds (USER_HZ 100)
+};
+
+/** A device config: `sensors` simulated sensors read every `interval`, on loopback. */
+function config(name: string, sensors: number, interval: string): string {
+  const file = join(work, `${name}.yaml`);
+  const list = Array.from({ length: sensors }, (_, i) => `  - { platform: sim, name: s${i}, waveform: sine, min: 0, max: 100, period: 30s, interval: ${interval}, seed: ${i + 1} }`);
+  writeFileSync(file, `simulate: true\nnode: { name: ${name}, iface: lo, port: ${port++} }\ntelemetry: { prefix: ${name}/ }\nsensors:\n${list.join('\n')}\n`);
+  return file;
+}
+
+interface Started { proc: ChildProcess; ms: number }
+
+/** Spawns `cmd` and resolves when `ready(line)` says so (or at once when there is no ready test). */
+function start(cmd: string[], env: NodeJS.ProcessEnv, ready?: (line: string) => boolean): Promise<Started> {
+  const t0 = performance.now();
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd: work });
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += String(d)));
+  return new Promise((resolve, reject) => {
+    if (!ready) return resolve({ proc, ms: 0 });
+    const rl = createInterface({ input: proc.stdout! });
+    rl.on('line', (line) => {
+      if (ready(line)) resolve({ proc, ms: performance.now() - t0 });
+    });
+    proc.once('exit', (code) => reject(new Error(`${cmd.join(' ')} exited (${code}) before it was ready: ${err.trim()}`)));
+  });
+}
+
+async function stop(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(t);
+}
+
+const deviceReady = (line: string) => line.includes('"service":"device"') && line.includes('sensor(s)');
+
+/** Time of `node -e 0` (spawn → exit), median. */
+async function bareStart(nodeBin: string): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now();
+    execFileSync(nodeBin, ['-e', '0']);
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+/** Idle RSS of a Node that does nothing but keep running. */
+async function bareRss(nodeBin: string, flags: string[] = []): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const { proc } = await start([nodeBin, ...flags, '-e', 'setInterval(() => {}, 1000)'], {});
+    await sleep(IDLE_S * 1000);
+    xs.push(rssOf(proc.pid!));
+    await stop(proc);
+  }
+  return median(xs);
+}
+
+/** Start-to-ready and idle RSS of a device run by `prefix` (medians over RUNS). */
+async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ ms: number; rss: number }> {
+  const ms: number[] = [];
+  const rss: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const s = await start([...prefix, 'run', '--config', config(`idle${i}`, 3, '10s')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
+    ms.push(s.ms);
+    await sleep(IDLE_S * 1000);
+    rss.push(rssOf(s.proc.pid!));
+    await stop(s.proc);
+  }
+  return { ms: median(ms), rss: median(rss) };
+}
+
+/** RSS and CPU of a device sampling 50 sensors every 10 ms (5,000 samples/s) for LOAD_S seconds. */
+async function loaded(prefix: string[]): Promise<{ rssPeak: number; rssEnd: number; cpu: number }> {
+  const s = await start([...prefix, 'run', '--config', config('load', 50, '10ms')], { STARLING_NATIVE_DIR: join(work, 'native') }, deviceReady);
+  const c0 = cpuOf(s.proc.pid!);
+  let peak = 0;
+  for (let t = 0; t < LOAD_S * 4; t++) {
+    await sleep(250);
+    peak = Math.max(peak, rssOf(s.proc.pid!));
+  }
+  const cpu = (cpuOf(s.proc.pid!) - c0) / LOAD_S;
+  const rssEnd = rssOf(s.proc.pid!);
+  await stop(s.proc);
+  return { rssPeak: peak, rssEnd, cpu };
+}
+
+// --- sizes -------------------------------------------------------------------------------------------------
+const size = (f: string) => (existsSync(f) ? statSync(f).size : NaN);
+const dirSize = (d: string) => (existsSync(d) ? Number(execFileSync('du', ['-sb', d], { encoding: 'utf8' }).split('\t')[0]) : NaN);
+const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version as string;
+const sizes = {
+  'bundle dist/starling.cjs': size(bundle),
+  'bundle native/ (addons)': dirSize(join(root, 'dist/native')),
+  'executable x64': size(exe),
+  'executable arm64': size(join(root, 'dist/starling-linux-arm64')),
+  'Node 24 binary alone (x64)': size(node24),
+  [`.deb amd64 (starling_${version})`]: size(join(root, `dist/starling_${version}_amd64.deb`)),
+  [`.deb arm64 (starling_${version})`]: size(join(root, `dist/starling_${version}_arm64.deb`)),
+};
+
+// --- unbundled tsc output ----------------------------------------------------------------------------------
+const tscOut = join(root, 'dist/tsc');
+rmSync(tscOut, { recursive: true, force: true });
+execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json'), '--noEmit', 'false',
+  '--outDir', tscOut, '--rewriteRelativeImportExtensions', '--declaration', 'false', '--sourceMap', 'false'], { stdio: 'inherit' });
+const tscMain = join(tscOut, 'runtime/cli/main.js');
+
+// --- forms -------------------------------------------------------------------------------------------------
+const forms: { form: string; startMs: number; idleRssMB: number; note: string }[] = [];
+const b20 = await bareStart(node20);
+const b24 = await bareStart(node24);
+const r20 = await bareRss(node20);
+const r24 = await bareRss(node24);
+forms.push({ form: 'node -e 0 (Node 20)', startMs: b20, idleRssMB: mb(r20), note: 'reference: bare Node, idle' });
+forms.push({ form: 'node -e 0 (Node 24)', startMs: b24, idleRssMB: mb(r24), note: 'reference: the executable\'s Node' });
+const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
+for (const [form, prefix, ref, refRss] of ONLY === 'flags' ? [] : [
+  ['bundle (Node 20)', [node20, bundle], b20, r20],
+  ['bundle (Node 24)', [node24, ...seaFlags, bundle], b24, r24],
+  ['executable x64 (Node 24)', [exe], b24, r24],
+  ['tsc output, unbundled (Node 20)', [node20, tscMain], b20, r20],
+] as [string, string[], number, number][]) {
+  const d = await device(prefix);
+  forms.push({ form, startMs: d.ms, idleRssMB: mb(d.rss), note: `${(d.ms / ref).toFixed(2)}× node -e 0; +${mb(d.rss - refRss)} MB over bare Node` });
+}
+
+// --- flags -------------------------------------------------------------------------------------------------
+const FLAGS: [string, string[]][] = [
+  ['(none)', []],
+  ['--max-semi-space-size=1', ['--max-semi-space-size=1']],
+  ['--single-threaded-gc', ['--single-threaded-gc']],
+  ['--v8-pool-size=1', ['--v8-pool-size=1']],
+  ['--optimize-for-size', ['--optimize-for-size']],
+  ['--jitless', ['--jitless']],
+  ['image/sea-flags.json', seaFlags],
+];
+const flags: { flags: string; startMs: number; idleRssMB: number; loadRssPeakMB: number; loadRssEndMB: number; loadCpuPct: number }[] = [];
+for (const [label, f] of ONLY === 'forms' ? [] : FLAGS) {
+  const d = await device([node24, ...f, bundle]);
+  const l = await loaded([node24, ...f, bundle]);
+  flags.push({ flags: label, startMs: d.ms, idleRssMB: mb(d.rss), loadRssPeakMB: mb(l.rssPeak), loadRssEndMB: mb(l.rssEnd), loadCpuPct: Math.round(l.cpu * 100) });
+}
+rmSync(work, { recursive: true, force: true });
+
+if (opts.json) {
+  console.log(JSON.stringify({ sizes, forms, flags }));
+} else {
+  console.log('\nSizes');
+  console.table(Object.fromEntries(Object.entries(sizes).map(([k, v]) => [k, { MB: mb(v), bytes: v }])));
+  console.log(`Start-to-ready and idle RSS of a device (3 simulated sensors; medians of ${RUNS}; idle ${IDLE_S} s)`);
+  console.table(forms.map((f) => ({ ...f, startMs: Math.round(f.startMs) })));
+  console.log(`V8/Node flags on Node 24 (the executable's), bundle run by it; load: 50 sensors every 10 ms for ${LOAD_S} s`);
+  console.table(flags.map((f) => ({ ...f, startMs: Math.round(f.startMs) })));
+}
