@@ -37,6 +37,8 @@ const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+/** Anonymous (private, not backed by a file) memory: the part of RSS the kernel cannot drop and re-read. */
+const anonOf = (pid: number) => Number(/Anonymous:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]) * 1024;
 const cpuOf = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, seconds (USER_HZ 100)
@@ -90,35 +92,39 @@ async function bareStart(nodeBin: string): Promise<number> {
   return median(times);
 }
 
-/** Idle RSS of a Node that does nothing but keep running. */
-async function bareRss(nodeBin: string, flags: string[] = []): Promise<number> {
-  const xs: number[] = [];
+/** Idle RSS and anonymous memory of a Node that does nothing but keep running. */
+async function bareRss(nodeBin: string): Promise<{ rss: number; anon: number }> {
+  const rss: number[] = [];
+  const anon: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const { proc } = await start([nodeBin, ...flags, '-e', 'setInterval(() => {}, 1000)'], {});
+    const { proc } = await start([nodeBin, '-e', 'setInterval(() => {}, 1000)'], {});
     await sleep(IDLE_S * 1000);
-    xs.push(rssOf(proc.pid!));
+    rss.push(rssOf(proc.pid!));
+    anon.push(anonOf(proc.pid!));
     await stop(proc);
   }
-  return median(xs);
+  return { rss: median(rss), anon: median(anon) };
 }
 
 /** Start-to-ready and idle RSS of a device run by `prefix` (medians over RUNS). */
-async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ ms: number; rss: number }> {
+async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ ms: number; rss: number; anon: number }> {
   const ms: number[] = [];
   const rss: number[] = [];
+  const anon: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const s = await start([...prefix, 'run', '--config', config(`idle${i}`, 3, '10s')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
     ms.push(s.ms);
     await sleep(IDLE_S * 1000);
     rss.push(rssOf(s.proc.pid!));
+    anon.push(anonOf(s.proc.pid!));
     await stop(s.proc);
   }
-  return { ms: median(ms), rss: median(rss) };
+  return { ms: median(ms), rss: median(rss), anon: median(anon) };
 }
 
 /** RSS and CPU of a device sampling 50 sensors every 10 ms (5,000 samples/s) for LOAD_S seconds. */
-async function loaded(prefix: string[]): Promise<{ rssPeak: number; rssEnd: number; cpu: number }> {
-  const s = await start([...prefix, 'run', '--config', config('load', 50, '10ms')], { STARLING_NATIVE_DIR: join(work, 'native') }, deviceReady);
+async function loaded(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ rssPeak: number; rssEnd: number; anonEnd: number; cpu: number }> {
+  const s = await start([...prefix, 'run', '--config', config('load', 50, '10ms')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
   const c0 = cpuOf(s.proc.pid!);
   let peak = 0;
   for (let t = 0; t < LOAD_S * 4; t++) {
@@ -127,8 +133,9 @@ async function loaded(prefix: string[]): Promise<{ rssPeak: number; rssEnd: numb
   }
   const cpu = (cpuOf(s.proc.pid!) - c0) / LOAD_S;
   const rssEnd = rssOf(s.proc.pid!);
+  const anonEnd = anonOf(s.proc.pid!);
   await stop(s.proc);
-  return { rssPeak: peak, rssEnd, cpu };
+  return { rssPeak: peak, rssEnd, anonEnd, cpu };
 }
 
 // --- sizes -------------------------------------------------------------------------------------------------
@@ -153,39 +160,41 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 const tscMain = join(tscOut, 'runtime/cli/main.js');
 
 // --- forms -------------------------------------------------------------------------------------------------
-const forms: { form: string; startMs: number; idleRssMB: number; note: string }[] = [];
+const forms: { form: string; startMs: number; idleRssMB: number; idleAnonMB: number; note: string }[] = [];
 const b20 = await bareStart(node20);
 const b24 = await bareStart(node24);
 const r20 = await bareRss(node20);
 const r24 = await bareRss(node24);
-forms.push({ form: 'node -e 0 (Node 20)', startMs: b20, idleRssMB: mb(r20), note: 'reference: bare Node, idle' });
-forms.push({ form: 'node -e 0 (Node 24)', startMs: b24, idleRssMB: mb(r24), note: 'reference: the executable\'s Node' });
+forms.push({ form: 'node -e 0 (Node 20)', startMs: b20, idleRssMB: mb(r20.rss), idleAnonMB: mb(r20.anon), note: 'reference: bare Node, idle' });
+forms.push({ form: 'node -e 0 (Node 24)', startMs: b24, idleRssMB: mb(r24.rss), idleAnonMB: mb(r24.anon), note: 'reference: the executable\'s Node' });
 const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
 for (const [form, prefix, ref, refRss] of ONLY === 'flags' ? [] : [
   ['bundle (Node 20)', [node20, bundle], b20, r20],
   ['bundle (Node 24)', [node24, ...seaFlags, bundle], b24, r24],
   ['executable x64 (Node 24)', [exe], b24, r24],
   ['tsc output, unbundled (Node 20)', [node20, tscMain], b20, r20],
-] as [string, string[], number, number][]) {
+] as [string, string[], number, { rss: number; anon: number }][]) {
   const d = await device(prefix);
-  forms.push({ form, startMs: d.ms, idleRssMB: mb(d.rss), note: `${(d.ms / ref).toFixed(2)}× node -e 0; +${mb(d.rss - refRss)} MB over bare Node` });
+  forms.push({ form, startMs: d.ms, idleRssMB: mb(d.rss), idleAnonMB: mb(d.anon),
+    note: `${(d.ms / ref).toFixed(2)}× its node -e 0; RSS +${mb(d.rss - refRss.rss)} MB (anon +${mb(d.anon - refRss.anon)})` });
 }
 
 // --- flags -------------------------------------------------------------------------------------------------
-const FLAGS: [string, string[]][] = [
-  ['(none)', []],
-  ['--max-semi-space-size=1', ['--max-semi-space-size=1']],
-  ['--single-threaded-gc', ['--single-threaded-gc']],
-  ['--v8-pool-size=1', ['--v8-pool-size=1']],
-  ['--optimize-for-size', ['--optimize-for-size']],
-  ['--jitless', ['--jitless']],
-  ['image/sea-flags.json', seaFlags],
+const FLAGS: [string, string[], NodeJS.ProcessEnv][] = [
+  ['(none)', [], {}],
+  ['--max-semi-space-size=1', ['--max-semi-space-size=1'], {}],
+  ['--optimize-for-size', ['--optimize-for-size'], {}],
+  ['--no-opt', ['--no-opt'], {}],
+  ['--single-threaded-gc', ['--single-threaded-gc'], {}],
+  ['--jitless', ['--jitless'], {}],
+  ['MALLOC_ARENA_MAX=2 (env)', [], { MALLOC_ARENA_MAX: '2' }],
+  ['image/sea-flags.json', seaFlags, {}],
 ];
-const flags: { flags: string; startMs: number; idleRssMB: number; loadRssPeakMB: number; loadRssEndMB: number; loadCpuPct: number }[] = [];
-for (const [label, f] of ONLY === 'forms' ? [] : FLAGS) {
-  const d = await device([node24, ...f, bundle]);
-  const l = await loaded([node24, ...f, bundle]);
-  flags.push({ flags: label, startMs: d.ms, idleRssMB: mb(d.rss), loadRssPeakMB: mb(l.rssPeak), loadRssEndMB: mb(l.rssEnd), loadCpuPct: Math.round(l.cpu * 100) });
+const flags: { flags: string; startMs: number; idleRssMB: number; idleAnonMB: number; loadRssPeakMB: number; loadRssEndMB: number; loadAnonEndMB: number; loadCpuPct: number }[] = [];
+for (const [label, f, env] of ONLY === 'forms' ? [] : FLAGS) {
+  const d = await device([node24, ...f, bundle], env);
+  const l = await loaded([node24, ...f, bundle], env);
+  flags.push({ flags: label, startMs: d.ms, idleRssMB: mb(d.rss), idleAnonMB: mb(d.anon), loadRssPeakMB: mb(l.rssPeak), loadRssEndMB: mb(l.rssEnd), loadAnonEndMB: mb(l.anonEnd), loadCpuPct: Math.round(l.cpu * 100) });
 }
 rmSync(work, { recursive: true, force: true });
 

@@ -14,7 +14,7 @@
 // which loads them from native/ beside the bundle or from the single executable's assets. Nothing is copied
 // from node_modules at run time.
 import { build } from 'esbuild';
-import { readdirSync, chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { readdirSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -34,7 +34,21 @@ const nativeAddons = {
   },
 };
 
-await build({
+// Tests rebuild while other tests run the CLI: every file is written under a temporary name and renamed into
+// place, so a reader sees the old file or the new one, never half of one.
+const atomicWrite = (path, data, mode = 0o644) => {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, path);
+};
+const atomicCopy = (from, to) => {
+  const tmp = `${to}.${process.pid}.tmp`;
+  copyFileSync(from, tmp);
+  renameSync(tmp, to);
+};
+
+const main = await build({
+  write: false,
   entryPoints: [join(root, 'runtime/cli/main.ts')],
   outfile: join(root, 'dist/starling.cjs'),
   bundle: true,
@@ -52,13 +66,13 @@ await build({
   banner: { js: '#!/usr/bin/env node' },
   metafile: false,
 });
-chmodSync(join(root, 'dist/starling.cjs'), 0o755);
+mkdirSync(join(root, 'dist'), { recursive: true });
+for (const f of main.outputFiles) atomicWrite(f.path, f.contents, f.path.endsWith('.cjs') ? 0o755 : 0o644);
 rmSync(join(root, 'dist/starling.mjs'), { force: true });
 rmSync(join(root, 'dist/starling.mjs.map'), { force: true });
 
 // The addons for the Node running this build (the bundle is run with it; the executables get their own).
 const native = join(root, 'dist/native');
-rmSync(native, { recursive: true, force: true });
 mkdirSync(native, { recursive: true });
 const req = createRequire(join(root, 'package.json'));
 const abi = process.versions.modules;
@@ -76,15 +90,18 @@ const addons = {
   epoll: join(dirname(req.resolve('epoll/package.json')), 'build/Release/epoll.node'),
 };
 for (const [name, path] of Object.entries(addons)) {
-  if (path && existsSync(path)) copyFileSync(path, join(native, `${name}.node`));
+  if (path && existsSync(path)) atomicCopy(path, join(native, `${name}.node`));
+  else rmSync(join(native, `${name}.node`), { force: true });
 }
 
 // npm links the bins of dependencies into node_modules/.bin, never the project's own; link ours there so
 // `npx starling …` runs this checkout's CLI right after `npm ci` (instead of npx fetching a package).
 const binDir = join(root, 'node_modules/.bin');
 mkdirSync(binDir, { recursive: true });
-rmSync(join(binDir, 'starling'), { force: true });
-symlinkSync('../../dist/starling.cjs', join(binDir, 'starling'));
+const link = join(binDir, `starling.${process.pid}.tmp`);
+rmSync(link, { force: true });
+symlinkSync('../../dist/starling.cjs', link);
+renameSync(link, join(binDir, 'starling'));
 
 // Bench scripts: ESM, dependencies loaded from node_modules (they measure the code, not the packaging).
 const benches = readdirSync(join(root, 'bench')).filter((f) => f.endsWith('.ts'));

@@ -19,16 +19,17 @@ export const version: Command = {
 
 Prints Starling's version, the Node.js version and architecture, whether this is the
 single executable, the libzmq version and its transports (epgm needs the system-libzmq
-build of the zeromq addon), and where each native addon was loaded from.`,
+build of the zeromq addon), the Node/V8 flags it runs with, and where each native addon
+was loaded from.`,
   async run(argv) {
     const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
     const info = {
-      version: pkg.version, node: process.versions.node, arch: process.arch, executable: isSea(),
+      version: pkg.version, node: process.versions.node, arch: process.arch, executable: isSea(), execArgv: process.execArgv,
       libzmq, pgm: Boolean(capability.pgm), curve: Boolean(capability.curve), native: [...nativeReport()],
     };
     if (values.json) out(JSON.stringify(info));
     else {
-      out(`starling ${info.version} on Node ${info.node} (${info.arch}${info.executable ? ', single executable' : ''})`);
+      out(`starling ${info.version} on Node ${info.node} (${info.arch}${info.executable ? ', single executable' : ''})${info.execArgv.length ? ` with ${info.execArgv.join(' ')}` : ''}`);
       out(`libzmq ${libzmq}: epgm ${info.pgm ? 'yes' : 'no'}, CURVE ${info.curve ? 'yes' : 'no'}`);
       for (const line of info.native) out(line);
     }
