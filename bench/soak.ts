@@ -4,7 +4,7 @@
  * simulated sensors read every 10 ms (5,000 samples/s) onto its telemetry, and its MQTT bridge forwarding
  * every sample to its own embedded broker (QoS 1, spool on disk) — the whole pipeline in one process.
  *
- *   node dist/bench/soak.mjs [--minutes M] [--every SEC] [--warmup SEC] [--bundle] [--flags "…"] [--json]
+ *   node dist/bench/soak.mjs [--minutes M] [--every SEC] [--warmup SEC] [--bundle] [--flags="…"] [--json]
  *
  * --minutes (default 3), samples every --every (default 10) seconds; the trend (least-squares slope, MB/min) is
  * taken after --warmup (default 30) seconds. --bundle runs dist/starling.cjs on the executable's Node instead,

@@ -32,6 +32,7 @@ describe.runIf(runHere)('the single executables and the .deb', () => {
     requireRootAndBuild();
     for (const arch of ['x64', 'arm64']) sh('bash', ['image/build-exe.sh', arch]);
     sh('bash', ['image/build-deb.sh', 'x64']);
+    sh('bash', ['image/build-deb.sh', 'arm64']);
   }, 600_000);
 
   afterAll(async () => {
@@ -112,6 +113,14 @@ gpio:
       expect(unit).toContain(line);
     }
     // Verify against the installed root: the unit's dependencies, its ExecStart binary, its directives.
+    // The arm64 package (for the Pi) holds the arm64 executable under the same names.
+    const arm = DEB.replace('_amd64.deb', '_arm64.deb');
+    expect(sh('dpkg-deb', ['-f', arm, 'Architecture', 'Depends']).trim()).toBe('Architecture: arm64\nDepends: libc6 (>= 2.28), libstdc++6, passwd');
+    const armRoot = join(scratch, 'arm64-deb');
+    sh('dpkg-deb', ['-x', arm, armRoot]);
+    expect(readFileSync(join(armRoot, 'usr/bin/starling')).readUInt16LE(18)).toBe(183); // ELF e_machine: EM_AARCH64
+    expect(readFileSync(join(armRoot, 'lib/systemd/system/starling.service'), 'utf8')).toBe(unit);
+
     const verify = spawnSync('systemd-analyze', ['verify', `--root=${root}`, '/lib/systemd/system/starling.service'], { encoding: 'utf8' });
     expect({ status: verify.status, stdout: verify.stdout, stderr: verify.stderr }).toEqual({ status: 0, stdout: '', stderr: '' });
   }, 300_000);
