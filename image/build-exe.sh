@@ -50,12 +50,7 @@ fi
 cp "$epoll_cached" "$work/native/epoll.node"
 
 # zeromq: the system-libzmq build (N-API: any Node ≥ 20) and the prebuilt fallback.
-if [ "$arch" = x64 ]; then
-  system=$(ls "$cache"/zeromq-*-x64-libzmq*.node 2>/dev/null | head -1 || true)
-  [ -n "$system" ] || { bash image/build-zeromq.sh >&2; system=$(ls "$cache"/zeromq-*-x64-libzmq*.node | head -1); }
-else
-  system=$(bash image/build-zeromq.sh arm64)
-fi
+system=$(bash image/build-zeromq.sh "$arch")
 cp "$system" "$work/native/zeromq-system.node"
 cp "node_modules/zeromq/build/linux/$arch/node/glibc-127-Release/addon.node" "$work/native/zeromq.node"
 
@@ -78,7 +73,7 @@ cat > "$work/sea-config.json" <<JSON
 JSON
 # useCodeCache: V8's compiled code for the bundle goes into the blob, so a start does not parse 640 KB of
 # JavaScript (about 40 ms of a 130 ms start on x64; bench/image.ts). It works because the bundle has no import().
-"${maker[@]}" --experimental-sea-config "$work/sea-config.json" >/dev/null 2>&1
+log=$("${maker[@]}" --experimental-sea-config "$work/sea-config.json" 2>&1) || { echo "$log" >&2; exit 1; }
 
 out=dist/starling-linux-$arch
 cp "$node_dir/bin/node" "$out.tmp"

@@ -12,8 +12,8 @@
 # The result is cached by zeromq version, Node ABI, architecture and libzmq version, so re-runs take no time.
 #
 #   image/build-zeromq.sh          build for this machine's Node and install into node_modules (as above)
-#   image/build-zeromq.sh arm64    cross-compile for arm64 (g++-aarch64-linux-gnu, Debian's libzmq3-dev:arm64)
-#                                  for the arm64 executable; prints the cached file, installs nothing
+#   image/build-zeromq.sh x64|arm64  build for the executables (arm64: cross-compiled with g++-aarch64-linux-gnu
+#                                    against Debian's libzmq3-dev:arm64); prints the cached file, installs nothing
 # The addon uses only N-API, so one build serves every Node version from 20 on (the executables' Node 24 too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,12 +56,11 @@ if [ ! -f "$cached" ]; then
   mv "$cached.tmp" "$cached"
 fi
 
-if [ "$cxx" != g++ ]; then echo "$cached"; exit 0; fi
-echo "$cached" >&2
+if [ -n "$target" ]; then echo "$cached"; exit 0; fi
 
-target="$zmq_dir/build/linux/$arch/node/system-$abi-Release"
-mkdir -p "$target"
-cp "$cached" "$target/addon.node"
+dest="$zmq_dir/build/linux/$arch/node/system-$abi-Release"
+mkdir -p "$dest"
+cp "$cached" "$dest/addon.node"
 node -e '
   const [manifest, arch, abi, rel] = process.argv.slice(1);
   const key = JSON.stringify({ name: "", cross: false, os: "linux", arch, runtime: "node", nodeAPI: "node-addon-api",
