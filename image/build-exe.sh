@@ -10,7 +10,8 @@
 #                       (--nodedir), with g++-aarch64-linux-gnu for arm64;
 #   zeromq-system.node  zeromq.js against Debian's libzmq (epgm), image/build-zeromq.sh (cross for arm64);
 #                       loads where libzmq5 is installed;
-#   zeromq.node         zeromq.js's prebuilt glibc-127 addon (libzmq inside, no epgm), the fallback.
+#   zeromq.node         zeromq.js's prebuilt glibc-127 addon (libzmq inside, no epgm), the fallback;
+#   sd_notify.node      image/native/sd_notify.c: systemd notifications sent from the main process.
 # At start runtime/native.ts writes the addons to a cache directory once and dlopens them.
 # V8 and Node flags go in execArgv (image/sea-flags.json: chosen from bench/image.ts's measurements).
 set -euo pipefail
@@ -53,6 +54,8 @@ cp "$epoll_cached" "$work/native/epoll.node"
 system=$(bash image/build-zeromq.sh "$arch")
 cp "$system" "$work/native/zeromq-system.node"
 cp "node_modules/zeromq/build/linux/$arch/node/glibc-127-Release/addon.node" "$work/native/zeromq.node"
+# systemd notifications from the main process (Node-API, C).
+cp "$(bash image/build-sd-notify.sh "$arch")" "$work/native/sd_notify.node"
 
 # The SEA blob: the bundle, the addons as assets, the flags.
 exec_argv=$(node -p "JSON.stringify(require('./image/sea-flags.json').execArgv)")
@@ -67,7 +70,8 @@ cat > "$work/sea-config.json" <<JSON
   "assets": {
     "epoll.node": "$work/native/epoll.node",
     "zeromq-system.node": "$work/native/zeromq-system.node",
-    "zeromq.node": "$work/native/zeromq.node"
+    "zeromq.node": "$work/native/zeromq.node",
+    "sd_notify.node": "$work/native/sd_notify.node"
   }
 }
 JSON

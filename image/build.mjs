@@ -8,12 +8,14 @@
 //                         pay for them.
 // dist/native/*.node      the native addons the bundle loads, for the Node that runs this script:
 //                         zeromq-system (against the system libzmq, with epgm; from image/build-zeromq.sh's
-//                         cache, when built), zeromq (zeromq.js's prebuilt glibc-127 addon, no epgm), epoll.
+//                         cache, when built), zeromq (zeromq.js's prebuilt glibc-127 addon, no epgm), epoll,
+//                         sd_notify (image/native/sd_notify.c).
 //
 // Native addons: a plugin replaces zeromq's loader (cmake-ts) and epoll's (bindings) with runtime/native.ts,
 // which loads them from native/ beside the bundle or from the single executable's assets. Nothing is copied
 // from node_modules at run time.
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import { readdirSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
@@ -88,6 +90,16 @@ const addons = {
   // (glibc 2.36); its glibc-115 and glibc-147 builds need glibc 2.38.
   zeromq: join(zmqDir, `build/linux/${process.arch}/node/glibc-127-Release/addon.node`),
   epoll: join(dirname(req.resolve('epoll/package.json')), 'build/Release/epoll.node'),
+  // systemd notifications from the main process (image/native/sd_notify.c); without a C compiler the CLI
+  // falls back to systemd-notify.
+  sd_notify: (() => {
+    try {
+      return execFileSync('bash', [join(root, 'image/build-sd-notify.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    } catch (e) {
+      console.warn(`build: no sd_notify addon (${String(e.stderr ?? e.message).trim()}); notifications will go through systemd-notify`);
+      return undefined;
+    }
+  })(),
 };
 for (const [name, path] of Object.entries(addons)) {
   if (path && existsSync(path)) atomicCopy(path, join(native, `${name}.node`));

@@ -26,6 +26,8 @@ import { dirname, join } from 'node:path';
 const CANDIDATES: Record<string, string[]> = {
   zeromq: ['zeromq-system', 'zeromq'],
   epoll: ['epoll'],
+  // systemd notifications from the main process (runtime/supervisor/notify.ts); optional.
+  sd_notify: ['sd_notify'],
 };
 
 const report: string[] = [];
@@ -96,11 +98,23 @@ function locate(file: string, s: Sea | undefined): string | undefined {
     }
     return path;
   }
+  // Run from TypeScript (ESM, no __filename) there is no native/ directory: the packages load themselves.
+  if (typeof __filename === 'undefined') return undefined;
   const path = join(dirname(__filename), 'native', `${file}.node`);
   return existsSync(path) ? path : undefined;
 }
 
-/** Loads addon `name` ('zeromq' or 'epoll') and returns its exports; throws with every attempt's reason. */
+/** An optional addon's exports, or undefined (the reason kept in nativeReport()) when this build cannot load it. */
+export function loadOptionalNative(name: string): unknown {
+  try {
+    return loadNative(name);
+  } catch (e) {
+    report.push(`${name}: not loaded (${(e as Error).message})`);
+    return undefined;
+  }
+}
+
+/** Loads addon `name` ('zeromq', 'epoll', 'sd_notify') and returns its exports; throws with every attempt's reason. */
 export function loadNative(name: string): unknown {
   let files = CANDIDATES[name];
   if (!files) throw new Error(`unknown native addon '${name}'`);

@@ -140,6 +140,7 @@ ${CONFIG_HELP}`,
     }, log))];
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();
+    if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
     // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.
     const stopped = untilSignal();
     await sup.start();

@@ -1,11 +1,25 @@
 /**
  * systemd notifications (sd_notify): READY=1 once started, WATCHDOG=1 at half of WATCHDOG_USEC while the
- * supervisor is healthy, STATUS= lines. Node has no unix datagram sockets, so each notification is sent by
- * `systemd-notify` (from the systemd package, on every systemd machine) with NOTIFY_SOCKET passed through;
- * the unit must say NotifyAccess=all, since the datagram comes from that helper's pid. One short-lived process
- * per WATCHDOG interval (seconds apart) is the price. Without NOTIFY_SOCKET, nothing is sent.
+ * supervisor is healthy, STATUS= lines. Without NOTIFY_SOCKET, nothing is sent.
+ *
+ * Node has no unix datagram sockets. The built CLI (bundle, executable) sends each notification from its own
+ * process through a tiny addon (image/native/sd_notify.c): no process spawned every watchdog interval, and
+ * nothing needed from the systemd package. Without the addon (run from TypeScript, or where it fails to load)
+ * it runs `systemd-notify` with NOTIFY_SOCKET passed through. That helper's message comes from another pid
+ * (hence NotifyAccess=all in the unit) and is attributed to the unit only while the helper lives: systemd-notify
+ * from v246 waits for that (BARRIER=1); older ones can lose a message (a lost READY fails the start, a lost
+ * WATCHDOG gets the service killed).
  */
 import { execFile } from 'node:child_process';
+import { loadOptionalNative } from '../native.ts';
+
+type SdNotify = { notify(socket: string, message: string): void };
+let addon: SdNotify | null | undefined;
+/** The addon, loaded once; null when this build has none. */
+function sdNotify(): SdNotify | null {
+  if (addon === undefined) addon = (loadOptionalNative('sd_notify') as SdNotify | undefined) ?? null;
+  return addon;
+}
 
 export class Notifier {
   private timer: NodeJS.Timeout | undefined;
@@ -13,7 +27,13 @@ export class Notifier {
   failures = 0;
   lastError: string | undefined;
 
-  constructor(private readonly env: NodeJS.ProcessEnv = process.env, private readonly command = 'systemd-notify') {}
+  /** `command`: the fallback helper; `useAddon` false forces it (tests). */
+  constructor(private readonly env: NodeJS.ProcessEnv = process.env, private readonly command = 'systemd-notify', private readonly useAddon = true) {}
+
+  /** How notifications leave: 'addon' (from this process) or 'systemd-notify' (a helper process). */
+  get via(): 'addon' | 'systemd-notify' {
+    return this.useAddon && sdNotify() ? 'addon' : 'systemd-notify';
+  }
 
   get enabled(): boolean {
     return Boolean(this.env.NOTIFY_SOCKET);
@@ -30,6 +50,19 @@ export class Notifier {
   /** Sends `KEY=VALUE` lines; resolves false (counted) on failure, never rejects. */
   send(...lines: string[]): Promise<boolean> {
     if (!this.enabled) return Promise.resolve(false);
+    // One assignment per line: a newline inside a value would start another.
+    lines = lines.map((l) => l.replace(/\n/g, ' '));
+    const sd = this.useAddon ? sdNotify() : null;
+    if (sd) {
+      try {
+        sd.notify(this.env.NOTIFY_SOCKET!, lines.join('\n'));
+        return Promise.resolve(true);
+      } catch (e) {
+        this.failures++;
+        this.lastError = (e as Error).message;
+        return Promise.resolve(false);
+      }
+    }
     return new Promise((resolve) => {
       execFile(this.command, [...lines], { env: { NOTIFY_SOCKET: this.env.NOTIFY_SOCKET, PATH: this.env.PATH ?? '/usr/bin:/bin' }, timeout: 5000 }, (err) => {
         if (err) {
@@ -42,11 +75,11 @@ export class Notifier {
   }
 
   ready(status: string): Promise<boolean> {
-    return this.send('--ready', `--status=${status}`);
+    return this.send('READY=1', `STATUS=${status}`);
   }
 
   status(text: string): Promise<boolean> {
-    return this.send(`--status=${text}`);
+    return this.send(`STATUS=${text}`);
   }
 
   /** Pings the watchdog every half interval while `healthy()` says so (a stuck supervisor stops pinging). */

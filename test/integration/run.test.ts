@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { beaconPort, until } from '../helpers.ts';
+import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { Spool } from '../../services/mqtt-bridge/spool.ts';
@@ -70,33 +71,62 @@ function lines(p: ChildProcess): string[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A datagram socket standing in for systemd's notify socket, with SO_PASSCRED as systemd has it: each line
+ * printed is the sender's pid, then the message with its newlines shown as '|'. */
+async function notifyReceiver(sock: string): Promise<{ got: string[] }> {
+  const receiver = spawn('python3', ['-u', '-c', [
+    'import socket,struct',
+    's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
+    's.setsockopt(socket.SOL_SOCKET,socket.SO_PASSCRED,1)',
+    `s.bind(${JSON.stringify(sock)})`,
+    'print("bound",flush=True)',
+    'while True:',
+    '  msg,anc,_,_=s.recvmsg(4096,socket.CMSG_SPACE(12))',
+    '  pid=[struct.unpack("iII",d)[0] for l,t,d in anc if t==socket.SCM_CREDENTIALS][0]',
+    '  print(str(pid)+" "+msg.decode().replace("\\n","|"),flush=True)',
+  ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  procs.push(receiver);
+  const got = lines(receiver);
+  await until(() => got.includes('bound'), 10_000, 'the receiver');
+  return { got };
+}
+
 describe('starling run', () => {
   it('tells systemd READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and STOPPING (real datagram socket)', async () => {
     const dir = tempDir();
     const sock = join(dir, 'notify');
-    const receiver = spawn('python3', ['-u', '-c', [
-      'import socket,sys',
-      's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
-      `s.bind(${JSON.stringify(sock)})`,
-      'print("bound",flush=True)',
-      'while True: print(s.recv(4096).decode().replace("\\n","|"),flush=True)',
-    ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
-    procs.push(receiver);
-    const got = lines(receiver);
-    await until(() => got.includes('bound'), 10_000, 'the receiver');
+    const { got } = await notifyReceiver(sock);
     const run = spawn(process.execPath, [cli, 'run', '--config', config(dir, ['  - { name: idle, command: sleep, args: ["60"] }'])], {
       env: { ...process.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000', DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' },
-      stdio: ['ignore', 'ignore', 'inherit'],
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
     procs.push(run);
+    const log = lines(run);
     await until(() => got.filter((l) => l.includes('WATCHDOG=1')).length >= 3, 15_000, 'three WATCHDOG=1');
     const ready = got.find((l) => l.includes('READY=1'));
     expect(ready).toMatch(/STATUS=device running, idle running/);
     expect(got.indexOf(ready!)).toBeLessThan(got.findIndex((l) => l.includes('WATCHDOG=1')));
+    // Sent by the supervisor's own process through its sd_notify addon (it says so), not by a helper process.
+    // (As root, systemd-notify would also claim the parent's pid, so the log line is what tells them apart.)
+    for (const l of got.filter((x) => x !== 'bound')) expect(l.split(' ')[0]).toBe(String(run.pid));
+    expect(log.some((l) => l.includes('systemd notifications from this process (sd_notify addon)'))).toBe(true);
     run.kill('SIGTERM');
     const code = await new Promise((r) => run.once('exit', r));
     expect(code).toBe(0);
     await until(() => got.some((l) => l.includes('STOPPING=1')), 5000, 'STOPPING=1');
+    expect(got.find((l) => l.includes('STOPPING=1'))!.split(' ')[0]).toBe(String(run.pid));
+  }, 30_000);
+
+  it('without the addon (run from TypeScript), notifications go through systemd-notify', async () => {
+    const sock = join(tempDir(), 'notify');
+    const { got } = await notifyReceiver(sock);
+    const n = new Notifier({ NOTIFY_SOCKET: sock, PATH: process.env.PATH });
+    expect(n.via).toBe('systemd-notify');
+    expect(await n.ready('device running')).toBe(true);
+    expect(await n.send('WATCHDOG=1')).toBe(true);
+    await until(() => got.some((l) => l.endsWith(' WATCHDOG=1')), 5000, 'WATCHDOG=1');
+    expect(got.some((l) => / READY=1\|STATUS=device running$/.test(l))).toBe(true);
+    expect(n.failures).toBe(0);
   }, 30_000);
 
   it('SIGTERM stops services in reverse order, SIGKILLs one past its stop timeout, and leaves nothing running', async () => {
