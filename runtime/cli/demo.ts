@@ -89,11 +89,11 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     const bridge = new BridgeService(hubConfig, hub);
     const watcher = new MqttClient({ url: broker.url, clientId: 'starling-demo-watcher', clean: true, reconnect: { min: 200, max: 1000 } });
     const started: ServiceBase[] = [];
-    const start = async (s: ServiceBase, what: string) => {
+    const start = async (s: ServiceBase, what: string, hint = '') => {
       try {
         await s.start();
       } catch (e) {
-        throw new CliError(`${what}: ${(e as Error).message}`, 1);
+        throw new CliError(`${what}: ${(e as Error).message}${hint}`, 1);
       }
       started.push(s);
     };
@@ -124,7 +124,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
 
     const stopped = untilSignal(seconds);
     try {
-      await start(broker, `the embedded MQTT broker on ${listen}`);
+      await start(broker, 'demo', '; give it another port with --mqtt 127.0.0.1:PORT');
       say(`embedded MQTT broker on ${listen}`);
       for (const d of devices) {
         await start(d, `device ${d.config.node.name}`);
