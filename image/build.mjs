@@ -30,8 +30,11 @@ const nativeAddons = {
   name: 'native-addons',
   setup(b) {
     const replace = (filter, contents) => b.onLoad({ filter }, () => ({ contents, loader: 'js', resolveDir: root }));
+    // zeromq loads while the bundle itself loads, before the CLI can catch anything: a failure is one line.
     replace(/[\\/]node_modules[\\/]zeromq[\\/]lib[\\/]load-addon\.js$/,
-      `Object.defineProperty(exports, '__esModule', { value: true }); exports.default = require(${JSON.stringify(nativeLoader)}).loadNative('zeromq');`);
+      `Object.defineProperty(exports, '__esModule', { value: true });
+       try { exports.default = require(${JSON.stringify(nativeLoader)}).loadNative('zeromq'); }
+       catch (e) { process.stderr.write('starling: ' + e.message + '\\n'); process.exit(1); }`);
     replace(/[\\/]node_modules[\\/]epoll[\\/]epoll\.js$/, `module.exports = require(${JSON.stringify(nativeLoader)}).loadNative('epoll');`);
   },
 };

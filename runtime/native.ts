@@ -1,5 +1,5 @@
 /**
- * Where the bundle and the single executable find their native addons (zeromq, epoll).
+ * Where the bundle and the single executable find their native addons (zeromq, epoll, sd_notify).
  *
  * Only built code uses this: image/build.mjs's loader plugin replaces zeromq's and epoll's own loaders with a
  * call to `loadNative`. Run from TypeScript (tests, tsc output), the packages load themselves from node_modules.
@@ -119,7 +119,10 @@ export function loadNative(name: string): unknown {
   let files = CANDIDATES[name];
   if (!files) throw new Error(`unknown native addon '${name}'`);
   const force = process.env.STARLING_ZEROMQ;
-  if (name === 'zeromq' && force) files = force === 'system' ? ['zeromq-system'] : force === 'prebuilt' ? ['zeromq'] : files;
+  if (name === 'zeromq' && force) {
+    if (force !== 'system' && force !== 'prebuilt') throw new Error(`STARLING_ZEROMQ='${force}': expected system or prebuilt`);
+    files = force === 'system' ? ['zeromq-system'] : ['zeromq'];
+  }
   const s = sea();
   const failures: string[] = [];
   for (const file of files) {
