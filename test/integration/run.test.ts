@@ -179,6 +179,8 @@ describe('starling run', () => {
       procs.push(run);
       await until(() => got.some(([t]) => t === 'starling/shed/temp'), 15_000, 'a temperature state');
       await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_shed_pump/config'), 5000, 'the pump switch');
+      // Announced in the same burst as the switch, but not necessarily before it.
+      await until(() => got.some(([t]) => t === 'homeassistant/sensor/starling_shed_temp/config'), 5000, 'the temperature sensor');
       expect(JSON.parse(got.find(([t]) => t === 'homeassistant/sensor/starling_shed_temp/config')![1])).toMatchObject({ device_class: 'temperature', unit_of_measurement: '°C' });
       expect(got.find(([t]) => t === 'starling/bridge/shed/status')?.[1]).toBe('online');
       await watcher.publish('starling/shed/pump/set', '1', { qos: 1 });
