@@ -1,7 +1,7 @@
 // Plays the kernel's sysfs GPIO driver on a tmpfs: a number written to export creates gpioN with direction,
 // value, edge and active_low files; one written to unexport removes it. Writing "out" to direction drives the
 // value low, as the kernel does. Used inside a private mount namespace only (test/net/onoff.test.ts).
-import { existsSync, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 
 const root = process.argv[2];
 const take = (file) => {
@@ -17,7 +17,10 @@ function exported(n) {
   for (const [f, v] of [['direction', 'in'], ['value', '0'], ['edge', 'none'], ['active_low', '0']]) writeFileSync(`${dir}/${f}`, v + '\n');
   directions.set(n, watch(`${dir}/direction`, () => {
     try {
-      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out') writeFileSync(`${dir}/value`, '0\n');
+      // The kernel drives the line low as "out" is written; this watch hears of it later, so a value written
+      // since (by a busy test, before the event arrived) must not be overwritten: compare modification times.
+      const changed = (f) => statSync(`${dir}/${f}`, { bigint: true }).mtimeNs;
+      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out' && changed('value') <= changed('direction')) writeFileSync(`${dir}/value`, '0\n');
     } catch { /* removed */ }
   }));
 }
