@@ -6,7 +6,9 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, watch, writeFile
 const root = process.argv[2];
 const take = (file) => {
   const n = readFileSync(`${root}/${file}`, 'utf8').trim();
-  writeFileSync(`${root}/${file}`, '');
+  // Truncate only what was taken: emptying the file every poll could wipe a number written between the read
+  // and the truncate (a busy machine widens that window until an export is lost).
+  if (n) writeFileSync(`${root}/${file}`, '');
   return n;
 };
 const directions = new Map();
