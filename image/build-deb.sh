@@ -18,6 +18,14 @@ exe=dist/starling-linux-$arch
 [ -x "$exe" ] || bash image/build-exe.sh "$arch"
 version=$(node -p "require('./package.json').version")
 
+out=dist/starling_${version}_${debarch}.deb
+# Nothing to do when the package was made from exactly these inputs (tests call this often).
+key=$(cat "$exe" image/deb/* image/dbus/org.starling.Supervisor1.conf README.md package.json "$0" | sha256sum | cut -c1-32)
+if [ -f "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
+  echo "build-deb: $out is up to date" >&2
+  exit 0
+fi
+
 root=dist/deb/$debarch
 rm -rf "$root" && mkdir -p "$root/DEBIAN"
 install -D -m 0755 "$exe" "$root/usr/bin/starling"
@@ -54,7 +62,8 @@ Description: supervisor for sensor meshes on small Linux boards
  discovery, and supervises its services under systemd (watchdog, D-Bus control).
  One executable with Node.js inside; nothing else to install.
 CONTROL
-out=dist/starling_${version}_${debarch}.deb
 # xz at level 1: a third of the size of the executable, in seconds rather than a minute.
-dpkg-deb --root-owner-group -Zxz -z1 --build "$root" "$out" >/dev/null
+dpkg-deb --root-owner-group -Zxz -z1 --build "$root" "$out.tmp" >/dev/null
+mv "$out.tmp" "$out"
+echo "$key" > "$out.key"
 echo "build-deb: $out ($(du -m "$out" | cut -f1) MB)" >&2

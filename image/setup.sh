@@ -56,3 +56,5 @@ npm run --silent build
 bash image/fetch-node.sh x64 >/dev/null
 bash image/fetch-node.sh arm64 >/dev/null
 bash image/debian-root.sh >/dev/null
+# The executables and packages (npm run image; the packaging tests rebuild only what changed since).
+bash image/build-exe.sh x64 && bash image/build-exe.sh arm64 && bash image/build-deb.sh x64 && bash image/build-deb.sh arm64

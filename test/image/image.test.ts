@@ -28,6 +28,7 @@ describe.runIf(runHere)('the single executables and the .deb', () => {
   const agents: Agent[] = [];
   const scratch = mkdtempSync(join(tmpdir(), 'starling-image-'));
 
+  // Rebuilt from the current bundle; build-exe.sh and build-deb.sh skip what setup already made from the same inputs.
   beforeAll(() => {
     requireRootAndBuild();
     for (const arch of ['x64', 'arm64']) sh('bash', ['image/build-exe.sh', arch]);
