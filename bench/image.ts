@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
+import { cpuSecondsOf, embeddedNode, memoryOf } from './lib/proc.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: { runs: { type: 'string' }, idle: { type: 'string' }, load: { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' } } });
@@ -28,7 +29,7 @@ const work = mkdtempSync(join(tmpdir(), 'starling-bench-image-'));
 let port = 31000 + (process.pid % 1000) * 4;
 
 const node20 = process.execPath;
-const node24 = execFileSync('bash', [join(root, 'image/fetch-node.sh'), 'x64'], { encoding: 'utf8' }).trim() + '/bin/node';
+const node24 = embeddedNode(root);
 const bundle = join(root, 'dist/starling.cjs');
 const exe = join(root, 'dist/starling-linux-x64');
 for (const f of [bundle, exe]) if (!existsSync(f)) throw new Error(`${f} missing: run npm run build && npm run image`);
@@ -36,13 +37,8 @@ for (const f of [bundle, exe]) if (!existsSync(f)) throw new Error(`${f} missing
 const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
-/** Anonymous (private, not backed by a file) memory: the part of RSS the kernel cannot drop and re-read. */
-const anonOf = (pid: number) => Number(/Anonymous:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]) * 1024;
-const cpuOf = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, seconds (USER_HZ 100)
-};
+const rssOf = (pid: number) => memoryOf(pid).rss;
+const anonOf = (pid: number) => memoryOf(pid).anon;
 
 /** A device config: `sensors` simulated sensors read every `interval`, on loopback. */
 function config(name: string, sensors: number, interval: string): string {
@@ -125,13 +121,13 @@ async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ 
 /** RSS and CPU of a device sampling 50 sensors every 10 ms (5,000 samples/s) for LOAD_S seconds. */
 async function loaded(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ rssPeak: number; rssEnd: number; anonEnd: number; cpu: number }> {
   const s = await start([...prefix, 'run', '--config', config('load', 50, '10ms')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
-  const c0 = cpuOf(s.proc.pid!);
+  const c0 = cpuSecondsOf(s.proc.pid!);
   let peak = 0;
   for (let t = 0; t < LOAD_S * 4; t++) {
     await sleep(250);
     peak = Math.max(peak, rssOf(s.proc.pid!));
   }
-  const cpu = (cpuOf(s.proc.pid!) - c0) / LOAD_S;
+  const cpu = (cpuSecondsOf(s.proc.pid!) - c0) / LOAD_S;
   const rssEnd = rssOf(s.proc.pid!);
   const anonEnd = anonOf(s.proc.pid!);
   await stop(s.proc);

@@ -10,13 +10,14 @@
  * taken after --warmup (default 30) seconds. --bundle runs dist/starling.cjs on the executable's Node instead,
  * with --flags (default: image/sea-flags.json's), to compare flags.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuSecondsOf, embeddedNode, memoryOf } from './lib/proc.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: {
@@ -30,8 +31,7 @@ const flags = opts.flags !== undefined ? opts.flags.split(/\s+/).filter(Boolean)
 const exe = join(root, 'dist/starling-linux-x64');
 let cmd: string[];
 if (opts.bundle) {
-  const node24 = execFileSync('bash', [join(root, 'image/fetch-node.sh'), 'x64'], { encoding: 'utf8' }).trim() + '/bin/node';
-  cmd = [node24, ...flags, join(root, 'dist/starling.cjs')];
+  cmd = [embeddedNode(root), ...flags, join(root, 'dist/starling.cjs')];
 } else {
   if (!existsSync(exe)) throw new Error(`${exe} missing: run npm run image`);
   cmd = [exe];
@@ -57,13 +57,8 @@ createInterface({ input: proc.stdout! }).on('line', (l) => {
 });
 const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
 const read = () => {
-  const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
-  const smaps = readFileSync(`/proc/${proc.pid}/smaps_rollup`, 'utf8');
-  const stat = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return {
-    rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]), anon: Number(/Anonymous:\s+(\d+)/.exec(smaps)![1]),
-    cpu: (Number(stat[11]) + Number(stat[12])) / 100,
-  };
+  const m = memoryOf(proc.pid!);
+  return { rss: m.rss / 1024, anon: m.anon / 1024, cpu: cpuSecondsOf(proc.pid!) };
 };
 
 const rows: { t: number; rssMB: number; anonMB: number; cpuPct: number }[] = [];
