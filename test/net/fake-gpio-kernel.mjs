@@ -21,8 +21,9 @@ function exported(n) {
     try {
       // The kernel drives the line low as "out" is written; this watch hears of it later, so a value written
       // since (by a busy test, before the event arrived) must not be overwritten: compare modification times.
+      // They are coarse (a jiffy), and the value is written after the direction, so equal means "since".
       const changed = (f) => statSync(`${dir}/${f}`, { bigint: true }).mtimeNs;
-      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out' && changed('value') <= changed('direction')) writeFileSync(`${dir}/value`, '0\n');
+      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out' && changed('value') < changed('direction')) writeFileSync(`${dir}/value`, '0\n');
     } catch { /* removed */ }
   }));
 }
