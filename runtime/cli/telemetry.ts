@@ -32,8 +32,13 @@ ${MESH_HELP}`,
     sub.on('batch', (b, from) => {
       for (let i = from; i < b.count; i++) {
         const s = b.sample(i);
-        if (json) out(JSON.stringify({ ...s, values: s.values.map((v) => (Number.isNaN(v) ? null : v)) }));
-        else out(`${new Date(s.ts).toISOString()} ${s.topic} ${s.values.join(',')}${s.unit ? ' ' + s.unit : ''}${s.status ? ` status=${s.status}` : ''} #${s.seq}`);
+        try {
+          if (json) out(JSON.stringify({ ...s, ts: Number.isFinite(s.ts) ? s.ts : String(s.ts), values: s.values.map(jsonValue) }));
+          else out(`${isoTime(s.ts)} ${JSON.stringify(s.topic).slice(1, -1)} ${s.values.join(',')}${s.unit ? ' ' + JSON.stringify(s.unit).slice(1, -1) : ''}${s.status ? ` status=${s.status}` : ''} #${s.seq}`);
+        } catch (e) {
+          // Whatever a publisher sent, tail goes on: say what could not be shown.
+          out(`UNPRINTABLE sample of ${JSON.stringify(b.topic.slice(0, 80))}: ${(e as Error).message}`);
+        }
       }
     });
     sub.on('gap', (g) => (json ? out(JSON.stringify({ event: 'GAP', ...g })) : out(`GAP ${g.topic}: ${g.lost} sample(s) lost from ${g.publisher.slice(0, 6)}`)));
@@ -51,12 +56,21 @@ ${MESH_HELP}`,
     });
     if (!json) process.stderr.write(`tail: on ${node.iface!.name} (${node.iface!.address}) as ${node.name}; waiting for publishers\n`);
     await untilSignal();
-    stopFollowing();
+    stopFollowing.stop();
     await node.stop();
     await sub.stop();
     return 0;
   },
 };
+
+/** ISO time, or the raw number marked `?time=` when it is no date (tail prints what it got). */
+export function isoTime(ts: number): string {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? `?time=${ts}` : d.toISOString();
+}
+
+/** A value for JSON: numbers as they are, NaN and ±Infinity (which JSON cannot hold) as null and strings. */
+const jsonValue = (v: number): number | string | null => (Number.isNaN(v) ? null : Number.isFinite(v) ? v : String(v));
 
 function parseValues(text: string): number[] {
   const values = text.split(',').map((v) => Number(v.trim()));

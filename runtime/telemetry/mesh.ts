@@ -35,25 +35,70 @@ export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?:
 
 export type Transport = 'auto' | 'tcp' | 'epgm';
 
+/** tcp endpoints one peer may advertise in X-TELEMETRY; a header listing more is refused. */
+export const MAX_ADVERTISED_ENDPOINTS = 4;
+
+/** The host part of `tcp://IPv4:port`, or undefined. */
+const tcpHost = (endpoint: string): string | undefined => /^tcp:\/\/(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(endpoint)?.[1];
+
+/**
+ * What a peer advertises, checked: at most {@link MAX_ADVERTISED_ENDPOINTS} tcp endpoints and a snapshot
+ * endpoint, each on the host of the peer's own ZRE inbox (so a peer cannot make us dial a third host), and an
+ * epgm `group:port` in 224.0.0.0/4. Throws an Error saying what is wrong.
+ */
+export function advertised(peer: PeerInfo): { tcp: string[]; snapshot?: string; epgm?: string } {
+  const host = tcpHost(peer.endpoint);
+  const onPeer = (e: string, what: string): string => {
+    const h = tcpHost(e);
+    if (!h) throw new Error(`${what} ${JSON.stringify(e.slice(0, 60))} is not tcp://IPv4:port`);
+    if (h !== host) throw new Error(`${what} ${e} is not on the peer's own address ${host}`);
+    return e;
+  };
+  const tcp = peer.headers[HEADER_ENDPOINTS]?.split(' ').filter(Boolean) ?? [];
+  if (tcp.length > MAX_ADVERTISED_ENDPOINTS) throw new Error(`${HEADER_ENDPOINTS} lists ${tcp.length} endpoints (at most ${MAX_ADVERTISED_ENDPOINTS})`);
+  for (const e of tcp) onPeer(e, HEADER_ENDPOINTS);
+  const snapshot = peer.headers[HEADER_SNAPSHOT];
+  if (snapshot !== undefined) onPeer(snapshot, HEADER_SNAPSHOT);
+  const epgm = peer.headers[HEADER_EPGM];
+  if (epgm !== undefined) {
+    const m = /^(\d{1,3})\.\d{1,3}\.\d{1,3}\.\d{1,3}:(\d{1,5})$/.exec(epgm);
+    if (!m || Number(m[1]) < 224 || Number(m[1]) > 239 || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`${HEADER_EPGM} ${JSON.stringify(epgm.slice(0, 60))} is not a multicast GROUP:PORT`);
+  }
+  return { tcp, snapshot, epgm };
+}
+
+/** Following publishers: `stop()` ends it; `refused` counts peers whose advertisement failed {@link advertised}. */
+export interface Following {
+  stop(): void;
+  readonly refused: number;
+}
+
 /**
  * Connects `sub` to every publisher the node meets. `auto` takes a peer's epgm stream when it has one and this
  * zeromq.js can (one connection per group serves every publisher on it), else its tcp endpoint.
  * Each new publisher is asked for its snapshot unless `snapshot` is false. `onConnect` hears each endpoint
- * taken. Returns the function that stops following.
+ * taken; `onError` each endpoint that could not be followed and each advertisement refused.
  */
 export function follow(
   node: ZreNode, sub: Subscriber, opts: { transport?: Transport; pgm: boolean; snapshot?: boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
-): () => void {
+): Following {
   const byPeer = new Map<string, string[]>();
   const transport = opts.transport ?? 'auto';
+  let refused = 0;
   const onEnter = (peer: PeerInfo) => {
-    const tcp = peer.headers[HEADER_ENDPOINTS]?.split(' ').filter(Boolean) ?? [];
-    const group = peer.headers[HEADER_EPGM];
-    const useEpgm = group !== undefined && (transport === 'epgm' || (transport === 'auto' && opts.pgm));
-    const chosen = useEpgm ? [`epgm://${node.iface!.address};${group}`] : transport === 'epgm' ? [] : tcp;
+    let ad: ReturnType<typeof advertised>;
+    try {
+      ad = advertised(peer);
+    } catch (e) {
+      refused++;
+      opts.onError?.(new Error(`not following ${peer.name || peer.peer}: ${(e as Error).message}`));
+      return;
+    }
+    const useEpgm = ad.epgm !== undefined && (transport === 'epgm' || (transport === 'auto' && opts.pgm));
+    const chosen = useEpgm ? [`epgm://${node.iface!.address};${ad.epgm}`] : transport === 'epgm' ? [] : ad.tcp;
     if (chosen.length === 0) return;
     byPeer.set(peer.peer, chosen);
-    const snapshot = opts.snapshot === false ? undefined : peer.headers[HEADER_SNAPSHOT];
+    const snapshot = opts.snapshot === false ? undefined : ad.snapshot;
     for (const endpoint of chosen) {
       opts.onConnect?.(endpoint, peer);
       sub.connect(endpoint, snapshot).catch((e: Error) => opts.onError?.(e));
@@ -70,8 +115,13 @@ export function follow(
   node.on('enter', onEnter);
   node.on('exit', onExit);
   for (const p of node.peerList()) onEnter(p);
-  return () => {
-    node.off('enter', onEnter);
-    node.off('exit', onExit);
+  return {
+    stop: () => {
+      node.off('enter', onEnter);
+      node.off('exit', onExit);
+    },
+    get refused() {
+      return refused;
+    },
   };
 }

@@ -258,6 +258,7 @@ export class Publisher {
   private addTopic(topic: string): TopicState {
     const topicFrame = Buffer.from(topic, 'utf8');
     if (topicFrame.length > 255 || topicFrame.length === 0) throw new TelemetryError(`topic '${topic.slice(0, 40)}' must be 1 to 255 bytes`);
+    if (topicFrame.includes(0)) throw new TelemetryError(`topic '${topic.slice(0, 40).replaceAll('\0', '\\0')}' holds a NUL byte`);
     if (this.topics.size >= this.opts.maxTopics) {
       const [, oldest] = this.topics.entries().next().value as [string, TopicState];
       if (oldest.writer.count > 0) this.flush(oldest);

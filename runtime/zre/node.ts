@@ -16,6 +16,7 @@ import { Router } from 'zeromq';
 import { chooseInterface, type MeshInterface } from '../net/iface.ts';
 import { assertShortString, decodeBeacon, encodeBeacon, decodeZre, ZreDecodeError, type Headers, type ZreMessage } from './codec.ts';
 import { Peer, type OutgoingMessage, type Presence } from './peer.ts';
+import { ProblemLog, type ProblemSink } from '../problems.ts';
 
 export interface ZreNodeOptions {
   /** Our name in HELLO; defaults to the first 6 hex digits of the UUID (as Zyre does). At most 255 bytes. */
@@ -50,6 +51,26 @@ export interface ZreNodeOptions {
   uuid?: Buffer;
   /** Where to read interface flags; tests point it at a fixture. Default /sys. */
   sysRoot?: string;
+  /** Hears what the node drops or refuses, one line each, rate-limited per kind and source (runtime/problems.ts). */
+  onProblem?: ProblemSink;
+  /** Peers known at once (ready or half-open); past it new ones are refused and counted. Default 1024. */
+  maxPeers?: number;
+  /** Peers we dialled after a beacon whose HELLO has not come yet, at once. Default 128. */
+  maxHalfOpen?: number;
+  /** ms a half-open peer has to send its HELLO before it is dropped. Default 5000. */
+  handshakeTimeout?: number;
+  /** New peers admitted from one source address: a burst of this many, then `admitRate` a second. Default 16. */
+  admitBurst?: number;
+  /** New peers admitted per second per source address after the burst. Default 4. */
+  admitRate?: number;
+  /** Largest message the inbox takes, bytes (ZMQ_MAXMSGSIZE: a larger one drops the connection). Default 1 MiB. */
+  maxMessageSize?: number;
+  /** Headers a HELLO may carry; a HELLO with more is refused. Default 64. */
+  maxHeaders?: number;
+  /** Bytes of one header value; a HELLO with a longer one is refused. Default 4096. */
+  maxHeaderValue?: number;
+  /** Groups a peer may be in (HELLO and JOINs); JOINs past it are counted, not kept. Default 256. */
+  maxGroups?: number;
 }
 
 /** What ENTER carries: everything the peer's HELLO told us. */
@@ -103,6 +124,18 @@ export interface ZreStats {
   sequenceGaps: number;
   statusMismatches: number;
   sendsDropped: number;
+  /** New peers refused: `maxPeers` or `maxHalfOpen` reached, or their source address over its admission rate. */
+  peersRefused: number;
+  /** Half-open peers dropped because their HELLO did not come within `handshakeTimeout`. */
+  handshakeTimeouts: number;
+  /** HELLOs or beacons claiming the inbox endpoint of another live peer, refused (that peer is kept). */
+  endpointConflicts: number;
+  /** HELLOs refused for their size: too many headers or groups, or a header value too long. */
+  helloRefused: number;
+  /** Second HELLOs from a ready peer (it reset its side); each answered with our HELLO at most once a second. */
+  rehellos: number;
+  /** JOINs past `maxGroups` for one peer: the status is followed, the group not kept. */
+  groupsRefused: number;
   /** Exceptions from our own handlers, caught so the node goes on (each is a bug to report). */
   internalErrors: number;
   lastError: string | undefined;
@@ -123,7 +156,21 @@ const DEFAULTS = {
   sendQueueLimit: 10000,
   sendQueueBytes: 8 * 1024 * 1024,
   sendHighWaterMark: 1000,
+  maxPeers: 1024,
+  maxHalfOpen: 128,
+  handshakeTimeout: 5000,
+  admitBurst: 16,
+  admitRate: 4,
+  maxMessageSize: 1024 * 1024,
+  maxHeaders: 64,
+  maxHeaderValue: 4096,
+  maxGroups: 256,
 };
+
+/** Source addresses whose admission budget is remembered (the least recently seen is forgotten past it). */
+const MAX_SOURCES = 4096;
+/** A ready peer answers a re-HELLO with its own HELLO at most this often (so two nodes cannot ping-pong). */
+const REHELLO_INTERVAL_MS = 1000;
 
 /** How long messages already handed to ZeroMQ may linger after stop(). */
 const STOP_LINGER_MS = 500;
@@ -157,8 +204,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   private readonly counters: ZreStats = {
     beaconsSent: 0, beaconSendErrors: 0, beaconsReceived: 0, beaconsMalformed: 0, messagesReceived: 0,
     messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
+    peersRefused: 0, handshakeTimeouts: 0, endpointConflicts: 0, helloRefused: 0, rehellos: 0, groupsRefused: 0,
     internalErrors: 0, lastError: undefined,
   };
+  /** Half-open peers (dialled after a beacon, no HELLO yet) by source address, and their total. */
+  private readonly halfOpenBySource = new Map<string, number>();
+  private halfOpen = 0;
+  /** Admission token buckets per source address (bounded by MAX_SOURCES). */
+  private readonly admission = new Map<string, { tokens: number; at: number }>();
+  private readonly problems: ProblemLog;
 
   private router: Router | undefined;
   private udp: UdpSocket | undefined;
@@ -175,6 +229,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   constructor(options: ZreNodeOptions = {}) {
     super();
     this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+    this.problems = new ProblemLog(options.onProblem);
     this.uuid = options.uuid ?? Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
     if (this.uuid.length !== 16) throw new ZreNodeError(`uuid must be 16 bytes, got ${this.uuid.length}`);
     this.id = hexId(this.uuid);
@@ -218,7 +273,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   async start(): Promise<void> {
     if (this.running) throw new ZreNodeError('node already started');
     const iface = chooseInterface(this.opts.iface, this.opts.sysRoot);
-    const router = new Router({ handover: true, linger: 0 });
+    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
     try {
       await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
     } catch (e) {
@@ -433,8 +488,10 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     });
   }
 
-  private noteError(message: string): void {
+  /** Keeps the last problem for stats() and logs it through `onProblem`, rate-limited per `key` (kind and source). */
+  private noteError(message: string, key = message.split(':')[0]!): void {
     this.counters.lastError = message;
+    this.problems.note(key, message);
   }
 
   /** 36/ZRE "Discovery": a beacon from an unknown peer makes us connect and send HELLO; port 0 means leaving. */
@@ -445,7 +502,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       beacon = decodeBeacon(buf, 1);
     } catch (e) {
       this.counters.beaconsMalformed++;
-      this.noteError(`beacon from ${rinfo.address}:${rinfo.port}: ${(e as Error).message}`);
+      this.noteError(`beacon from ${rinfo.address}:${rinfo.port}: ${(e as Error).message}`, `beacon ${rinfo.address}`);
       return;
     }
     if (beacon.uuid.equals(this.uuid)) return; // our own
@@ -456,13 +513,83 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       if (known) this.removePeer(known, 'leaving');
       return;
     }
-    if (!known) this.requirePeer(id, `tcp://${rinfo.address}:${beacon.port}`);
+    if (known) return;
+    const endpoint = `tcp://${rinfo.address}:${beacon.port}`;
+    if (!this.admit(rinfo.address, id, endpoint)) return;
+    const peer = this.requirePeer(id, endpoint);
+    if (!peer) return;
+    peer.source = rinfo.address;
+    this.halfOpen++;
+    this.halfOpenBySource.set(rinfo.address, (this.halfOpenBySource.get(rinfo.address) ?? 0) + 1);
   }
 
-  /** Creates a peer, connects its DEALER and queues our HELLO. Another peer at the same endpoint is stale. */
-  private requirePeer(id: string, endpoint: string, isStatic = false): Peer {
+  /**
+   * Admission of a new peer found by a beacon from `source`: bounded in number (`maxPeers`, `maxHalfOpen`) and
+   * rate-limited per source address (a token bucket), so a flood of made-up UUIDs costs a few sockets, not
+   * one per beacon, and cannot keep real peers out. Refusals are counted.
+   */
+  private admit(source: string, id: string, endpoint: string): boolean {
+    const refuse = (why: string): false => {
+      this.counters.peersRefused++;
+      this.noteError(`peer ${id} at ${endpoint} refused: ${why}`, `refused ${source}`);
+      return false;
+    };
+    if (this.peers.size >= this.opts.maxPeers) return refuse(`${this.opts.maxPeers} peers known (maxPeers)`);
+    if (this.halfOpen >= this.opts.maxHalfOpen) return refuse(`${this.opts.maxHalfOpen} peers are waiting for their HELLO (maxHalfOpen)`);
+    const t = now();
+    let bucket = this.admission.get(source);
+    if (bucket) this.admission.delete(source); // re-inserted below: the Map's order is least recently seen first
+    else {
+      bucket = { tokens: this.opts.admitBurst, at: t };
+      if (this.admission.size >= MAX_SOURCES) this.admission.delete(this.admission.keys().next().value as string);
+    }
+    bucket.tokens = Math.min(this.opts.admitBurst, bucket.tokens + ((t - bucket.at) / 1000) * this.opts.admitRate);
+    bucket.at = t;
+    this.admission.set(source, bucket);
+    if (bucket.tokens < 1) return refuse(`source ${source} is over its admission rate (admitBurst ${this.opts.admitBurst}, admitRate ${this.opts.admitRate}/s)`);
+    bucket.tokens -= 1;
+    return true;
+  }
+
+  /** A half-open peer settled (HELLO came) or went: it no longer counts against the half-open bounds. */
+  private settle(peer: Peer): void {
+    if (peer.source === undefined) return;
+    const n = (this.halfOpenBySource.get(peer.source) ?? 1) - 1;
+    if (n > 0) this.halfOpenBySource.set(peer.source, n);
+    else this.halfOpenBySource.delete(peer.source);
+    this.halfOpen--;
+    peer.source = undefined;
+  }
+
+  /**
+   * The peer, other than `id`, whose inbox is `endpoint`. A live one (ready and heard from within the evasive
+   * timeout) keeps it: a claim on its endpoint is refused, since a second DEALER to one inbox would take over
+   * our connection to it (ROUTER handover) and start a re-HELLO storm. A quiet or half-open holder is stale and
+   * goes. Returns false when the claim is refused.
+   */
+  private claimEndpoint(endpoint: string, id: string | undefined): boolean {
     for (const other of this.peers.values()) {
-      if (other.endpoint === endpoint && other.id !== id) this.removePeer(other, 'leaving');
+      if (other.endpoint !== endpoint || other.id === id) continue;
+      if (other.ready && now() - other.lastHeard < this.opts.evasiveTimeout) {
+        this.counters.endpointConflicts++;
+        this.noteError(`${id ?? 'a peer'} claims ${endpoint}, the inbox of live peer ${other.name || other.id}: refused`, `claim ${endpoint}`);
+        return false;
+      }
+      this.removePeer(other, 'leaving');
+    }
+    return true;
+  }
+
+  /**
+   * Creates a peer, connects its DEALER and queues our HELLO; undefined when another live peer holds the
+   * endpoint (see {@link claimEndpoint}) or `maxPeers` are known.
+   */
+  private requirePeer(id: string, endpoint: string, isStatic = false): Peer | undefined {
+    if (!this.claimEndpoint(endpoint, id)) return undefined;
+    if (this.peers.size >= this.opts.maxPeers) {
+      this.counters.peersRefused++;
+      this.noteError(`peer ${id} at ${endpoint} refused: ${this.opts.maxPeers} peers known (maxPeers)`, 'maxPeers');
+      return undefined;
     }
     const peer = new Peer({ id, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic });
     this.peers.set(id, peer);
@@ -483,6 +610,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   private removePeer(peer: Peer, reason: ExitReason): void {
     if (peer.id && this.peers.get(peer.id) === peer) this.peers.delete(peer.id);
+    this.settle(peer);
     this.counters.sendsDropped += peer.dropped; // keep the count once the peer is gone
     peer.close();
     if (peer.ready) this.emit('exit', { ...this.ref(peer), reason });
@@ -522,7 +650,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       msg = decodeZre(body);
     } catch (e) {
       this.counters.messagesMalformed++;
-      this.noteError(e instanceof ZreDecodeError ? e.message : `decode: ${(e as Error).message}`);
+      this.noteError(`malformed message from ${routingId.toString('hex').toUpperCase().slice(2)}: ${e instanceof ZreDecodeError ? e.message : (e as Error).message}`, 'malformed');
       return;
     }
     // Fast path: consecutive messages mostly come from the same peer; compare bytes before building a key.
@@ -538,23 +666,55 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       // We only dial what ZeroMQ can connect to: tcp://IPv4:port (36/ZRE: "endpoint" is the peer's inbox).
       if (!dialable(msg.endpoint)) {
         this.counters.messagesMalformed++;
-        this.noteError(`HELLO from ${id}: endpoint ${JSON.stringify(msg.endpoint.slice(0, 80))} is not tcp://IPv4:port`);
+        this.noteError(`HELLO from ${id}: endpoint ${JSON.stringify(msg.endpoint.slice(0, 80))} is not tcp://IPv4:port`, 'hello');
         return;
       }
-      // A second HELLO from a ready peer: it restarted its side; treat it as new (EXIT, then ENTER).
+      const tooBig = this.helloTooBig(msg);
+      if (tooBig) {
+        this.counters.helloRefused++;
+        this.noteError(`HELLO from ${id} refused: ${tooBig}`, 'hello');
+        return;
+      }
       if (peer?.ready) {
+        // A second HELLO from a ready peer: it reset its side of us (36/ZRE: HELLO starts a connection's
+        // sequence). Zyre C drops and re-creates the peer, which opens a new DEALER and so makes the other side
+        // see a re-HELLO in turn; between two such nodes that loops. Here the DEALER stays when the endpoint is
+        // the same; the peer's state is taken afresh (EXIT, then ENTER) and our HELLO goes back on the same
+        // connection at most once a second, which is all the other side needs to count us ready again.
+        this.counters.rehellos++;
+        if (msg.endpoint === peer.endpoint) {
+          peer.wantSequence = 0;
+          if (!peer.acceptSequence(msg)) return;
+          const t = now();
+          const answer = t - peer.lastRehello >= REHELLO_INTERVAL_MS;
+          peer.lastRehello = t;
+          peer.lastHeard = t;
+          peer.presence = 'alive';
+          this.emit('exit', { ...this.ref(peer), reason: 'rehello' });
+          if (answer) peer.send(this.hello());
+          this.dispatch(peer, msg);
+          return;
+        }
         this.removePeer(peer, 'rehello');
         peer = undefined;
       }
       if (!peer) {
         const adopted = this.pending.get(msg.endpoint);
         if (adopted) {
+          if (!this.claimEndpoint(msg.endpoint, id)) return;
           this.pending.delete(msg.endpoint);
           adopted.id = id;
           this.peers.set(id, adopted);
           peer = adopted;
         } else peer = this.requirePeer(id, msg.endpoint);
+        if (!peer) return;
+      } else if (peer.endpoint !== msg.endpoint) {
+        // A half-open peer whose HELLO names another inbox than its beacon did: dial that one instead.
+        this.removePeer(peer, 'leaving');
+        peer = this.requirePeer(id, msg.endpoint);
+        if (!peer) return;
       }
+      this.settle(peer);
       peer.ready = true;
     }
     // 36/ZRE: a peer's commands before its HELLO are ignored.
@@ -564,13 +724,23 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     }
     if (!peer.acceptSequence(msg)) {
       this.counters.sequenceGaps++;
-      this.noteError(`sequence gap from ${peer.name || id}: got ${msg.sequence}`);
+      this.noteError(`sequence gap from ${peer.name || id}: got ${msg.sequence}`, `gap ${id}`);
       this.removePeer(peer, 'sequence-gap');
       return;
     }
     peer.lastHeard = now();
     peer.presence = 'alive';
     this.dispatch(peer, msg);
+  }
+
+  /** Why a HELLO is over the node's bounds (`maxHeaders`, `maxHeaderValue`, `maxGroups`), or undefined. */
+  private helloTooBig(msg: Extract<ZreMessage, { type: 'HELLO' }>): string | undefined {
+    if (msg.headers.size > this.opts.maxHeaders) return `${msg.headers.size} headers (at most ${this.opts.maxHeaders})`;
+    for (const [k, v] of msg.headers) {
+      if (Buffer.byteLength(v) > this.opts.maxHeaderValue) return `header ${JSON.stringify(k.slice(0, 40))} is ${Buffer.byteLength(v)} bytes (at most ${this.opts.maxHeaderValue})`;
+    }
+    if (msg.groups.length > this.opts.maxGroups) return `${msg.groups.length} groups (at most ${this.opts.maxGroups})`;
+    return undefined;
   }
 
   private dispatch(peer: Peer, msg: ZreMessage): void {
@@ -599,11 +769,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         peer.status = (peer.status + 1) & 0xff;
         if (msg.status !== peer.status) {
           this.counters.statusMismatches++;
-          this.noteError(`group status from ${peer.name}: got ${msg.status}, expected ${peer.status}`);
+          this.noteError(`group status from ${peer.name}: got ${msg.status}, expected ${peer.status}`, `status ${peer.id}`);
           this.removePeer(peer, 'status-mismatch');
           return;
         }
         if (msg.type === 'JOIN') {
+          if (!peer.groups.has(msg.group) && peer.groups.size >= this.opts.maxGroups) {
+            this.counters.groupsRefused++;
+            return;
+          }
           peer.groups.add(msg.group);
           this.emit('join', { ...this.ref(peer), group: msg.group });
         } else {
@@ -634,6 +808,12 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     const t = now();
     for (const peer of [...this.peers.values(), ...this.pending.values()]) {
       const quiet = t - peer.lastHeard;
+      if (peer.id && !peer.ready && quiet >= this.opts.handshakeTimeout) {
+        // Dialled after its beacon, never sent HELLO: a phantom (or a peer that will beacon again).
+        this.counters.handshakeTimeouts++;
+        this.removePeer(peer, 'expired');
+        continue;
+      }
       if (quiet >= this.opts.expiredTimeout) {
         if (!peer.id) {
           // A static endpoint that never answered: dial it afresh on the next beacon tick.

@@ -28,11 +28,16 @@ export class Peer {
   lastHeard: number;
   /** True when this peer came from the static endpoint list rather than a beacon. */
   readonly isStatic: boolean;
+  /** The beacon's source address while the peer is half-open (dialled, no HELLO yet); the node's bookkeeping. */
+  source: string | undefined;
+  /** When we last answered a re-HELLO with our own (ms, monotonic). */
+  lastRehello = -Infinity;
+  /** The sequence the next message must carry, minus one (0 before HELLO). */
+  wantSequence = 0;
 
   private dealer: Dealer | undefined;
   private readonly queue: BoundedQueue<Buffer[]>;
   private sentSequence = 0;
-  private wantSequence = 0;
   private pumping = false;
   private closed = false;
   private drainWaiters: (() => void)[] = [];

@@ -8,7 +8,7 @@ import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
 import type { Device } from '../../runtime/device.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
+import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
 import { ServiceBase, type Health } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
@@ -17,7 +17,7 @@ export class BridgeService extends ServiceBase {
   readonly name = 'mqtt';
   bridge: Bridge | undefined;
   private sub: Subscriber | undefined;
-  private unfollow: (() => void) | undefined;
+  private following: Following | undefined;
   /** GPIO outputs of peers, by telemetry topic: who to whisper a command to. */
   private readonly remote = new Map<string, { peer: string; gpio: string }>();
   private onEnter: ((p: PeerInfo) => void) | undefined;
@@ -66,7 +66,7 @@ export class BridgeService extends ServiceBase {
     }, sub);
     await this.bridge.start();
     if (m.mesh) {
-      this.unfollow = follow(node, sub, { pgm: Boolean(capability.pgm) });
+      this.following = follow(node, sub, { pgm: Boolean(capability.pgm) });
       // Peers' GPIO lines become switches and binary sensors too; commands go out by WHISPER.
       this.onEnter = (p: PeerInfo) => {
         const prefixOf = p.headers[HEADER_PREFIX] ?? '';
@@ -87,7 +87,7 @@ export class BridgeService extends ServiceBase {
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.setState('stopping');
-    this.unfollow?.();
+    this.following?.stop();
     if (this.onEnter) this.device.node?.off('enter', this.onEnter);
     await this.bridge?.stop();
     await this.sub?.stop();
