@@ -10,6 +10,7 @@ import { chooseInterface } from './net/iface.ts';
 import { progressHealth, ServiceBase, type Health } from './supervisor/service.ts';
 import type { Config } from './config/load.ts';
 import { ZreNode } from './zre/node.ts';
+import { ProblemLog } from './problems.ts';
 import { Publisher } from './telemetry/publisher.ts';
 import { advertise } from './telemetry/mesh.ts';
 import { Sampler, type SamplerEntry } from '../services/sampler.ts';
@@ -25,10 +26,16 @@ export class Device extends ServiceBase {
   readonly gpio = new Map<string, GpioDriver>();
   /** Mesh commands refused (malformed or failed). */
   commandErrors = 0;
+  private readonly problems = new ProblemLog((msg) => this.log?.('warn', msg));
 
-  /** Stores the config; opens nothing. */
-  constructor(readonly config: Config) {
+  /** Stores the config (and where its problems are logged); opens nothing. */
+  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void) {
     super();
+  }
+
+  /** Every output to its safe level now (the first step of a shutdown). */
+  async safe(): Promise<void> {
+    await Promise.all([...this.gpio.values()].map((g) => g.safe()));
   }
 
   /**
@@ -75,7 +82,10 @@ export class Device extends ServiceBase {
     }
     this.sampler = new Sampler(entries, this.publisher, c.telemetry.prefix);
     await this.sampler.start();
-    this.node = new ZreNode({ name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers });
+    this.node = new ZreNode({
+      name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers,
+      onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
+    });
     advertise(this.node, this.publisher, c.telemetry.epgm, {
       prefix: c.telemetry.prefix,
       outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name),
@@ -102,13 +112,16 @@ export class Device extends ServiceBase {
       const line = this.gpio.get(gpio);
       if (!line) throw new Error(`no GPIO line named '${gpio}'; lines: ${[...this.gpio.keys()].join(', ') || 'none'}`);
       if (set !== undefined) {
-        await line.write(Number(set));
-        this.sampler?.noteWrite(gpio, Number(set));
+        // Exactly 0 or 1: "1", true or [1] are not commands (JSON.parse gives numbers for 0 and 1).
+        if (set !== 0 && set !== 1) throw new Error(`"set" must be 0 or 1, got ${JSON.stringify(set).slice(0, 40)}`);
+        await line.write(set);
+        this.sampler?.noteWrite(gpio, set);
       }
       const r = await line.read();
       reply = { ok: r.status === 0, gpio, value: r.values[0], ...(r.error ? { error: r.error } : {}) };
     } catch (e) {
       this.commandErrors++;
+      this.problems.note(`command ${peer}`, `mesh command from ${this.node?.findPeer(peer)?.name ?? peer} refused: ${(e as Error).message}`);
       reply = { ok: false, error: (e as Error).message };
     }
     this.node?.whisper(peer, JSON.stringify(reply));

@@ -35,6 +35,11 @@ export class BoundedQueue<T> {
     return this.count === 0 ? undefined : this.items[this.head];
   }
 
+  /** The item `i` places after the oldest (0: the oldest), or undefined. O(1). */
+  at(i: number): T | undefined {
+    return i >= 0 && i < this.count ? this.items[(this.head + i) % this.items.length] : undefined;
+  }
+
   shift(): T | undefined {
     if (this.count === 0) return undefined;
     const item = this.items[this.head];

@@ -110,6 +110,17 @@ export class GpioDriver implements Driver {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Drives an output to its safe level (default: the initial one) now, keeping the line; nothing for an input
+   * or a line taken as it is. The first thing a shutdown does, before anything slower.
+   */
+  async safe(): Promise<void> {
+    if (!this.line || this.config.mode !== 'output' || this.attach) return;
+    const level = (this.config.safe ?? this.config.initial) as Level;
+    await this.line.write(this.toLogical(level)).catch(() => {});
+    this.stable = level;
+  }
+
   /** Outputs go to their safe state (default: the initial one) before the line is released. */
   async close(): Promise<void> {
     clearTimeout(this.timer);

@@ -122,18 +122,19 @@ then each external service under services:, restarting those by their policy wit
 backoff. Logs go to stdout as JSON lines (journald keeps them) and to a RAM ring that
 \`starling logs\` reads. Exports org.starling.Supervisor1 on the system bus when it can
 (status, restart, logs), and tells systemd READY/WATCHDOG/STATUS when NOTIFY_SOCKET is
-set. SIGTERM or Ctrl-C stops everything in reverse order (outputs go to their safe level).
+set. SIGTERM or Ctrl-C first sets every output to its safe level, then stops everything at
+once within 15 s (what has not stopped by then is killed).
 
 ${CONFIG_HELP}`,
   async run(argv) {
     const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
-    const device = new Device(c);
+    const device = new Device(c, (level, msg) => log.log(level, 'device', msg));
     // The bridge runs when a broker is named, or with an embedded one (aedes) of its own.
     const embedded = !c.mqtt.url && c.mqtt.embedded ? new EmbeddedBroker(c.mqtt.embedded_listen) : undefined;
     if (embedded) c.mqtt.url = embedded.url;
-    const bridge = c.mqtt.url ? [...(embedded ? [embedded] : []), new BridgeService(c, device)] : [];
+    const bridge = c.mqtt.url ? [...(embedded ? [embedded] : []), new BridgeService(c, device, (level, msg) => log.log(level, 'mqtt', msg))] : [];
     const services = [device, ...bridge, ...c.services.map((s) => new ProcessService({
       name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
       backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
@@ -171,6 +172,9 @@ ${CONFIG_HELP}`,
     await notifier.send('STOPPING=1');
     await sup.stop();
     bus?.close();
+    // Everything is closed; should anything still hold the event loop (a pipe an escaped grandchild keeps open,
+    // a socket a library forgot), exit anyway rather than outlive systemd's stop timeout.
+    setTimeout(() => process.exit(0), 2000).unref();
     return 0;
   },
 };

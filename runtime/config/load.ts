@@ -3,9 +3,9 @@
  * {@link ConfigError} line `file:line:col: what was found; what was expected`; all of them are collected, so
  * one run of `starling check` shows every mistake. Durations come out in milliseconds, defaults filled in.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
-import { parseDuration, SCHEMA, type FieldSpec } from './schema.ts';
+import { MAX_CONFIG_BYTES, parseDuration, SCHEMA, type FieldSpec } from './schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -243,6 +243,7 @@ class Validator {
 
 /** Parses and validates YAML text. Throws {@link ConfigError} listing every problem found. */
 export function parseConfig(text: string, file = '<config>'): Config {
+  if (text.length > MAX_CONFIG_BYTES) throw new ConfigError([{ file, line: 1, col: 1, message: `the configuration is ${text.length} characters; at most ${MAX_CONFIG_BYTES} allowed (1 MiB)` }]);
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const v = new Validator(file, lc);
@@ -277,8 +278,11 @@ export function parseConfig(text: string, file = '<config>'): Config {
 export function loadConfig(file: string): Config {
   let text: string;
   try {
+    const size = statSync(file).size;
+    if (size > MAX_CONFIG_BYTES) throw new ConfigError([{ file, line: 1, col: 1, message: `the file is ${size} bytes; a configuration may be at most ${MAX_CONFIG_BYTES} bytes (1 MiB)` }]);
     text = readFileSync(file, 'utf8');
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError([{ file, line: 1, col: 1, message: `cannot read the file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
   }
   return parseConfig(text, file);

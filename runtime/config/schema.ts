@@ -18,6 +18,11 @@ export type FieldSpec =
   /** A single-key map choosing one of several forms, e.g. a filter `{ moving_average: 5 }`. */
   | { type: 'oneof'; doc: string; options: Record<string, FieldSpec> };
 
+import { MQTT_FIRST_PART, MQTT_LEVEL } from './names.ts';
+
+/** Largest configuration file read, bytes: a config is a few KB; anything near this is a mistake. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 const NAME = { type: 'string', required: true, pattern: /^[a-z0-9_]+$/, patternDoc: 'lower-case letters, digits and _', maxBytes: 64 } as const;
 
 const FILTER: FieldSpec = {
@@ -45,7 +50,7 @@ export const SCHEMA: FieldSpec = {
       type: 'object',
       doc: 'the mesh node',
       fields: {
-        name: { type: 'string', maxBytes: 255, doc: 'node name on the mesh (default: 6 hex digits of its UUID)' },
+        name: { type: 'string', maxBytes: 255, pattern: MQTT_LEVEL, patternDoc: 'a name without /, +, # or control characters (it is one level of MQTT topics)', doc: 'node name on the mesh (default: 6 hex digits of its UUID)' },
         iface: { type: 'string', doc: 'interface name or IPv4 address (default: the first up, non-loopback, with broadcast)' },
         port: { type: 'number', integer: true, min: 1, max: 65535, default: 5670, doc: 'UDP beacon port' },
         headers: { type: 'stringmap', doc: 'extra HELLO headers' },
@@ -56,7 +61,7 @@ export const SCHEMA: FieldSpec = {
       type: 'object',
       doc: 'publishing samples',
       fields: {
-        prefix: { type: 'string', default: '', maxBytes: 128, doc: 'prepended to every sensor name to form its topic, e.g. kitchen/' },
+        prefix: { type: 'string', default: '', maxBytes: 128, pattern: MQTT_FIRST_PART, patternDoc: 'text without +, #, control characters or a leading $ (it goes into MQTT topics), e.g. kitchen/', doc: 'prepended to every sensor name to form its topic, e.g. kitchen/' },
         epgm: { type: 'string', pattern: /^\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'GROUP:PORT, e.g. 239.192.7.1:5555', doc: 'also publish on this multicast group' },
         rate: { type: 'number', integer: true, min: 1, default: 10000, doc: 'epgm rate, kbit/s' },
       },
@@ -106,7 +111,7 @@ export const SCHEMA: FieldSpec = {
     },
     services: {
       type: 'list',
-      doc: 'external programs the supervisor runs, started in this order after the device, stopped in reverse',
+      doc: 'external programs the supervisor runs, started in this order after the device, stopped all at once within the shutdown deadline',
       item: {
         type: 'object',
         doc: 'one service',
@@ -138,11 +143,11 @@ export const SCHEMA: FieldSpec = {
         ca: { type: 'string', doc: 'CA certificate file (PEM) for mqtts' },
         cert: { type: 'string', doc: 'client certificate file (PEM)' },
         key: { type: 'string', doc: 'client key file (PEM)' },
-        topic: { type: 'string', default: 'starling/{topic}', pattern: /\{topic\}/, patternDoc: 'a template containing {topic}, e.g. home/{topic}/state', maxBytes: 200, doc: 'MQTT state topic of each telemetry topic' },
+        topic: { type: 'string', default: 'starling/{topic}', pattern: /^(?!\$)[^+#\u0000-\u001f\u007f-\u009f]*\{topic\}[^+#\u0000-\u001f\u007f-\u009f]*$/, patternDoc: 'a template containing {topic}, without +, #, control characters or a leading $, e.g. home/{topic}/state', maxBytes: 200, doc: 'MQTT state topic of each telemetry topic' },
         embedded: { type: 'boolean', default: false, doc: 'run an embedded MQTT 3.1.1 broker (aedes) when no url is given' },
         embedded_listen: { type: 'string', default: '127.0.0.1:1883', pattern: /^[\d.]+:\d+$/, patternDoc: 'IPv4:PORT', doc: 'where the embedded broker listens' },
         discovery: { type: 'boolean', default: true, doc: 'announce entities to Home Assistant' },
-        discovery_prefix: { type: 'string', default: 'homeassistant', doc: 'Home Assistant discovery prefix' },
+        discovery_prefix: { type: 'string', default: 'homeassistant', pattern: /^(?!\$)[^+#\u0000-\u001f\u007f-\u009f]+$/, patternDoc: 'a topic prefix without +, #, control characters or a leading $', maxBytes: 200, doc: 'Home Assistant discovery prefix' },
         spool: { type: 'string', default: '/var/lib/starling/spool', doc: 'store-and-forward directory' },
         spool_max_mb: { type: 'number', min: 1, max: 100_000, default: 64, doc: 'the spool\'s bound, MiB' },
         spool_fsync: { type: 'enum', values: ['always', 'interval', 'never'], default: 'interval', doc: 'how often spool writes are forced to the card' },

@@ -3,9 +3,14 @@
  * exponential backoff and jitter (reset once it has run `stableAfter` ms), stopped with SIGTERM and, after
  * `stopTimeout`, SIGKILL — to its whole process group, so nothing is orphaned. Its output lines go to the log
  * ring. The supervisor never dies because a child does, and keeps no per-restart state (memory stays flat).
+ *
+ * Output is cut into lines of at most 4,096 characters as it arrives: a child that writes without newlines
+ * costs one bounded buffer, and what passes the bound is counted (`truncatedBytes`), not kept. Once the child
+ * has exited, its pipes are closed (after half a second for its last lines), so a grandchild that escaped the
+ * process group with setsid cannot hold them — and with them the supervisor's exit. Under systemd the unit's
+ * cgroup then ends whatever such a grandchild left running (KillMode=control-group).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { Backoff } from '../backoff.ts';
 import type { LogRing } from './log.ts';
 import { progressHealth, ServiceBase, type Health } from './service.ts';
@@ -29,6 +34,8 @@ export interface ProcessSpec {
 
 /** Output lines longer than this are cut (the log ring must stay bounded). */
 const MAX_LINE = 4096;
+/** How long a child's pipes stay open after it exited, for its last lines. */
+const PIPE_GRACE_MS = 500;
 
 export class ProcessService extends ServiceBase {
   private child: ChildProcess | undefined;
@@ -41,6 +48,8 @@ export class ProcessService extends ServiceBase {
   /** The most recent restart delays (ms), newest last; at most 20 kept. */
   readonly recentDelays: number[] = [];
   lastExit: { code: number | null; signal: string | null } | undefined;
+  /** Output bytes past MAX_LINE on one line, dropped (not buffered). */
+  truncatedBytes = 0;
 
   constructor(readonly spec: ProcessSpec, private readonly log: LogRing) {
     super();
@@ -88,11 +97,20 @@ export class ProcessService extends ServiceBase {
       });
     });
     for (const [stream, level] of [[child.stdout!, 'info'], [child.stderr!, 'warn']] as const) {
-      createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
+      stream.setEncoding('utf8');
+      const lines = new LineCutter(MAX_LINE, (line) => {
         this.lastOutput = Date.now();
-        this.log.log(level, s.name, line.length > MAX_LINE ? line.slice(0, MAX_LINE) + '…' : line);
-      });
+        this.log.log(level, s.name, line);
+      }, (n) => (this.truncatedBytes += n));
+      stream.on('data', (chunk: string) => lines.feed(chunk));
+      stream.on('end', () => lines.end());
+      stream.on('error', () => {});
     }
+    // The child is gone but its pipes may live on in an escaped grandchild: close them after a grace period.
+    child.once('exit', () => setTimeout(() => {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }, PIPE_GRACE_MS).unref());
     if (child.pid !== undefined) {
       this.startedAt = Date.now();
       this.setState('running');
@@ -153,11 +171,67 @@ export class ProcessService extends ServiceBase {
     }, this.spec.stopTimeout);
     await this.exited;
     clearTimeout(killer);
-    // Anything the child left behind in its group goes too.
+    // Anything the child left behind in its group goes too; its pipes are closed even if an escapee holds them.
     signal('SIGKILL');
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+  }
+
+  /** SIGKILL to the process group now (the supervisor's shutdown deadline passed). */
+  forceStop(): void {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 
   override health(): Health {
     return progressHealth(this.state, this.lastOutput ?? this.startedAt, this.spec.progressInterval);
+  }
+}
+
+/**
+ * Splits text into lines as it arrives, keeping at most `max` characters of the current line: the rest of a
+ * long line (up to its newline) is counted through `dropped`, never buffered; the kept part is emitted with
+ * '…' when the newline comes, or at once when the bound is reached.
+ */
+export class LineCutter {
+  private buf = '';
+  private cutting = false;
+
+  constructor(private readonly max: number, private readonly emit: (line: string) => void, private readonly dropped: (chars: number) => void) {}
+
+  feed(chunk: string): void {
+    let from = 0;
+    while (from < chunk.length) {
+      const nl = chunk.indexOf('\n', from);
+      const end = nl < 0 ? chunk.length : nl;
+      if (this.cutting) this.dropped(end - from);
+      else {
+        const room = this.max - this.buf.length;
+        if (end - from > room) {
+          this.buf += chunk.slice(from, from + room);
+          this.dropped(end - from - room);
+          this.emit(this.buf + '…');
+          this.buf = '';
+          this.cutting = true;
+        } else this.buf += chunk.slice(from, end);
+      }
+      if (nl < 0) return;
+      if (!this.cutting) this.emit(this.buf.endsWith('\r') ? this.buf.slice(0, -1) : this.buf);
+      this.buf = '';
+      this.cutting = false;
+      from = nl + 1;
+    }
+  }
+
+  /** The stream ended: a last line without newline is emitted. */
+  end(): void {
+    if (this.buf && !this.cutting) this.emit(this.buf);
+    this.buf = '';
+    this.cutting = false;
   }
 }

@@ -25,6 +25,10 @@ export interface Service extends EventEmitter<ServiceEvents> {
   start(): Promise<void>;
   stop(): Promise<void>;
   health(): Health;
+  /** Puts what the service drives into its safe state at once (GPIO outputs); called first on shutdown. */
+  safe?(): Promise<void>;
+  /** Ends the service now (SIGKILL): called when the shutdown deadline has passed and stop() has not finished. */
+  forceStop?(): void;
 }
 
 /**

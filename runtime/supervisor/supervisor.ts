@@ -1,6 +1,6 @@
 /**
- * The supervisor: starts its services in the order given, stops them in reverse, and carries on whatever any
- * one of them does. State changes are logged and emitted (D-Bus turns them into signals).
+ * The supervisor: starts its services in the order given, stops them all at once within one deadline (safe
+ * outputs first), and carries on whatever any one of them does. State changes are logged and emitted (D-Bus turns them into signals).
  */
 import { EventEmitter } from 'node:events';
 import type { LogRing } from './log.ts';
@@ -11,6 +11,9 @@ export interface ServiceStatus extends Health {
   state: ServiceState;
   restarts: number;
 }
+
+/** The whole shutdown, ms: inside the unit's TimeoutStopSec=20s with room to exit. */
+export const DEFAULT_STOP_DEADLINE_MS = 15_000;
 
 export class SupervisorError extends Error {
   override name = 'SupervisorError';
@@ -41,14 +44,32 @@ export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> 
     }
   }
 
-  /** Stops every service in reverse order (each bounded by its own stop timeout). */
-  async stop(): Promise<void> {
-    for (const s of [...this.services].reverse()) {
+  /**
+   * Shuts down within one deadline: first every service's outputs go to their safe level (bounded by a
+   * second), then all services stop in parallel; whatever has not stopped by `deadlineMs` is killed
+   * (`forceStop`) and given one more second. The default, 15 s, fits inside the unit's TimeoutStopSec=20s, so
+   * systemd's SIGKILL never lands before the outputs are safe. Resolves when done; never rejects.
+   */
+  async stop(deadlineMs = DEFAULT_STOP_DEADLINE_MS): Promise<void> {
+    const start = Date.now();
+    const within = (p: Promise<unknown>, ms: number) => Promise.race([p, new Promise((r) => setTimeout(r, Math.max(0, ms)).unref?.())]);
+    await within(Promise.all(this.services.map((s) => s.safe?.().catch((e: Error) => {
+      this.log.log('error', 'supervisor', `${s.name}: could not set its safe state: ${e.message}`);
+    }))), 1000);
+    const pending = new Set<Service>(this.services);
+    const stops = Promise.all(this.services.map(async (s) => {
       try {
         await s.stop();
       } catch (e) {
         this.log.log('error', 'supervisor', `${s.name} failed to stop cleanly: ${(e as Error).message}`);
       }
+      pending.delete(s);
+    }));
+    await within(stops, deadlineMs - (Date.now() - start));
+    if (pending.size > 0) {
+      this.log.log('error', 'supervisor', `not stopped within ${deadlineMs} ms, killed: ${[...pending].map((s) => s.name).join(', ')}`);
+      for (const s of pending) s.forceStop?.();
+      await within(stops, 1000);
     }
     for (const off of this.offs.splice(0)) off();
   }

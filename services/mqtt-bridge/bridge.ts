@@ -12,7 +12,13 @@
  *   last will. Discovery configs are published for each topic when first seen and again after every
  *   (re)connect and every Home Assistant birth message (`<discovery prefix>/status` = online), since a broker
  *   restart can lose retained messages — the Zigbee2MQTT bug the issue recalls.
- * - Commands: Home Assistant's `<state topic>/set` (0/1) for switchable topics is handed to `onCommand`.
+ * - Commands: Home Assistant's `<state topic>/set` for switchable topics is handed to `onCommand` when its
+ *   payload is exactly `0`, `1`, `OFF` or `ON`; anything else is refused with a reason (counted, logged).
+ * - Topics come from the mesh, so each is checked against MQTT's rules (config/names.ts) before it is
+ *   published or spooled: one a broker would disconnect us for is a counted refusal, never a message. A
+ *   message the broker still will not take (it drops the connection on it, or refuses it in an MQTT 5 PUBACK)
+ *   is given up after a bounded number of tries (the client's `maxDeliveries`) and skipped in the spool, with
+ *   a log line, so it cannot hold back everything behind it.
  */
 import { MqttClient, type MqttOptions } from './client.ts';
 import { Spool, type SpooledMessage } from './spool.ts';
@@ -20,6 +26,9 @@ import { discoveryMessage, type Entity, type EntityKind } from './discovery.ts';
 import type { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import type { Batch } from '../../runtime/telemetry/sample.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
+import { mqttTopicProblem } from '../../runtime/config/names.ts';
+import { ProblemLog, type ProblemSink } from '../../runtime/problems.ts';
+import { MqttGiveUpError } from './client.ts';
 
 /** Home Assistant entities the bridge announces at most (each is a retained config on the broker). */
 export const MAX_ENTITIES = 10_000;
@@ -40,7 +49,9 @@ export interface BridgeOptions {
   /** Telemetry topics that are GPIO inputs (announced as binary sensors). */
   binarySensors?: string[];
   /** Called for a command from MQTT on a switchable topic. */
-  onCommand?: (topic: string, value: number) => Promise<void>;
+  onCommand?: (topic: string, value: 0 | 1) => Promise<void>;
+  /** Hears refusals and faults, rate-limited per kind (and the spool's disk trouble). */
+  onProblem?: ProblemSink;
 }
 
 export interface BridgeStats {
@@ -48,8 +59,12 @@ export interface BridgeStats {
   spooled: number;
   commands: number;
   commandErrors: number;
-  /** Samples of topics not announced to Home Assistant because MAX_ENTITIES were already. */
+  /** Samples of topics not announced to Home Assistant because MAX_ENTITIES were already (and entities refused). */
   unannounced: number;
+  /** Samples (and entities) whose MQTT topic would break MQTT's rules, refused. */
+  refusedTopics: number;
+  /** Messages the broker would not take, given up (see the client's `maxDeliveries`). */
+  givenUp: number;
   spool: ReturnType<Spool['stats']>;
   connected: boolean;
 }
@@ -60,7 +75,8 @@ export class Bridge {
   /** Announced entities, one per topic; bounded, since topics come from the whole mesh. */
   private readonly entities = new Map<string, Entity>();
   private draining = false;
-  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0 };
+  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0, refusedTopics: 0, givenUp: 0 };
+  private readonly problems: ProblemLog;
   private readonly before: string;
   private readonly after: string;
   private readonly discoveryPrefix: string;
@@ -81,7 +97,8 @@ export class Bridge {
     this.discoveryPrefix = o.discoveryPrefix ?? 'homeassistant';
     this.availability = `${this.before}bridge/${o.node}/status`;
     this.client = new MqttClient({ ...o.mqtt, will: { topic: this.availability, payload: 'offline', qos: 1, retain: true } });
-    this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync);
+    this.spool = new Spool(o.spoolDir, o.spoolBytes, o.spoolFsync, { onProblem: o.onProblem });
+    this.problems = new ProblemLog(o.onProblem);
     this.maxInflight = o.mqtt.maxInflight ?? 32;
     for (const t of o.switches ?? []) this.entities.set(t, { topic: t, unit: '', kind: 'switch' });
     for (const t of o.binarySensors ?? []) this.entities.set(t, { topic: t, unit: '', kind: 'binary_sensor' });
@@ -114,6 +131,20 @@ export class Bridge {
     return { ...this.counters, spool: this.spool.stats(), connected: this.client.isConnected };
   }
 
+  /** False (counted, logged) when the MQTT topic of `topic` would break MQTT's rules. */
+  private acceptable(topic: string): boolean {
+    const problem = mqttTopicProblem(this.stateTopic(topic));
+    if (!problem) return true;
+    this.counters.refusedTopics++;
+    this.problems.note('topic', `telemetry topic ${JSON.stringify(topic.slice(0, 80))} not bridged: its MQTT ${problem}`);
+    return false;
+  }
+
+  private gaveUp(e: Error): void {
+    this.counters.givenUp++;
+    this.problems.note('given up', `MQTT: ${e.message}`);
+  }
+
   private async onConnect(): Promise<void> {
     const c = this.client;
     try {
@@ -138,6 +169,11 @@ export class Bridge {
   /** Announces a telemetry topic as a switch or binary sensor (a GPIO line, here or on a peer). */
   addEntity(topic: string, kind: EntityKind): void {
     if (this.entities.get(topic)?.kind === kind) return;
+    if (!this.acceptable(topic)) return;
+    if (!this.entities.has(topic) && this.entities.size >= MAX_ENTITIES) {
+      this.counters.unannounced++;
+      return;
+    }
     const e = { topic, unit: '', kind };
     this.entities.set(topic, e);
     if (this.o.discovery !== false) this.announce(e);
@@ -154,6 +190,7 @@ export class Bridge {
   }
 
   private onBatch(b: Batch, from: number): void {
+    if (!this.acceptable(b.topic)) return;
     if (this.o.discovery !== false && !this.entities.has(b.topic)) {
       if (this.entities.size >= MAX_ENTITIES) {
         // Past the bound a new topic is still forwarded, only not announced (counted).
@@ -182,7 +219,9 @@ export class Bridge {
   private send(m: SpooledMessage): void {
     if (this.client.isConnected && this.spool.length === 0 && !this.draining && this.client.unacknowledged < this.maxInflight) {
       this.counters.forwarded++;
-      void this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).catch(() => {});
+      this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).catch((e: Error) => {
+        if (e instanceof MqttGiveUpError) this.gaveUp(e);
+      });
       return;
     }
     this.spool.append(m);
@@ -198,19 +237,25 @@ export class Bridge {
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    const window: Promise<void>[] = [];
+    // Each publish settles to undefined (PUBACK) or its error, so none can reject unawaited.
+    const window: Promise<Error | undefined>[] = [];
     try {
       while (this.client.isConnected || window.length > 0) {
         for (let m = this.spool.peek(window.length); m && this.client.isConnected && window.length < this.maxInflight; m = this.spool.peek(window.length)) {
-          window.push(this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }));
+          window.push(this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).then(() => undefined, (e: Error) => e));
         }
         if (window.length === 0) break;
-        await window.shift();
+        const error = await window.shift();
+        if (error instanceof MqttGiveUpError) {
+          // The broker will not take it: skip it in the spool (counted there too) and go on with the rest.
+          this.spool.ack(true);
+          this.gaveUp(error);
+          continue;
+        }
+        if (error) break; // stopped; what is left stays spooled
         this.spool.ack();
         this.counters.forwarded++;
       }
-    } catch {
-      // stopped; what is left stays spooled
     } finally {
       this.draining = false;
     }
@@ -225,16 +270,29 @@ export class Bridge {
     if (!topic.startsWith(this.before) || !topic.endsWith(suffix) || topic.length <= this.before.length + suffix.length) return;
     const target = topic.slice(this.before.length, -suffix.length);
     const entity = this.entities.get(target);
-    const value = Number(payload.toString().trim());
     this.counters.commands++;
-    if (entity?.kind !== 'switch' || (value !== 0 && value !== 1) || !this.o.onCommand) {
+    const value = commandValue(payload);
+    const refused = entity?.kind !== 'switch' || !this.o.onCommand ? `${JSON.stringify(target.slice(0, 80))} is not a switch`
+      : value === undefined ? `payload ${JSON.stringify(payload.subarray(0, 40).toString())} is not 0, 1, OFF or ON` : undefined;
+    if (refused !== undefined || value === undefined) {
       this.counters.commandErrors++;
+      this.problems.note('command', `MQTT command on ${topic.slice(0, 120)} refused: ${refused}`);
       return;
     }
     try {
-      await this.o.onCommand(target, value);
-    } catch {
+      await this.o.onCommand!(target, value);
+    } catch (e) {
       this.counters.commandErrors++;
+      this.problems.note('command', `MQTT command on ${topic.slice(0, 120)} failed: ${(e as Error).message}`);
     }
+  }
+}
+
+/** A switch command's payload: exactly `0`, `1`, `OFF` or `ON` (what Home Assistant sends); anything else undefined. */
+export function commandValue(payload: Buffer): 0 | 1 | undefined {
+  switch (payload.toString('utf8')) {
+    case '0': case 'OFF': return 0;
+    case '1': case 'ON': return 1;
+    default: return undefined;
   }
 }

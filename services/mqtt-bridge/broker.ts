@@ -8,6 +8,7 @@ import { ServiceBase } from '../../runtime/supervisor/service.ts';
 export class EmbeddedBroker extends ServiceBase {
   readonly name = 'broker';
   private server: Server | undefined;
+  private readonly sockets = new Set<import('node:net').Socket>();
   private broker: { handle: (socket: unknown) => void; close(cb?: () => void): void } | undefined;
 
   /** `listen` is `IPv4:PORT`. Stores it; listens on nothing yet. */
@@ -24,7 +25,11 @@ export class EmbeddedBroker extends ServiceBase {
     this.setState('starting');
     const { Aedes } = (await import('aedes')) as unknown as { Aedes: { createBroker(): Promise<EmbeddedBroker['broker']> } };
     const broker = (await Aedes.createBroker())!;
-    const server = (process.getBuiltinModule('node:net') as typeof import('node:net')).createServer(broker.handle);
+    const server = (process.getBuiltinModule('node:net') as typeof import('node:net')).createServer((socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      broker.handle(socket);
+    });
     const [host, port] = [this.listen.slice(0, this.listen.lastIndexOf(':')), Number(this.listen.slice(this.listen.lastIndexOf(':') + 1))];
     try {
       await new Promise<void>((resolve, reject) => {
@@ -44,7 +49,12 @@ export class EmbeddedBroker extends ServiceBase {
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.setState('stopping');
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    // Close the clients rather than wait for them: net.Server.close() waits for every connection to end, and
+    // a connected client would hold the shutdown past systemd's stop timeout.
+    const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+    await closed;
     await new Promise<void>((r) => (this.broker ? this.broker.close(() => r()) : r()));
     this.server = undefined;
     this.broker = undefined;

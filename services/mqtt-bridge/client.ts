@@ -10,6 +10,12 @@
  * - Reconnect with the one backoff helper; a last will for availability; username/password; TLS with a CA
  *   and client certificates.
  * - In-flight QoS 1 messages are bounded (`maxInflight`); `publish` waits for room.
+ * - Nothing the broker does can wedge or bloat it: a packet whose remaining length passes `maxPacketSize` ends
+ *   the connection before it is buffered; no CONNACK within `connackTimeout`, or no PUBACK for the oldest
+ *   message within `pubackTimeout`, means reconnect; the backoff is reset only once a connection has lasted
+ *   `stableAfter`, so a broker that accepts and then drops us is retried ever more slowly. A message on which
+ *   the connection dropped `maxDeliveries` times before its PUBACK (brokers disconnect on a PUBLISH they reject)
+ *   is given up: its `publish` rejects with {@link MqttGiveUpError}, so it cannot block the ones behind it.
  */
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
@@ -40,14 +46,32 @@ export interface MqttOptions {
   reconnect?: { min: number; max: number };
   /** QoS 1 messages awaiting PUBACK at once. Default 32. */
   maxInflight?: number;
+  /** Largest packet taken from the broker, bytes (remaining length). Default 1 MiB. */
+  maxPacketSize?: number;
+  /** ms from opening the socket to CONNACK. Default 10 s. */
+  connackTimeout?: number;
+  /** ms the oldest sent QoS 1 message may wait for its PUBACK while connected. Default 30 s. */
+  pubackTimeout?: number;
+  /** ms a connection must last before the reconnect backoff starts again from its minimum. Default 10 s. */
+  stableAfter?: number;
+  /** Connections lost while one message was the oldest unacknowledged, before it is given up. Default 5. */
+  maxDeliveries?: number;
 }
 
 export class MqttError extends Error {
   override name = 'MqttError';
 }
 
+/** A QoS 1 message given up after `maxDeliveries` lost connections, or refused by the broker (MQTT 5 PUBACK ≥ 0x80). */
+export class MqttGiveUpError extends MqttError {
+  override name = 'MqttGiveUpError';
+}
+
 interface Inflight {
   packet: MqttPacket;
+  /** Connections lost while this was the oldest unacknowledged message. */
+  failures: number;
+  sentAt: number;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -75,9 +99,14 @@ export class MqttClient extends EventEmitter<{
   private lastSent = 0;
   private pingPending = false;
   private readonly version: 4 | 5;
+  private connackTimer: NodeJS.Timeout | undefined;
+  private stableTimer: NodeJS.Timeout | undefined;
+  private pubackTimer: NodeJS.Timeout | undefined;
   /** Connection attempts that failed, and the last reason. */
   failures = 0;
   lastError: string | undefined;
+  /** Counters of what the broker did wrong: oversized packets, missing CONNACKs and PUBACKs, messages given up. */
+  readonly faults = { oversized: 0, connackTimeouts: 0, pubackTimeouts: 0, givenUp: 0 };
 
   constructor(readonly options: MqttOptions) {
     super();
@@ -106,6 +135,7 @@ export class MqttClient extends EventEmitter<{
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
     clearInterval(this.keepaliveTimer);
+    this.clearConnectionTimers();
     const socket = this.socket;
     if (socket && this.connected) {
       await new Promise<void>((resolve) => socket.write(mqtt.generate({ cmd: 'disconnect' }, { protocolVersion: this.version }), () => resolve()));
@@ -134,7 +164,7 @@ export class MqttClient extends EventEmitter<{
     const messageId = this.allocateId();
     const packet: MqttPacket = { cmd: 'publish', topic, payload, qos: 1, retain: opts.retain ?? false, dup: false, messageId };
     return new Promise((resolve, reject) => {
-      this.inflight.set(messageId, { packet, resolve, reject });
+      this.inflight.set(messageId, { packet, resolve, reject, failures: 0, sentAt: Date.now() });
       if (this.connected) {
         packet.sent = true;
         this.send(packet);
@@ -184,6 +214,13 @@ export class MqttClient extends EventEmitter<{
     const parser = mqtt.parser({ protocolVersion: this.version });
     parser.on('packet', (p: MqttPacket) => this.onPacket(p));
     parser.on('error', (e: Error) => this.fail(socket, `malformed packet from the broker: ${e.message}`));
+    const limit = this.options.maxPacketSize ?? 1024 * 1024;
+    const sizes = new PacketSizes(limit);
+    const connackMs = this.options.connackTimeout ?? 10_000;
+    this.connackTimer = setTimeout(() => {
+      this.faults.connackTimeouts++;
+      this.fail(socket, `no CONNACK within ${connackMs / 1000} s`);
+    }, connackMs);
     socket.on(url.protocol === 'mqtts:' ? 'secureConnect' : 'connect', () => {
       const o = this.options;
       const will = o.will ? { topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: o.will.qos ?? 1, retain: o.will.retain ?? true } : undefined;
@@ -191,10 +228,20 @@ export class MqttClient extends EventEmitter<{
         cmd: 'connect', protocolId: 'MQTT', protocolVersion: this.version, clientId: o.clientId, clean: o.clean ?? false,
         keepalive: o.keepalive ?? 30, username: o.username, password: o.password === undefined ? undefined : Buffer.from(o.password), will,
         // MQTT 5: keep the session when the connection drops (3.1.1 does so whenever clean is false).
-        ...(this.version === 5 && !(o.clean ?? false) ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
+        // MQTT 5 also tells the broker the largest packet we take (it must not send larger, [MQTT-3.1.2-24]).
+        ...(this.version === 5 ? { properties: { ...(!(o.clean ?? false) ? { sessionExpiryInterval: 0xffffffff } : {}), maximumPacketSize: limit + 5 } } : {}),
       });
     });
-    socket.on('data', (d: Buffer) => parser.parse(d));
+    socket.on('data', (d: Buffer) => {
+      // The size check runs on the stream before mqtt-packet buffers a packet whole.
+      const over = sizes.feed(d);
+      if (over !== undefined) {
+        this.faults.oversized++;
+        this.fail(socket, `the broker sent a packet of ${over} bytes, over the limit of ${limit} (maxPacketSize)`);
+        return;
+      }
+      parser.parse(d);
+    });
     socket.on('error', (e) => this.fail(socket, e.message));
     socket.on('close', () => this.fail(socket, 'connection closed'));
   }
@@ -204,10 +251,12 @@ export class MqttClient extends EventEmitter<{
     this.socket = undefined;
     socket.destroy();
     clearInterval(this.keepaliveTimer);
+    this.clearConnectionTimers();
     const was = this.connected;
     this.connected = false;
     if (!was) this.failures++;
     this.lastError = reason;
+    if (was) this.blameOldest(reason);
     this.emit('close', reason);
     if (this.stopped) {
       for (const w of this.roomWaiters.splice(0)) w();
@@ -224,13 +273,18 @@ export class MqttClient extends EventEmitter<{
           this.fail(this.socket!, `broker refused the connection: ${CONNACK_REASONS[code] ?? `code ${code}`}`);
           return;
         }
+        clearTimeout(this.connackTimer);
         this.connected = true;
-        this.backoff.reset();
+        // Reset the backoff only once this connection has lasted: a broker that accepts and then drops us at
+        // once must not be hammered at the minimum delay.
+        this.stableTimer = setTimeout(() => this.backoff.reset(), this.options.stableAfter ?? 10_000);
         this.startKeepalive();
+        this.startPubackWatch();
         // [MQTT-4.4.0-1]: re-send unacknowledged QoS 1 PUBLISHes, with their ids, DUP set, in order.
         for (const f of this.inflight.values()) {
           if (f.packet.sent) f.packet.dup = true;
           f.packet.sent = true;
+          f.sentAt = Date.now();
           this.send(f.packet);
         }
         this.emit('connect', { sessionPresent: Boolean(p.sessionPresent) });
@@ -240,7 +294,12 @@ export class MqttClient extends EventEmitter<{
         const f = this.inflight.get(p.messageId as number);
         if (!f) return;
         this.inflight.delete(p.messageId as number);
-        f.resolve();
+        const reason = (p.reasonCode ?? 0) as number;
+        if (reason >= 0x80) {
+          // MQTT 5 §3.4.2.1: the broker refused this message; sending it again would not help.
+          this.faults.givenUp++;
+          f.reject(new MqttGiveUpError(`the broker refused the message to '${String(f.packet.topic).slice(0, 80)}' (PUBACK reason 0x${reason.toString(16)})`));
+        } else f.resolve();
         this.roomWaiters.shift()?.();
         return;
       }
@@ -263,6 +322,40 @@ export class MqttClient extends EventEmitter<{
     }
   }
 
+  private clearConnectionTimers(): void {
+    clearTimeout(this.connackTimer);
+    clearTimeout(this.stableTimer);
+    clearInterval(this.pubackTimer);
+  }
+
+  /**
+   * The connection went while messages awaited PUBACK: brokers process in order, so the oldest is the one it
+   * choked on, if any. Once the same message has been the oldest at `maxDeliveries` lost connections it is
+   * given up (rejected), so it cannot poison every reconnect.
+   */
+  private blameOldest(reason: string): void {
+    const [id, oldest] = this.inflight.entries().next().value ?? [];
+    if (id === undefined || !oldest?.packet.sent) return;
+    oldest.failures++;
+    const max = this.options.maxDeliveries ?? 5;
+    if (oldest.failures < max) return;
+    this.inflight.delete(id);
+    this.faults.givenUp++;
+    oldest.reject(new MqttGiveUpError(`given up on the message to '${String(oldest.packet.topic).slice(0, 80)}': the connection dropped ${max} times before its PUBACK (last: ${reason})`));
+    this.roomWaiters.shift()?.();
+  }
+
+  /** No PUBACK for the oldest sent message within `pubackTimeout` while connected: the link is stuck; reconnect. */
+  private startPubackWatch(): void {
+    const ms = this.options.pubackTimeout ?? 30_000;
+    this.pubackTimer = setInterval(() => {
+      const oldest = this.inflight.values().next().value;
+      if (!oldest?.packet.sent || Date.now() - oldest.sentAt < ms || !this.socket) return;
+      this.faults.pubackTimeouts++;
+      this.fail(this.socket, `no PUBACK within ${ms / 1000} s`);
+    }, Math.min(ms, 1000));
+  }
+
   private startKeepalive(): void {
     const k = (this.options.keepalive ?? 30) * 1000;
     if (!k) return;
@@ -278,5 +371,52 @@ export class MqttClient extends EventEmitter<{
         this.send({ cmd: 'pingreq' });
       }
     }, k / 2);
+  }
+}
+
+/**
+ * Follows MQTT packet boundaries on the byte stream (a fixed-header byte, then the remaining length as a
+ * variable byte integer of 1–4 bytes, MQTT 3.1.1 §2.2.3) and reports the first packet whose remaining length
+ * passes the limit, before anything buffers it. Cost: a few integer operations per packet.
+ */
+export class PacketSizes {
+  /** Body bytes of the current packet still to come; -1 while reading a fixed header. */
+  private rest = -1;
+  private headerBytes = 0;
+  private length = 0;
+  private multiplier = 1;
+
+  constructor(private readonly limit: number) {}
+
+  /** Feeds one chunk; returns the size of an oversized packet, or undefined. */
+  feed(chunk: Buffer): number | undefined {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.rest > 0) {
+        const take = Math.min(this.rest, chunk.length - i);
+        this.rest -= take;
+        i += take;
+        continue;
+      }
+      const byte = chunk[i++]!;
+      if (this.headerBytes === 0) {
+        this.headerBytes = 1; // the packet type byte
+        this.length = 0;
+        this.multiplier = 1;
+        continue;
+      }
+      this.length += (byte & 0x7f) * this.multiplier;
+      this.multiplier *= 128;
+      this.headerBytes++;
+      if (byte & 0x80) {
+        if (this.headerBytes > 4) return this.length; // malformed: the parser would reject it; stop here too
+        continue;
+      }
+      if (this.length > this.limit) return this.length;
+      this.rest = this.length;
+      this.headerBytes = 0;
+      if (this.rest === 0) this.rest = -1;
+    }
+    return undefined;
   }
 }
