@@ -136,6 +136,9 @@ export interface ZreStats {
   rehellos: number;
   /** JOINs past `maxGroups` for one peer: the status is followed, the group not kept. */
   groupsRefused: number;
+  /** Peers known now (ready or half-open), and of those, half-open: gauges, not counters. */
+  knownPeers: number;
+  halfOpen: number;
   /** Exceptions from our own handlers, caught so the node goes on (each is a bug to report). */
   internalErrors: number;
   lastError: string | undefined;
@@ -205,7 +208,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     beaconsSent: 0, beaconSendErrors: 0, beaconsReceived: 0, beaconsMalformed: 0, messagesReceived: 0,
     messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
     peersRefused: 0, handshakeTimeouts: 0, endpointConflicts: 0, helloRefused: 0, rehellos: 0, groupsRefused: 0,
-    internalErrors: 0, lastError: undefined,
+    knownPeers: 0, halfOpen: 0, internalErrors: 0, lastError: undefined,
   };
   /** Half-open peers (dialled after a beacon, no HELLO yet) by source address, and their total. */
   private readonly halfOpenBySource = new Map<string, number>();
@@ -407,7 +410,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   stats(): ZreStats {
     let dropped = 0;
     for (const p of this.peers.values()) dropped += p.dropped;
-    return { ...this.counters, sendsDropped: this.counters.sendsDropped + dropped };
+    return { ...this.counters, sendsDropped: this.counters.sendsDropped + dropped, knownPeers: this.peers.size, halfOpen: this.halfOpen };
   }
 
   // --- internals -----------------------------------------------------------------------------------------
