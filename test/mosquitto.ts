@@ -1,7 +1,7 @@
 // A real Mosquitto broker for tests, on a free loopback port, with persistence in a temp dir so sessions
 // survive a restart. Debian's mosquitto (image/setup.sh installs it).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,21 @@ export class Mosquitto {
    * With `tls`, the listener speaks TLS and requires a client certificate signed by the test CA; with `users`,
    * anonymous clients are refused and these user names and passwords are the only ones accepted.
    */
-  constructor(private readonly tls?: ReturnType<typeof makeCertificates>, private readonly users?: Record<string, string>) {}
+  constructor(private readonly tls?: ReturnType<typeof makeCertificates>, private readonly users?: Record<string, string>, private readonly extra: string[] = []) {}
+
+  /** Where the broker logs connections and disconnections (`connection_messages`). */
+  get logFile(): string {
+    return join(this.dir, 'mosquitto.log');
+  }
+
+  /** The broker's log so far ('' before it wrote any). */
+  log(): string {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
 
   get url(): string {
     return `${this.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.port}`;
@@ -49,12 +63,13 @@ export class Mosquitto {
     if (!this.port) this.port = await freePort();
     writeFileSync(join(this.dir, 'mosquitto.conf'), [
       `listener ${this.port} 127.0.0.1`, `allow_anonymous ${this.users ? 'false' : 'true'}`, 'persistence true', `persistence_location ${this.dir}/`,
-      'autosave_interval 1', 'log_dest none',
+      'autosave_interval 1', `log_dest file ${this.logFile}`, 'log_type error', 'log_type warning', 'log_type notice', 'connection_messages true',
       // Keep every QoS 1 message for an offline persistent session (the default drops past 1,000).
       'max_queued_messages 0',
       // Started as root, mosquitto would switch to the user mosquitto, who cannot write this temp dir.
       `user ${userInfo().username}`,
       ...(this.users ? [`password_file ${this.passwordFile()}`] : []),
+      ...this.extra,
       ...(this.tls ? [`cafile ${this.tls.ca}`, `certfile ${this.tls.serverCert}`, `keyfile ${this.tls.serverKey}`, 'require_certificate true'] : []),
     ].join('\n') + '\n');
     this.proc = spawn('mosquitto', ['-c', join(this.dir, 'mosquitto.conf')], { stdio: 'ignore' });

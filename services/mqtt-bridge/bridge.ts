@@ -77,6 +77,8 @@ export class Bridge {
   private draining = false;
   private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0, refusedTopics: 0, givenUp: 0 };
   private readonly problems: ProblemLog;
+  /** Topics whose discovery config the broker would not take (given up): not announced again. */
+  private readonly refusedConfigs = new Set<string>();
   private readonly before: string;
   private readonly after: string;
   private readonly discoveryPrefix: string;
@@ -153,7 +155,9 @@ export class Bridge {
       // every state we publish back to us.)
       for (let depth = 1; depth <= 5; depth++) await c.subscribe(`${this.before}${Array(depth).fill('+').join('/')}${this.after}/set`, 1);
       this.listening = true;
-      void c.publish(this.availability, 'online', { qos: 1, retain: true });
+      c.publish(this.availability, 'online', { qos: 1, retain: true }).catch((e: Error) => {
+        if (e instanceof MqttGiveUpError) this.gaveUp(e);
+      });
       if (this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
     } catch {
       // the connection went again; the next connect repeats this
@@ -162,8 +166,16 @@ export class Bridge {
   }
 
   private announce(e: Entity): void {
+    if (this.refusedConfigs.has(e.topic)) return;
     const [topic, payload] = discoveryMessage(e, { stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
-    if (this.client.isConnected && this.listening) void this.client.publish(topic, payload, { qos: 1, retain: true }).catch(() => {});
+    if (this.client.isConnected && this.listening) {
+      this.client.publish(topic, payload, { qos: 1, retain: true }).catch((err: Error) => {
+        if (!(err instanceof MqttGiveUpError)) return;
+        // The broker will not take this config: never announce it again, or every reconnect would repeat the fault.
+        this.refusedConfigs.add(e.topic);
+        this.gaveUp(err);
+      });
+    }
   }
 
   /** Announces a telemetry topic as a switch or binary sensor (a GPIO line, here or on a peer). */

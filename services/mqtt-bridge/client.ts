@@ -13,9 +13,13 @@
  * - Nothing the broker does can wedge or bloat it: a packet whose remaining length passes `maxPacketSize` ends
  *   the connection before it is buffered; no CONNACK within `connackTimeout`, or no PUBACK for the oldest
  *   message within `pubackTimeout`, means reconnect; the backoff is reset only once a connection has lasted
- *   `stableAfter`, so a broker that accepts and then drops us is retried ever more slowly. A message on which
- *   the connection dropped `maxDeliveries` times before its PUBACK (brokers disconnect on a PUBLISH they reject)
- *   is given up: its `publish` rejects with {@link MqttGiveUpError}, so it cannot block the ones behind it.
+ *   `stableAfter`, so a broker that accepts and then drops us is retried ever more slowly.
+ * - A message the broker will not take cannot poison the link. Brokers disconnect on a PUBLISH they reject
+ *   (MQTT 3.1.1 has no other way), and which one it was cannot be told while several are in flight; so after a
+ *   connection is lost with messages unacknowledged, the next connection re-sends only the oldest and waits
+ *   for its PUBACK before the rest (probing). A connection lost while a probe was the only message in flight
+ *   counts against that message; at `maxDeliveries` it is given up: its `publish` rejects with
+ *   {@link MqttGiveUpError} and the rest go on.
  */
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
@@ -69,9 +73,11 @@ export class MqttGiveUpError extends MqttError {
 
 interface Inflight {
   packet: MqttPacket;
-  /** Connections lost while this was the oldest unacknowledged message. */
+  /** Connections lost while this message was the probe, alone in flight. */
   failures: number;
   sentAt: number;
+  /** The connection it was last sent on (see `connection`). */
+  sentOn: number;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -100,6 +106,10 @@ export class MqttClient extends EventEmitter<{
   private pingPending = false;
   private readonly version: 4 | 5;
   private connackTimer: NodeJS.Timeout | undefined;
+  /** Counts accepted connections; each in-flight message notes the one it was sent on. */
+  private connection = 0;
+  /** After a connection was lost with messages unacknowledged: send only the oldest until its PUBACK. */
+  private probing = false;
   private stableTimer: NodeJS.Timeout | undefined;
   private pubackTimer: NodeJS.Timeout | undefined;
   /** Connection attempts that failed, and the last reason. */
@@ -164,11 +174,9 @@ export class MqttClient extends EventEmitter<{
     const messageId = this.allocateId();
     const packet: MqttPacket = { cmd: 'publish', topic, payload, qos: 1, retain: opts.retain ?? false, dup: false, messageId };
     return new Promise((resolve, reject) => {
-      this.inflight.set(messageId, { packet, resolve, reject, failures: 0, sentAt: Date.now() });
-      if (this.connected) {
-        packet.sent = true;
-        this.send(packet);
-      }
+      const f: Inflight = { packet, resolve, reject, failures: 0, sentAt: Date.now(), sentOn: 0 };
+      this.inflight.set(messageId, f);
+      if (this.connected && !this.probing) this.transmit(f);
     });
   }
 
@@ -256,7 +264,7 @@ export class MqttClient extends EventEmitter<{
     this.connected = false;
     if (!was) this.failures++;
     this.lastError = reason;
-    if (was) this.blameOldest(reason);
+    if (was) this.blameProbe(reason);
     this.emit('close', reason);
     if (this.stopped) {
       for (const w of this.roomWaiters.splice(0)) w();
@@ -280,13 +288,14 @@ export class MqttClient extends EventEmitter<{
         this.stableTimer = setTimeout(() => this.backoff.reset(), this.options.stableAfter ?? 10_000);
         this.startKeepalive();
         this.startPubackWatch();
-        // [MQTT-4.4.0-1]: re-send unacknowledged QoS 1 PUBLISHes, with their ids, DUP set, in order.
-        for (const f of this.inflight.values()) {
-          if (f.packet.sent) f.packet.dup = true;
-          f.packet.sent = true;
-          f.sentAt = Date.now();
-          this.send(f.packet);
-        }
+        this.connection++;
+        // [MQTT-4.4.0-1]: re-send unacknowledged QoS 1 PUBLISHes, with their ids, DUP set, in order; while
+        // probing only the oldest, the rest once it is acknowledged.
+        if (this.probing) {
+          const first = this.inflight.values().next().value;
+          if (first) this.transmit(first);
+          else this.probing = false;
+        } else this.transmitUnsent();
         this.emit('connect', { sessionPresent: Boolean(p.sessionPresent) });
         return;
       }
@@ -294,6 +303,11 @@ export class MqttClient extends EventEmitter<{
         const f = this.inflight.get(p.messageId as number);
         if (!f) return;
         this.inflight.delete(p.messageId as number);
+        if (this.probing) {
+          // The probe went through: the link takes messages; send the rest.
+          this.probing = false;
+          this.transmitUnsent();
+        }
         const reason = (p.reasonCode ?? 0) as number;
         if (reason >= 0x80) {
           // MQTT 5 §3.4.2.1: the broker refused this message; sending it again would not help.
@@ -328,14 +342,31 @@ export class MqttClient extends EventEmitter<{
     clearInterval(this.pubackTimer);
   }
 
+  /** Sends one in-flight message on this connection (DUP when it was sent before). */
+  private transmit(f: Inflight): void {
+    if (f.packet.sent) f.packet.dup = true;
+    f.packet.sent = true;
+    f.sentAt = Date.now();
+    f.sentOn = this.connection;
+    this.send(f.packet);
+  }
+
+  /** Sends, in order, every in-flight message not yet sent on this connection. */
+  private transmitUnsent(): void {
+    for (const f of this.inflight.values()) if (f.sentOn !== this.connection) this.transmit(f);
+  }
+
   /**
-   * The connection went while messages awaited PUBACK: brokers process in order, so the oldest is the one it
-   * choked on, if any. Once the same message has been the oldest at `maxDeliveries` lost connections it is
-   * given up (rejected), so it cannot poison every reconnect.
+   * The connection went. With messages unacknowledged, the next connection probes (see the class comment); if
+   * this one was already probing, its one message in flight is what the broker choked on, and at
+   * `maxDeliveries` such losses it is given up (rejected).
    */
-  private blameOldest(reason: string): void {
+  private blameProbe(reason: string): void {
     const [id, oldest] = this.inflight.entries().next().value ?? [];
-    if (id === undefined || !oldest?.packet.sent) return;
+    if (id === undefined || !oldest) return;
+    const wasProbe = this.probing && oldest.sentOn === this.connection;
+    this.probing = true;
+    if (!wasProbe) return;
     oldest.failures++;
     const max = this.options.maxDeliveries ?? 5;
     if (oldest.failures < max) return;
