@@ -1,6 +1,6 @@
 // The disk spool: order, persistence across a restart, the byte bound, and a torn last record.
 import { afterEach, describe, expect, it } from 'vitest';
-import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Spool } from '../../services/mqtt-bridge/spool.ts';
@@ -98,6 +98,56 @@ describe('spool', () => {
     expect(again.stats().corrupt).toBe(1);
     again.append(msg(3));
     expect(drain(again)).toEqual([0, 1, 2, 3]);
+    again.close();
+  });
+
+  it('a flipped bit in the middle costs only that record: the scan moves on, the damaged bytes are kept aside', () => {
+    const d = dir();
+    const s = new Spool(d);
+    s.open();
+    for (let i = 0; i < 100; i++) s.append(msg(i, 30));
+    s.close();
+    const seg = join(d, readdirSync(d).find((f) => f.endsWith('.seg'))!);
+    const data = readFileSync(seg);
+    let at = 0;
+    for (let i = 0; i < 40; i++) at += 8 + data.readUInt32BE(at);
+    const recordBytes = 8 + data.readUInt32BE(at);
+    data[at + 20]! ^= 0x10; // inside record 40's body: its CRC no longer holds
+    writeFileSync(seg, data);
+    const problems: string[] = [];
+    const again = new Spool(d, undefined, undefined, { onProblem: (m) => problems.push(m) });
+    again.open();
+    expect(again.stats()).toMatchObject({ corrupt: 1, damagedBytes: recordBytes, queued: 99 });
+    expect(drain(again)).toEqual([...Array(100).keys()].filter((i) => i !== 40));
+    const kept = readdirSync(join(d, 'damaged'));
+    expect(kept).toHaveLength(1);
+    expect(readFileSync(join(d, 'damaged', kept[0]!)).length).toBe(recordBytes);
+    expect(problems.join('\n')).toMatch(/segment 1 has \d+ damaged byte\(s\) at offset \d+/);
+    again.close();
+  });
+
+  it('a disk that fails (here: the folder cannot be made) never throws: messages wait in memory, bounded, and move to disk when it works again', async () => {
+    const parent = dir();
+    const blocker = join(parent, 'spool');
+    writeFileSync(blocker, 'a file where the folder should be'); // mkdir fails with EEXIST/ENOTDIR, as a read-only card does with EROFS
+    const problems: string[] = [];
+    const s = new Spool(join(blocker, 'inner'), undefined, 'always', { onProblem: (m) => problems.push(m), memoryMessages: 50, retry: { min: 50, max: 100 } });
+    s.open();
+    for (let i = 0; i < 80; i++) s.append(msg(i));
+    expect(s.stats()).toMatchObject({ disk: false, inMemory: 50, queued: 50, dropped: 30 });
+    expect(s.peek()!.topic).toBe('t/30'); // the oldest went first
+    s.ack(); // delivered from memory
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/spool: the disk failed .*holding up to 50 messages in memory/);
+    rmSync(blocker);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(s.stats()).toMatchObject({ disk: true, inMemory: 0, queued: 49 });
+    expect(problems[1]).toMatch(/disk works again; 49 message\(s\) moved from memory/);
+    s.append(msg(80));
+    s.close();
+    const again = new Spool(join(blocker, 'inner'));
+    again.open();
+    expect(drain(again)).toEqual([...Array(50).keys()].map((i) => i + 31));
     again.close();
   });
 });

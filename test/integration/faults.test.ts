@@ -1,0 +1,184 @@
+// `starling run` as a process against faults from its own side: a damaged spool segment after kill -9, a
+// child that writes one endless line, and a grandchild that escapes the process group holding the pipes.
+import { afterEach, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { beaconPort, until } from '../helpers.ts';
+import { Mosquitto } from '../mosquitto.ts';
+import { MqttClient } from '../../services/mqtt-bridge/client.ts';
+import { Spool } from '../../services/mqtt-bridge/spool.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cli = `${root}/dist/starling.cjs`;
+const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
+const procs: ChildProcess[] = [];
+const dirs: string[] = [];
+execFileSync(process.execPath, [`${root}/image/build.mjs`]);
+
+function processesWith(text: string): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+    try {
+      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+afterEach(() => {
+  for (const p of procs.splice(0)) p.kill('SIGKILL');
+  for (const d of dirs.splice(0)) {
+    for (const pid of processesWith(d)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'starling-faults-'));
+  dirs.push(d);
+  return d;
+}
+
+function lines(p: ChildProcess): string[] {
+  const out: string[] = [];
+  createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
+  return out;
+}
+
+const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+const exited = (p: ChildProcess) => new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.once('exit', (c) => r(c))));
+
+describe('the spool after kill -9', () => {
+  it('with a damaged segment, a restart delivers every intact record once, in order, and reports the damage', async () => {
+    const dir = tempDir();
+    const broker = new Mosquitto();
+    await broker.start();
+    await broker.stop(); // away: every sample goes to the spool
+    const spool = join(dir, 'spool');
+    const file = join(dir, 'starling.yaml');
+    writeFileSync(file, [
+      'simulate: true',
+      `node: { name: silo, iface: lo, port: ${beaconPort()} }`,
+      'telemetry: { prefix: silo/ }',
+      `mqtt: { url: "${broker.url}", spool: "${spool}", mesh: false }`,
+      'sensors:',
+      '  - { platform: sim, name: level, interval: 10ms, waveform: ramp, min: 0, max: 100, period: 10s }',
+    ].join('\n'));
+    const first = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    procs.push(first);
+    await until(() => {
+      try {
+        return readdirSync(spool).some((f) => f.endsWith('.seg') && readFileSync(join(spool, f)).length > 20_000);
+      } catch {
+        return false;
+      }
+    }, 15_000, 'a spool segment of 20 KB');
+    first.kill('SIGKILL');
+    await exited(first);
+    // Flip one byte in the middle of the first segment.
+    const seg = join(spool, readdirSync(spool).filter((f) => f.endsWith('.seg')).sort()[0]!);
+    const data = readFileSync(seg);
+    data[Math.floor(data.length / 2)]! ^= 0xff;
+    writeFileSync(seg, data);
+    // What is intact, read from a copy with the same scan.
+    const copy = join(dir, 'copy');
+    cpSync(spool, copy, { recursive: true });
+    const reader = new Spool(copy);
+    reader.open();
+    expect(reader.stats().corrupt).toBe(1);
+    const intact: number[] = [];
+    let publisher = '';
+    for (let m = reader.peek(); m; m = reader.peek()) {
+      const s = JSON.parse(m.payload.toString());
+      if (m.topic === 'starling/silo/level') {
+        intact.push(s.seq);
+        publisher = s.publisher;
+      }
+      reader.ack();
+    }
+    reader.close();
+    expect(intact.length).toBeGreaterThan(100);
+    // Records are lost only around the damage: a run of consecutive sequence numbers with one hole.
+    const holes = intact.slice(1).filter((s, i) => s !== intact[i]! + 1);
+    expect(holes.length).toBe(1);
+    await broker.start();
+    const watcher = new MqttClient({ url: broker.url, clientId: 'ha-damage', reconnect: { min: 100, max: 300 } });
+    const got: number[] = [];
+    try {
+      await watcher.start();
+      await watcher.subscribe('starling/silo/level', 1);
+      watcher.on('message', (_t, p) => {
+        const s = JSON.parse(p.toString());
+        if (s.publisher === publisher) got.push(s.seq);
+      });
+      const second = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      procs.push(second);
+      const log = lines(second);
+      await until(() => got.length >= intact.length, 20_000, `all ${intact.length} intact records`);
+      await new Promise((r) => setTimeout(r, 500)); // any duplicate would have come by now
+      expect(got).toEqual(intact);
+      expect(log.some((l) => /"service":"mqtt".*damaged byte\(s\)/.test(l))).toBe(true);
+      second.kill('SIGTERM');
+      expect(await exited(second)).toBe(0);
+    } finally {
+      await watcher.stop();
+      await broker.destroy();
+    }
+  }, 60_000);
+});
+
+describe('children', () => {
+  function run(dir: string, services: string[]) {
+    const file = join(dir, 'starling.yaml');
+    writeFileSync(file, ['simulate: true', `node: { name: kid, iface: lo, port: ${beaconPort()} }`, 'sensors:', '  - { platform: sim, name: t, interval: 1s }', 'services:', ...services].join('\n'));
+    const p = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(p);
+    return { p, log: lines(p) };
+  }
+
+  it('one endless line without a newline: cut at 4,096 characters, the rest counted not kept; memory stays flat', async () => {
+    const dir = tempDir();
+    // 64 MB of 'x' with no newline, then a normal line; the service then idles.
+    const { p, log } = run(dir, [`  - { name: chatty, command: sh, args: ["-c", "head -c 67108864 /dev/zero | tr '\\\\0' x; echo; echo after; exec sleep 600"] }`]);
+    await until(() => log.some((l) => l.includes('"msg":"started chatty"')), 15_000, 'the service');
+    const idle = rssOf(p.pid!);
+    let peak = idle;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssOf(p.pid!))), 20);
+    try {
+      await until(() => log.some((l) => l.includes('"service":"chatty","msg":"after"')), 30_000, 'the line after the endless one');
+    } finally {
+      clearInterval(sampler);
+    }
+    const cut = log.map((l) => JSON.parse(l) as { service: string; msg: string }).find((e) => e.service === 'chatty' && e.msg.startsWith('xxx'))!;
+    expect(cut.msg).toHaveLength(4097);
+    expect(cut.msg.endsWith('…')).toBe(true);
+    // Before, readline buffered the whole line: +389 MB for 3 s of output. Now the growth is the stream's chunks.
+    expect(peak - idle).toBeLessThan(48 * 1024 * 1024);
+    console.log(`endless line: supervisor RSS ${(idle / 1e6).toFixed(1)} MB idle, peak ${(peak / 1e6).toFixed(1)} MB while 64 MB went by`);
+    p.kill('SIGTERM');
+    expect(await exited(p)).toBe(0);
+  }, 60_000);
+
+  it('a grandchild that escaped with setsid and holds the pipes does not keep the supervisor from exiting', async () => {
+    const dir = tempDir();
+    const { p, log } = run(dir, [`  - { name: escaper, command: sh, args: ["-c", "setsid sh -c 'sleep 600; echo ${dir}' & echo up; exec sleep 600"] }`]);
+    await until(() => log.some((l) => l.includes('"service":"escaper","msg":"up"')), 15_000, 'the service');
+    await until(() => processesWith(dir).length > 0, 5000, 'the escaped grandchild');
+    const t0 = Date.now();
+    p.kill('SIGTERM');
+    expect(await exited(p)).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    // It is still there (under systemd the unit's cgroup ends it); the supervisor did not wait for it.
+    expect(processesWith(dir).length).toBeGreaterThan(0);
+  }, 30_000);
+});
