@@ -123,7 +123,7 @@ backoff. Logs go to stdout as JSON lines (journald keeps them) and to a RAM ring
 \`starling logs\` reads. Exports org.starling.Supervisor1 on the system bus when it can
 (status, restart, logs), and tells systemd READY/WATCHDOG/STATUS when NOTIFY_SOCKET is
 set. SIGTERM or Ctrl-C first sets every output to its safe level, then stops everything at
-once within 15 s (what has not stopped by then is killed).
+once within 12 s (what has not stopped by then is killed).
 
 ${CONFIG_HELP}`,
   async run(argv) {

@@ -13,7 +13,7 @@ export interface ServiceStatus extends Health {
 }
 
 /** The whole shutdown, ms: inside the unit's TimeoutStopSec=20s with room to exit. */
-export const DEFAULT_STOP_DEADLINE_MS = 15_000;
+export const DEFAULT_STOP_DEADLINE_MS = 12_000;
 
 export class SupervisorError extends Error {
   override name = 'SupervisorError';
@@ -47,7 +47,7 @@ export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> 
   /**
    * Shuts down within one deadline: first every service's outputs go to their safe level (bounded by a
    * second), then all services stop in parallel; whatever has not stopped by `deadlineMs` is killed
-   * (`forceStop`) and given one more second. The default, 15 s, fits inside the unit's TimeoutStopSec=20s, so
+   * (`forceStop`) and given one more second. The default, 12 s, fits inside the unit's TimeoutStopSec=20s, so
    * systemd's SIGKILL never lands before the outputs are safe. Resolves when done; never rejects.
    */
   async stop(deadlineMs = DEFAULT_STOP_DEADLINE_MS): Promise<void> {

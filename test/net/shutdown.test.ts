@@ -1,0 +1,97 @@
+// SIGTERM as systemd sends it, with the worst a board can have running: 20 services that ignore SIGTERM and an
+// MQTT client connected to the embedded broker. The relay is a real sysfs GPIO line through onoff, on a tmpfs
+// over /sys/class in a private mount namespace with the stand-in kernel of onoff.test.ts. The outputs must be
+// at their safe level and the process gone within the unit's TimeoutStopSec=20s. Needs root; in CI it may not
+// be skipped.
+import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
+import { freePort } from '../mosquitto.ts';
+import { beaconPort, until } from '../helpers.ts';
+import { MqttClient } from '../../services/mqtt-bridge/client.ts';
+
+const runHere = rootTests('the shutdown test (mount namespace)');
+
+describe.runIf(runHere)('SIGTERM under load', () => {
+  it('20 services ignoring SIGTERM and a connected MQTT client: the relay is at its safe level and the process exits within 20 s', async () => {
+    requireRootAndBuild();
+    const dir = mkdtempSync(join(tmpdir(), 'starling-shutdown-'));
+    const port = await freePort();
+    const config = join(dir, 'starling.yaml');
+    const services = Array.from({ length: 20 }, (_, i) => `  - { name: deaf${i}, command: sh, args: ["-c", "trap '' TERM; echo up; while true; do sleep 1; done"], stop_timeout: 60s }`);
+    writeFileSync(config, [
+      `node: { name: box, iface: lo, port: ${beaconPort()} }`,
+      'telemetry: { prefix: box/ }',
+      `mqtt: { embedded: true, embedded_listen: "127.0.0.1:${port}", spool: "${join(dir, 'spool')}", mesh: false }`,
+      'gpio:',
+      '  - { name: relay, pin: GPIO17, mode: output, initial: 0, safe: 0 }',
+      'services:',
+      ...services,
+    ].join('\n'));
+    const node = process.execPath;
+    const log = join(dir, 'run.log');
+    const script = `
+      set -u
+      mount -t tmpfs starling-gpio /sys/class
+      G=/sys/class/gpio
+      mkdir -p $G/gpiochip512
+      echo pinctrl-bcm2711 > $G/gpiochip512/label; echo 512 > $G/gpiochip512/base; echo 58 > $G/gpiochip512/ngpio
+      : > $G/export; : > $G/unexport
+      ${node} ${ROOT_DIR}/test/net/fake-gpio-kernel.mjs $G > $G/.kernel.log &
+      kernel=$!
+      while [ ! -s $G/.kernel.log ]; do sleep 0.01; done
+      ${node} ${CLI} run --config ${config} > ${log} 2>&1 &
+      run=$!
+      # The line is unexported when the device closes, taking its value file: note the level as it changes.
+      while :; do v=$(cat $G/gpio529/value 2>/dev/null) && [ -n "$v" ] && echo "$v" > ${dir}/relay; sleep 0.005; done &
+      poller=$!
+      echo "pid=$run"
+      wait $run
+      echo "exit=$?"
+      kill $poller
+      echo "relay=$(cat ${dir}/relay)"
+      kill $kernel
+    `;
+    const sh = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' } });
+    const out: string[] = [];
+    createInterface({ input: sh.stdout! }).on('line', (l) => out.push(l));
+    const value = (key: string) => out.find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1);
+    const runLog = () => {
+      try {
+        return readFileSync(log, 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    const watcher = new MqttClient({ url: `mqtt://127.0.0.1:${port}`, clientId: 'ha-connected', reconnect: { min: 100, max: 300 } });
+    try {
+      await until(() => value('pid') !== undefined, 15_000, 'the supervisor');
+      await until(() => (runLog().match(/"msg":"started deaf\d+"/g) ?? []).length === 20, 30_000, '20 services started');
+      void watcher.start();
+      await until(() => watcher.isConnected, 15_000, 'the MQTT client on the embedded broker');
+      const states: number[] = [];
+      watcher.on('message', (t, p) => t === 'starling/box/relay' && states.push(JSON.parse(p.toString()).value));
+      await watcher.subscribe('starling/box/relay', 1);
+      await watcher.publish('starling/box/relay/set', '1', { qos: 1 });
+      await until(() => states.includes(1), 10_000, 'the relay on');
+      const t0 = Date.now();
+      process.kill(Number(value('pid')), 'SIGTERM');
+      await until(() => value('relay') !== undefined, 25_000, 'the supervisor to exit');
+      const took = Date.now() - t0;
+      expect(value('exit')).toBe('0');
+      expect(value('relay')).toBe('0'); // safe: 0
+      expect(took).toBeLessThan(20_000);
+      // The deadline, not the 60 s stop timeouts, decided when the deaf ones went.
+      expect(runLog()).toMatch(/not stopped within 12000 ms, killed: (deaf\d+, ){19}deaf\d+/);
+      console.log(`SIGTERM with 20 deaf services and a connected client: exited in ${(took / 1000).toFixed(1)} s, relay at its safe level`);
+    } finally {
+      await watcher.stop();
+      sh.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
