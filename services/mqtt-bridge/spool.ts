@@ -321,7 +321,9 @@ export class Spool {
 
   private noteDiskError(e: unknown, doing: string): void {
     this.counters.diskErrors++;
-    this.lastDiskError = `${doing} ${this.dir}: ${(e as NodeJS.ErrnoException).code ?? ''} ${(e as Error).message}`.replace(/\s+/g, ' ');
+    const code = (e as NodeJS.ErrnoException).code;
+    const message = (e as Error).message;
+    this.lastDiskError = `${doing} ${this.dir}: ${code && !message.startsWith(code) ? `${code} ` : ''}${message}`;
   }
 
   /** The disk failed: hold messages in memory from now on and try the disk again later. Logged once per outage. */
