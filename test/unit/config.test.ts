@@ -2,6 +2,9 @@
 // name file, line and column, and say what was found and what was expected.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../../runtime/config/load.ts';
 import { parseDuration } from '../../runtime/config/schema.ts';
 
@@ -77,5 +80,39 @@ describe('configuration', () => {
       .toEqual([500, 10_000, 120_000, 3_600_000, 3000, 1500]);
     expect(parseDuration('soon')).toBeUndefined();
     expect(parseDuration(-1)).toBeUndefined();
+  });
+
+  it('names, prefixes and topic templates that MQTT or Home Assistant cannot take are caught by check, each at its place', () => {
+    const text = [
+      'node: { name: "kitchen/+" }',
+      'telemetry: { prefix: "home/#/" }',
+      'mqtt: { url: "mqtt://127.0.0.1", topic: "$SYS/{topic}", discovery_prefix: "ha/+" }',
+    ].join('\n');
+    let found: string[] = [];
+    try {
+      parseConfig(text, 'wild.yaml');
+    } catch (e) {
+      found = (e as ConfigError).problems.map((p) => `${p.line}:${p.col} ${p.message}`);
+    }
+    expect(found).toHaveLength(4);
+    expect(found[0]).toMatch(/^1:15 node\.name is "kitchen\/\+"; expected a name without \/, \+, # or control characters/);
+    expect(found[1]).toMatch(/^2:22 telemetry\.prefix is "home\/#\/"; expected text without \+, #/);
+    expect(found[2]).toMatch(/^3:41 mqtt\.topic is "\$SYS\/\{topic\}"; expected a template containing \{topic\}, without \+, #, control characters or a leading \$/);
+    expect(found[3]).toMatch(/mqtt\.discovery_prefix is "ha\/\+"/);
+    // Fair ones pass.
+    expect(() => parseConfig('node: { name: "Küche 2" }\ntelemetry: { prefix: "home/kitchen/" }\nmqtt: { topic: "h/{topic}/state" }', 'ok.yaml')).not.toThrow();
+  });
+
+  it('a file over 1 MiB is refused at once with a clear error, before YAML parsing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-config-'));
+    const file = join(dir, 'huge.yaml');
+    writeFileSync(file, '# ' + 'x'.repeat(20 * 1024 * 1024) + '\n');
+    const t0 = Date.now();
+    try {
+      expect(() => loadConfig(file)).toThrow(/huge\.yaml:1:1: the file is 20971523 bytes; a configuration may be at most 1048576 bytes/);
+      expect(Date.now() - t0).toBeLessThan(2000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
