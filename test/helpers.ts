@@ -1,5 +1,12 @@
 // Shared test helpers: nodes on loopback with a beacon port of their own, and waiting for events.
 import { once } from 'node:events';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach } from 'vitest';
+import { Spool } from '../services/mqtt-bridge/spool.ts';
 import { createServer } from 'node:net';
 import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../runtime/zre/node.ts';
 
@@ -112,4 +119,110 @@ export async function until(cond: () => boolean, ms = 10_000, what = 'a conditio
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * Nodes and raw peers for one test file, stopped and closed after each test: call at the top of the file.
+ * `nodes` starts them on loopback (see {@link loopbackNodes}); `rawPeer` opens a {@link RawPeer} into a node;
+ * `track` stops a node the test made itself.
+ */
+export function nodeFixture(): { nodes(count: number, opts?: ZreNodeOptions): Promise<ZreNode[]>; rawPeer(node: ZreNode): Promise<RawPeer>; track(...n: ZreNode[]): void } {
+  let running: ZreNode[] = [];
+  let raws: RawPeer[] = [];
+  afterEach(async () => {
+    await Promise.all(running.map((n) => n.stop()));
+    raws.forEach((r) => r.close());
+    running = [];
+    raws = [];
+  });
+  return {
+    async nodes(count, opts = {}) {
+      const list = await loopbackNodes(count, opts);
+      running.push(...list);
+      return list;
+    },
+    track(...n) {
+      running.push(...n);
+    },
+    async rawPeer(node) {
+      const raw = new RawPeer();
+      raws.push(raw);
+      await raw.open(node.endpoint);
+      return raw;
+    },
+  };
+}
+
+/** Pids whose command line contains `text` (from /proc). */
+export function processesWith(text: string): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+    try {
+      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+/**
+ * What a (stopped) bridge's spool holds for one state topic: reads a copy made at `copy`, so the original is
+ * untouched. Returns the sequence numbers in spool order, the publisher, and the damage the scan found.
+ */
+export function spooledStates(spool: string, copy: string, topic: string): { seqs: number[]; publisher: string; corrupt: number } {
+  cpSync(spool, copy, { recursive: true });
+  const reader = new Spool(copy);
+  reader.open();
+  const seqs: number[] = [];
+  let publisher = '';
+  for (let m = reader.peek(); m; m = reader.peek()) {
+    if (m.topic === topic) {
+      const s = JSON.parse(m.payload.toString()) as { seq: number; publisher: string };
+      seqs.push(s.seq);
+      publisher = s.publisher;
+    }
+    reader.ack();
+  }
+  const { corrupt } = reader.stats();
+  reader.close();
+  return { seqs, publisher, corrupt };
+}
+
+/**
+ * Child processes and temporary folders for one test file, cleaned up after each test: the processes get
+ * SIGKILL, and so does anything whose command line names one of the folders (services run in process groups
+ * of their own, so a supervisor that died would leave them). Call at the top of the file.
+ */
+export function processFixture(prefix: string): { track(p: ChildProcess): ChildProcess; tempDir(): string; lines(p: ChildProcess): string[] } {
+  const procs: ChildProcess[] = [];
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const p of procs.splice(0)) p.kill('SIGKILL');
+    for (const d of dirs.splice(0)) {
+      for (const pid of processesWith(d)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+  return {
+    track(p) {
+      procs.push(p);
+      return p;
+    },
+    tempDir() {
+      const d = mkdtempSync(join(tmpdir(), prefix));
+      dirs.push(d);
+      return d;
+    },
+    /** The process's stdout lines, collected as they come. */
+    lines(p) {
+      const out: string[] = [];
+      createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
+      return out;
+    },
+  };
 }

@@ -27,7 +27,7 @@ ${MESH_HELP}`,
     if (transport === 'epgm' && !capability.pgm) throw new CliError('--transport epgm: this zeromq.js has no OpenPGM; run `bash image/setup.sh` to build it against the system libzmq', 1);
     const json = Boolean(values.json);
     const rate = values.rate === undefined ? undefined : intOption('--rate', values.rate, 1, 10_000_000);
-    const sub = new Subscriber({ prefix: positionals[0] ?? '', rate });
+    const sub = new Subscriber({ prefix: positionals[0] ?? '', rate, onProblem: (m) => process.stderr.write(`tail: ${m}\n`) });
     const node = new ZreNode(nodeOptions(values));
     sub.on('batch', (b, from) => {
       for (let i = from; i < b.count; i++) {

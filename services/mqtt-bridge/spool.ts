@@ -141,6 +141,11 @@ export class Spool {
 
   /** Appends one message: written at the end of this turn (or held in memory while the disk is away). */
   append(m: SpooledMessage): void {
+    if (Buffer.byteLength(m.topic) > 0xffff) {
+      // Cannot be a record (u16 topic length) nor an MQTT topic; the bridge never sends one. Counted, not thrown.
+      this.counters.dropped++;
+      return;
+    }
     this.counters.appended++;
     if (!this.diskOk || this.memory.length > 0 || !this.appendToDisk(m)) this.toMemory(m);
   }

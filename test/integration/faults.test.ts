@@ -1,59 +1,21 @@
 // `starling run` as a process against faults from its own side: a damaged spool segment after kill -9, a
 // child that writes one endless line, and a grandchild that escapes the process group holding the pipes.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { beaconPort, until } from '../helpers.ts';
+import { beaconPort, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
-import { Spool } from '../../services/mqtt-bridge/spool.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.cjs`;
 const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
-const procs: ChildProcess[] = [];
-const dirs: string[] = [];
+const { track, tempDir, lines } = processFixture('starling-faults-');
 execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
-function processesWith(text: string): number[] {
-  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-    try {
-      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
 
-afterEach(() => {
-  for (const p of procs.splice(0)) p.kill('SIGKILL');
-  for (const d of dirs.splice(0)) {
-    for (const pid of processesWith(d)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-    rmSync(d, { recursive: true, force: true });
-  }
-});
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'starling-faults-'));
-  dirs.push(d);
-  return d;
-}
-
-function lines(p: ChildProcess): string[] {
-  const out: string[] = [];
-  createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
-  return out;
-}
 
 const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
 const exited = (p: ChildProcess) => new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.once('exit', (c) => r(c))));
@@ -75,7 +37,7 @@ describe('the spool after kill -9', () => {
       '  - { platform: sim, name: level, interval: 10ms, waveform: ramp, min: 0, max: 100, period: 10s }',
     ].join('\n'));
     const first = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-    procs.push(first);
+    track(first);
     await until(() => {
       try {
         return readdirSync(spool).some((f) => f.endsWith('.seg') && readFileSync(join(spool, f)).length > 20_000);
@@ -91,22 +53,8 @@ describe('the spool after kill -9', () => {
     data[Math.floor(data.length / 2)]! ^= 0xff;
     writeFileSync(seg, data);
     // What is intact, read from a copy with the same scan.
-    const copy = join(dir, 'copy');
-    cpSync(spool, copy, { recursive: true });
-    const reader = new Spool(copy);
-    reader.open();
-    expect(reader.stats().corrupt).toBe(1);
-    const intact: number[] = [];
-    let publisher = '';
-    for (let m = reader.peek(); m; m = reader.peek()) {
-      const s = JSON.parse(m.payload.toString());
-      if (m.topic === 'starling/silo/level') {
-        intact.push(s.seq);
-        publisher = s.publisher;
-      }
-      reader.ack();
-    }
-    reader.close();
+    const { seqs: intact, publisher, corrupt } = spooledStates(spool, join(dir, 'copy'), 'starling/silo/level');
+    expect(corrupt).toBe(1);
     expect(intact.length).toBeGreaterThan(100);
     // Records are lost only around the damage: a run of consecutive sequence numbers with one hole.
     const holes = intact.slice(1).filter((s, i) => s !== intact[i]! + 1);
@@ -122,7 +70,7 @@ describe('the spool after kill -9', () => {
         if (s.publisher === publisher) got.push(s.seq);
       });
       const second = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      procs.push(second);
+      track(second);
       const log = lines(second);
       await until(() => got.length >= intact.length, 20_000, `all ${intact.length} intact records`);
       await new Promise((r) => setTimeout(r, 500)); // any duplicate would have come by now
@@ -142,7 +90,7 @@ describe('children', () => {
     const file = join(dir, 'starling.yaml');
     writeFileSync(file, ['simulate: true', `node: { name: kid, iface: lo, port: ${beaconPort()} }`, 'sensors:', '  - { platform: sim, name: t, interval: 1s }', 'services:', ...services].join('\n'));
     const p = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-    procs.push(p);
+    track(p);
     return { p, log: lines(p) };
   }
 

@@ -13,6 +13,8 @@ import { MqttClient, PacketSizes } from '../../services/mqtt-bridge/client.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { BatchWriter } from '../../runtime/telemetry/sample.ts';
 import { Mosquitto } from '../mosquitto.ts';
+import { MAX_PEER_LINES, peerLines } from '../../services/mqtt-bridge/service.ts';
+import { HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import { until } from '../helpers.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -230,5 +232,18 @@ describe('a broker that misbehaves', () => {
     expect(sizes.feed(Buffer.from([2, 3, 0xd0, 0x00, 0x30]))).toBeUndefined();
     expect(sizes.feed(Buffer.from([0xc8]))).toBeUndefined();
     expect(sizes.feed(Buffer.from([0x01]))).toBe(200);
+  });
+});
+
+describe('what a peer advertises for Home Assistant', () => {
+  const peer = (headers: Record<string, string>) => ({ peer: 'A'.repeat(32), name: 'p', endpoint: 'tcp://127.0.0.1:1', groups: [], headers, presence: 'alive' as const });
+
+  it('30,000 output names, names that are not names, or a prefix with a wildcard: refused with the reason', () => {
+    const many = Array.from({ length: 30_000 }, (_, i) => `o${i}`).join(',');
+    expect(() => peerLines(peer({ [HEADER_OUTPUTS]: many }))).toThrow(/X-GPIO-OUTPUTS lists 30000 lines \(at most 64\)/);
+    expect(() => peerLines(peer({ [HEADER_INPUTS]: 'door,Front Door' }))).toThrow(/holds "Front Door"; expected lower-case letters, digits and _/);
+    expect(() => peerLines(peer({ [HEADER_PREFIX]: 'home/#/' }))).toThrow(/cannot be part of an MQTT topic/);
+    expect(peerLines(peer({ [HEADER_PREFIX]: 'pond/', [HEADER_OUTPUTS]: 'pump,valve', [HEADER_INPUTS]: 'float' }))).toEqual({ prefix: 'pond/', outputs: ['pump', 'valve'], inputs: ['float'] });
+    expect(MAX_PEER_LINES).toBe(64);
   });
 });

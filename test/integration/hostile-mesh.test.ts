@@ -1,33 +1,13 @@
 // Hostile input on the mesh, with real UDP and ZeroMQ sockets on loopback: beacon floods, endpoint claims,
 // re-HELLO loops and oversized HELLOs are refused and counted, and honest peers keep talking during and after.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { ZreNode } from '../../runtime/zre/node.ts';
 import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
-import { loopbackNodes, meshed, RawPeer, until, waitFor } from '../helpers.ts';
+import { meshed, nodeFixture, until, waitFor } from '../helpers.ts';
 
-let running: ZreNode[] = [];
-let raws: RawPeer[] = [];
-afterEach(async () => {
-  await Promise.all(running.map((n) => n.stop()));
-  raws.forEach((r) => r.close());
-  running = [];
-  raws = [];
-});
-
-async function nodes(count: number, opts = {}): Promise<ZreNode[]> {
-  const list = await loopbackNodes(count, opts);
-  running.push(...list);
-  return list;
-}
-
-async function rawPeer(node: ZreNode): Promise<RawPeer> {
-  const raw = new RawPeer();
-  raws.push(raw);
-  await raw.open(node.endpoint);
-  return raw;
-}
+const { nodes, rawPeer, track } = nodeFixture();
 
 const beaconPortOf = (n: ZreNode) => (n as unknown as { opts: { beaconPort: number } }).opts.beaconPort;
 
@@ -95,7 +75,7 @@ describe('a flood of beacons with made-up UUIDs', () => {
     udp.close();
     await until(() => a!.stats().peersRefused >= 199, 5000, 'the beacons to be refused');
     const late = new ZreNode({ iface: 'lo', beaconPort: beaconPortOf(a!), beaconInterval: 100, pingInterval: 100, name: 'late' });
-    running.push(late);
+    track(late);
     await late.start();
     await Promise.all([waitFor(a!, 'enter', (p) => p.name === 'late', 10_000), waitFor(late, 'enter', (p) => p.peer === a!.id, 10_000)]);
     await talks(late, a!, 'hello from the flooded address');

@@ -1,38 +1,18 @@
 // The ZRE node on loopback with real ZeroMQ and UDP sockets.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { ZreNode, ZreNodeError } from '../../runtime/zre/node.ts';
 import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
-import { beaconPort, loopbackNodes, meshed, RawPeer, waitFor } from '../helpers.ts';
+import { beaconPort, meshed, nodeFixture, waitFor } from '../helpers.ts';
 
-let running: ZreNode[] = [];
-let raws: RawPeer[] = [];
-afterEach(async () => {
-  await Promise.all(running.map((n) => n.stop()));
-  raws.forEach((r) => r.close());
-  running = [];
-  raws = [];
-});
-
-async function nodes(count: number, opts = {}): Promise<ZreNode[]> {
-  const list = await loopbackNodes(count, opts);
-  running.push(...list);
-  return list;
-}
-
-async function rawPeer(node: ZreNode): Promise<RawPeer> {
-  const raw = new RawPeer();
-  raws.push(raw);
-  await raw.open(node.endpoint);
-  return raw;
-}
+const { nodes, rawPeer, track } = nodeFixture();
 
 describe('discovery and presence', () => {
   it('two nodes find each other by beacon; ENTER carries name, endpoint and headers', async () => {
     const port = beaconPort();
     const a = new ZreNode({ iface: 'lo', beaconPort: port, name: 'alpha', headers: { 'X-ROLE': 'sensor', 'X-UTF8': 'grüße ✓' } });
     const b = new ZreNode({ iface: 'lo', beaconPort: port, name: 'bravo' });
-    running.push(a, b);
+    track(a, b);
     const entered = waitFor(b, 'enter');
     await a.start();
     await b.start();
@@ -83,10 +63,10 @@ describe('discovery and presence', () => {
 
   it('static peers find each other without broadcast (different beacon ports)', async () => {
     const a = new ZreNode({ iface: 'lo', beaconPort: beaconPort(), mailboxPort: 0, name: 'a' });
-    running.push(a);
+    track(a);
     await a.start();
     const b = new ZreNode({ iface: 'lo', beaconPort: beaconPort(), name: 'b', peers: [a.endpoint], beaconInterval: 100 });
-    running.push(b);
+    track(b);
     const aSees = waitFor(a, 'enter');
     const bSees = waitFor(b, 'enter');
     await b.start();
@@ -134,13 +114,13 @@ describe('groups and messages', () => {
   it('a node that joined groups before a peer arrived lists them in HELLO; the peer fires JOIN for each', async () => {
     const port = beaconPort();
     const a = new ZreNode({ iface: 'lo', beaconPort: port, beaconInterval: 100 });
-    running.push(a);
+    track(a);
     a.join('RED');
     a.join('BLUE');
     a.join('RED'); // already in: no status change
     await a.start();
     const b = new ZreNode({ iface: 'lo', beaconPort: port, beaconInterval: 100 });
-    running.push(b);
+    track(b);
     const joins: string[] = [];
     b.on('join', (e) => joins.push(e.group));
     const entered = waitFor(b, 'enter');

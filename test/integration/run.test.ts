@@ -1,53 +1,18 @@
 // `starling run` as a process: systemd notifications received on a real unix datagram socket standing in for
 // NOTIFY_SOCKET, and SIGTERM stopping services together within their timeouts, nothing orphaned.
-import { afterEach, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { beaconPort, until } from '../helpers.ts';
+import { beaconPort, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
 import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
-import { Spool } from '../../services/mqtt-bridge/spool.ts';
-import { cpSync } from 'node:fs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.cjs`;
-const procs: ChildProcess[] = [];
-const dirs: string[] = [];
-afterEach(() => {
-  for (const p of procs.splice(0)) p.kill('SIGKILL');
-  // Services run in process groups of their own: if a supervisor died here, take its services down too.
-  for (const d of dirs.splice(0)) {
-    for (const pid of processesWith(d)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-    rmSync(d, { recursive: true, force: true });
-  }
-});
-
-function processesWith(text: string): number[] {
-  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-    try {
-      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'starling-run-'));
-  dirs.push(d);
-  return d;
-}
+const { track, tempDir, lines } = processFixture('starling-run-');
 execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
 function config(dir: string, services: string[]): string {
@@ -63,11 +28,6 @@ function config(dir: string, services: string[]): string {
   return file;
 }
 
-function lines(p: ChildProcess): string[] {
-  const out: string[] = [];
-  createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
-  return out;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -85,7 +45,7 @@ async function notifyReceiver(sock: string): Promise<{ got: string[] }> {
     '  pid=[struct.unpack("iII",d)[0] for l,t,d in anc if t==socket.SCM_CREDENTIALS][0]',
     '  print(str(pid)+" "+msg.decode().replace("\\n","|"),flush=True)',
   ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  procs.push(receiver);
+  track(receiver);
   const got = lines(receiver);
   await until(() => got.includes('bound'), 10_000, 'the receiver');
   return { got };
@@ -100,7 +60,7 @@ describe('starling run', () => {
       env: { ...process.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000', DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    procs.push(run);
+    track(run);
     const log = lines(run);
     await until(() => got.filter((l) => l.includes('WATCHDOG=1')).length >= 3, 15_000, 'three WATCHDOG=1');
     const ready = got.find((l) => l.includes('READY=1'));
@@ -139,7 +99,7 @@ describe('starling run', () => {
       svc('three', `echo three >> ${order}; exit 0`),
     ]);
     const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'pipe', 'inherit'] });
-    procs.push(run);
+    track(run);
     const log = lines(run);
     await until(() => ['one', 'two', 'three'].every((n) => log.some((l) => l.includes(`"msg":"started ${n}"`))), 15_000, 'three services started');
     const pids = log.filter((l) => l.includes('"msg":"started ')).map((l) => JSON.parse(l).pid as number);
@@ -176,7 +136,7 @@ describe('starling run', () => {
         '  - { name: pump, pin: GPIO17, mode: output }',
       ].join('\n'));
       const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'ignore', 'inherit'] });
-      procs.push(run);
+      track(run);
       await until(() => got.some(([t]) => t === 'starling/shed/temp'), 15_000, 'a temperature state');
       await until(() => got.some(([t]) => t === 'homeassistant/switch/starling_shed_pump/config'), 5000, 'the pump switch');
       // Announced in the same burst as the switch, but not necessarily before it.
@@ -211,26 +171,12 @@ describe('starling run', () => {
     ].join('\n'));
     const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
     const first = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-    procs.push(first);
+    track(first);
     await sleep(2500);
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
     // What reached the spool: read a copy of it.
-    const copy = join(dir, 'spool-copy');
-    cpSync(spool, copy, { recursive: true });
-    const onDisk = new Spool(copy);
-    onDisk.open();
-    const spooled: number[] = [];
-    let publisher = '';
-    for (let m = onDisk.peek(); m; m = onDisk.peek()) {
-      const state = JSON.parse(m.payload.toString());
-      if (m.topic === 'starling/barn/level') {
-        spooled.push(state.seq);
-        publisher = state.publisher;
-      }
-      onDisk.ack();
-    }
-    onDisk.close();
+    const { seqs: spooled, publisher } = spooledStates(spool, join(dir, 'spool-copy'), 'starling/barn/level');
     expect(spooled.length).toBeGreaterThan(50);
     await broker.start();
     const watcher = new MqttClient({ url: broker.url, clientId: 'ha-kill', reconnect: { min: 100, max: 300 } });
@@ -243,7 +189,7 @@ describe('starling run', () => {
         if (state.publisher === publisher) got.add(state.seq);
       });
       const second = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-      procs.push(second);
+      track(second);
       await until(() => spooled.every((s) => got.has(s)), 20_000, `all ${spooled.length} spooled samples`);
       second.kill('SIGTERM');
       await new Promise((r) => second.once('exit', r));
@@ -269,7 +215,7 @@ describe('starling run', () => {
       '  - { name: fan, pin: GPIO5, mode: output }',
     ].join('\n'));
     const run = spawn(process.execPath, [cli, 'run', '--config', file], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' }, stdio: ['ignore', 'ignore', 'inherit'] });
-    procs.push(run);
+    track(run);
     const watcher = new MqttClient({ url: `mqtt://127.0.0.1:${port}`, clientId: 'ha-embedded', reconnect: { min: 100, max: 300 } });
     try {
       void watcher.start();
@@ -310,7 +256,8 @@ describe('starling run', () => {
     ]);
     const device = spawn(process.execPath, [cli, 'run', '--config', deviceCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     const hub = spawn(process.execPath, [cli, 'run', '--config', hubCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-    procs.push(device, hub);
+    track(device);
+    track(hub);
     const watcher = new MqttClient({ url: broker.url, clientId: 'ha-mesh', reconnect: { min: 100, max: 300 } });
     try {
       await watcher.start();

@@ -31,6 +31,23 @@ export function requireRootAndBuild(): void {
   execFileSync(process.execPath, [`${ROOT_DIR}/image/build.mjs`]);
 }
 
+/**
+ * Shell lines, for a script run under `unshare -m`, that mount a tmpfs over /sys/class with one gpiochip
+ * (`pinctrl-bcm2711`, base 512, 58 lines) and start the stand-in kernel (test/net/fake-gpio-kernel.mjs) as
+ * `$kernel`; `$G` is /sys/class/gpio. They return once the kernel is watching.
+ */
+export function fakeGpioSysfs(node = process.execPath): string {
+  return `
+      mount -t tmpfs starling-gpio /sys/class
+      G=/sys/class/gpio
+      mkdir -p $G/gpiochip512
+      echo pinctrl-bcm2711 > $G/gpiochip512/label; echo 512 > $G/gpiochip512/base; echo 58 > $G/gpiochip512/ngpio
+      : > $G/export; : > $G/unexport
+      ${node} ${ROOT_DIR}/test/net/fake-gpio-kernel.mjs $G > $G/.kernel.log &
+      kernel=$!
+      while [ ! -s $G/.kernel.log ]; do sleep 0.01; done`;
+}
+
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }

@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
+import { CLI, ROOT_DIR, fakeGpioSysfs, rootTests, requireRootAndBuild } from './netns.ts';
 
 const root = ROOT_DIR;
 const runHere = rootTests('the onoff mount-namespace test');
@@ -31,15 +31,8 @@ describe.runIf(runHere)('onoff over a fake sysfs in a private mount namespace', 
     const cli = CLI;
     const script = `
       set -eu
-      mount -t tmpfs starling-gpio /sys/class
-      G=/sys/class/gpio
-      mkdir -p $G/gpiochip512
-      echo pinctrl-bcm2711 > $G/gpiochip512/label; echo 512 > $G/gpiochip512/base; echo 58 > $G/gpiochip512/ngpio
-      : > $G/export; : > $G/unexport
-      ${node} ${root}/test/net/fake-gpio-kernel.mjs $G > $G/.kernel.log &
-      kernel=$!
+      ${fakeGpioSysfs(node)}
       trap 'kill $kernel 2>/dev/null' EXIT
-      while [ ! -s $G/.kernel.log ]; do sleep 0.01; done
       say() { printf '%s=%s\\n' "$1" "$2"; }
       say set_relay "$(${node} ${cli} gpio set relay 1 --config ${config})"
       say relay_direction "$(cat $G/gpio529/direction)"

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
+import { CLI, fakeGpioSysfs, rootTests, requireRootAndBuild } from './netns.ts';
 import { freePort } from '../mosquitto.ts';
 import { beaconPort, until } from '../helpers.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
@@ -36,14 +36,7 @@ describe.runIf(runHere)('SIGTERM under load', () => {
     const log = join(dir, 'run.log');
     const script = `
       set -u
-      mount -t tmpfs starling-gpio /sys/class
-      G=/sys/class/gpio
-      mkdir -p $G/gpiochip512
-      echo pinctrl-bcm2711 > $G/gpiochip512/label; echo 512 > $G/gpiochip512/base; echo 58 > $G/gpiochip512/ngpio
-      : > $G/export; : > $G/unexport
-      ${node} ${ROOT_DIR}/test/net/fake-gpio-kernel.mjs $G > $G/.kernel.log &
-      kernel=$!
-      while [ ! -s $G/.kernel.log ]; do sleep 0.01; done
+      ${fakeGpioSysfs(node)}
       ${node} ${CLI} run --config ${config} > ${log} 2>&1 &
       run=$!
       # The line is unexported when the device closes, taking its value file: note the level as it changes.
