@@ -7,7 +7,7 @@
  * the answer is a WHISPER `{"ok": true, "gpio": NAME, "value": V}` or `{"ok": false, "error": "…"}`.
  */
 import { chooseInterface } from './net/iface.ts';
-import { progressHealth, ServiceBase, type Health } from './supervisor/service.ts';
+import { counters, progressHealth, ServiceBase, type Counters, type Health } from './supervisor/service.ts';
 import type { Config } from './config/load.ts';
 import { ZreNode } from './zre/node.ts';
 import { ProblemLog } from './problems.ts';
@@ -31,6 +31,11 @@ export class Device extends ServiceBase {
   /** Stores the config (and where its problems are logged); opens nothing. */
   constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void) {
     super();
+  }
+
+  /** The mesh node's and the publisher's counters, and refused mesh commands. */
+  override stats(): Counters {
+    return { ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), commandErrors: this.commandErrors };
   }
 
   /** Every output to its safe level now (the first step of a shutdown). */

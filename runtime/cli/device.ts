@@ -184,14 +184,27 @@ export const status: Command = {
   help: `Usage: starling status [--json]
 
 Asks the running supervisor (org.starling.Supervisor1 on the system bus) for each
-service's state, health and restart count.`,
+service's state, health and restart count, and below each its counters that are not
+zero: what every bound dropped or refused (sequence gaps, refused peers, malformed
+telemetry, spool drops, broker faults …). --json gives every counter.`,
   async run(argv) {
     const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
     const sup = await reach();
     try {
       const rows = (await sup.call('List')) as [string, string, boolean, number, string][];
-      if (values.json) out(JSON.stringify(rows.map(([name, state, healthy, restarts, detail]) => ({ name, state, healthy, restarts, detail }))));
-      else for (const [name, state, healthy, restarts, detail] of rows) out(`${name.padEnd(16)} ${state.padEnd(9)} ${healthy ? 'healthy' : 'unhealthy'}  restarts=${restarts}${detail ? `  ${detail}` : ''}`);
+      const stats = (await sup.call('Stats')) as Record<string, Record<string, number>>;
+      if (values.json) {
+        out(JSON.stringify(rows.map(([name, state, healthy, restarts, detail]) => ({ name, state, healthy, restarts, detail, stats: stats[name] ?? {} }))));
+        return 0;
+      }
+      const nonZero = (c: Record<string, number> | undefined) => Object.entries(c ?? {}).filter(([k, v]) => v !== 0 && k !== 'restarts').sort(([a], [b]) => a.localeCompare(b));
+      for (const [name, state, healthy, restarts, detail] of rows) {
+        out(`${name.padEnd(16)} ${state.padEnd(9)} ${healthy ? 'healthy' : 'unhealthy'}  restarts=${restarts}${detail ? `  ${detail}` : ''}`);
+        const shown = nonZero(stats[name]);
+        if (shown.length) out(`  ${shown.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      }
+      const own = nonZero(stats.supervisor);
+      if (own.length) out(`${'supervisor'.padEnd(16)} ${own.map(([k, v]) => `${k}=${v}`).join(' ')}`);
       return 0;
     } finally {
       sup.close();

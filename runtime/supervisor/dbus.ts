@@ -70,6 +70,11 @@ function interfaceClass(dbus: DBus) {
       return this.act(() => this.sup.restartService(name));
     }
 
+    /** Every service's counters: service → counter → value (a{sa{sd}}). */
+    Stats(): Record<string, Record<string, number>> {
+      return this.sup.stats();
+    }
+
     Logs(service: string, count: number): string[] {
       return this.log.tail(count || 100, service || undefined).map((e) => JSON.stringify(e));
     }
@@ -94,6 +99,7 @@ function interfaceClass(dbus: DBus) {
       Stop: { inSignature: 's' },
       Restart: { inSignature: 's' },
       Logs: { inSignature: 'su', outSignature: 'as' },
+      Stats: { outSignature: 'a{sa{sd}}' },
     },
     signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
   });

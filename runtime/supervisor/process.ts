@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Backoff } from '../backoff.ts';
 import type { LogRing } from './log.ts';
-import { progressHealth, ServiceBase, type Health } from './service.ts';
+import { progressHealth, ServiceBase, type Counters, type Health } from './service.ts';
 
 export interface ProcessSpec {
   name: string;
@@ -48,7 +48,7 @@ export class ProcessService extends ServiceBase {
   /** The most recent restart delays (ms), newest last; at most 20 kept. */
   readonly recentDelays: number[] = [];
   lastExit: { code: number | null; signal: string | null } | undefined;
-  /** Output bytes past MAX_LINE on one line, dropped (not buffered). */
+  /** Output characters past MAX_LINE on one line, dropped (not buffered). */
   truncatedBytes = 0;
 
   constructor(readonly spec: ProcessSpec, private readonly log: LogRing) {
@@ -186,6 +186,10 @@ export class ProcessService extends ServiceBase {
     } catch {
       // already gone
     }
+  }
+
+  override stats(): Counters {
+    return { 'output.truncatedChars': this.truncatedBytes };
   }
 
   override health(): Health {

@@ -13,6 +13,24 @@ export interface Health {
   detail?: string;
 }
 
+/** Flat counters: `mesh.sequenceGaps` → 3. */
+export type Counters = Record<string, number>;
+
+/**
+ * Flattens an object of counters under `prefix`: numbers as they are, booleans as 0/1, nested objects as
+ * `prefix.key.sub`; strings and the rest are left out.
+ */
+export function counters(prefix: string, o: object | undefined): Counters {
+  const out: Counters = {};
+  for (const [k, v] of Object.entries(o ?? {})) {
+    const key = `${prefix}.${k}`;
+    if (typeof v === 'number') out[key] = v;
+    else if (typeof v === 'boolean') out[key] = v ? 1 : 0;
+    else if (v && typeof v === 'object' && !Array.isArray(v)) Object.assign(out, counters(key, v));
+  }
+  return out;
+}
+
 export interface ServiceEvents {
   state: [ServiceState];
 }
@@ -25,6 +43,11 @@ export interface Service extends EventEmitter<ServiceEvents> {
   start(): Promise<void>;
   stop(): Promise<void>;
   health(): Health;
+  /**
+   * Its counters (drops, refusals, gaps, reconnects …) and a few gauges (queue depths), flat: `kind.name` →
+   * number. What every bound counts, for `starling status` and D-Bus `Stats`. Cheap: called on request.
+   */
+  stats(): Counters;
   /** Puts what the service drives into its safe state at once (GPIO outputs); called first on shutdown. */
   safe?(): Promise<void>;
   /** Ends the service now (SIGKILL): called when the shutdown deadline has passed and stop() has not finished. */
@@ -65,6 +88,10 @@ export abstract class ServiceBase extends EventEmitter<ServiceEvents> implements
 
   health(): Health {
     return this.current === 'running' ? { healthy: true } : { healthy: false, detail: this.current };
+  }
+
+  stats(): Counters {
+    return {};
   }
 
   abstract start(): Promise<void>;

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { LogRing } from './log.ts';
-import type { Health, Service, ServiceState } from './service.ts';
+import type { Counters, Health, Service, ServiceState } from './service.ts';
 
 export interface ServiceStatus extends Health {
   name: string;
@@ -97,6 +97,20 @@ export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> 
 
   list(): ServiceStatus[] {
     return this.services.map((s) => ({ name: s.name, state: s.state, restarts: s.restarts, ...s.health() }));
+  }
+
+  /** Every service's counters, and the supervisor's own (log entries pushed out of the ring). */
+  stats(): Record<string, Counters> {
+    const out: Record<string, Counters> = { supervisor: { 'log.evicted': this.log.evicted } };
+    for (const s of this.services) {
+      try {
+        out[s.name] = { restarts: s.restarts, ...s.stats() };
+      } catch (e) {
+        out[s.name] = { restarts: s.restarts };
+        this.log.log('error', 'supervisor', `${s.name}: stats failed: ${(e as Error).message}`);
+      }
+    }
+    return out;
   }
 
   healthy(): boolean {

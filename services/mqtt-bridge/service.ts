@@ -10,7 +10,7 @@ import type { Device } from '../../runtime/device.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
-import { ServiceBase, type Health } from '../../runtime/supervisor/service.ts';
+import { counters, ServiceBase, type Counters, type Health } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
 
@@ -55,6 +55,17 @@ export class BridgeService extends ServiceBase {
   }
 
 
+
+  /** The bridge's, its spool's, its MQTT client's and its subscriber's counters, and what it would not follow. */
+  override stats(): Counters {
+    const b = this.bridge?.stats();
+    const { spool, connected, ...bridge } = b ?? { spool: undefined, connected: false };
+    return {
+      ...counters('bridge', bridge), connected: connected ? 1 : 0, ...counters('spool', spool),
+      ...counters('mqtt', this.bridge?.client.faults), 'mqtt.connectFailures': this.bridge?.client.failures ?? 0,
+      ...counters('telemetry', this.sub?.stats()), 'mesh.followRefused': this.following?.refused ?? 0, 'mesh.linesRefused': this.linesRefused,
+    };
+  }
 
   override health(): Health {
     return this.state === 'running' ? { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' } : { healthy: false, detail: this.state };

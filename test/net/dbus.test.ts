@@ -3,6 +3,7 @@
 // refused call as `nobody`); in CI it may not be skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
   let run: ChildProcess;
   let bus: ReturnType<typeof dbus.sessionBus>;
   const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address };
+  const port = beaconPort();
 
   beforeAll(async () => {
     requireRootAndBuild();
@@ -51,7 +53,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     daemon = Number(execFileSync('dbus-daemon', [`--config-file=${dir}/system.conf`, '--fork', '--print-pid'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
     writeFileSync(join(dir, 'starling.yaml'), [
       'simulate: true',
-      `node: { name: sup, iface: lo, port: ${beaconPort()} }`,
+      `node: { name: sup, iface: lo, port: ${port} }`,
       'services:',
       '  - { name: ticker, command: sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"], restart: always }',
     ].join('\n'));
@@ -119,5 +121,33 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'ticker']);
     expect(cli('logs', 'ticker', '-n', '2').stdout.trim().split('\n')).toHaveLength(2);
     expect(cli('restart', 'nope')).toMatchObject({ status: 1, stderr: expect.stringMatching(/^starling: .*no service named 'nope'/) });
+  });
+
+  it('every counter is visible: Stats over D-Bus (for anyone), non-zero ones in status, all of them in status --json', async () => {
+    // Three malformed beacons and one mesh command the device refuses.
+    const udp = createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(() => r()));
+    udp.setBroadcast(true);
+    for (const bytes of [Buffer.from('ZRE'), Buffer.from('not a beacon at all!!!'), Buffer.from('ZRE\x09' + 'x'.repeat(18))]) {
+      await new Promise<void>((r) => udp.send(bytes, port, '127.255.255.255', () => r()));
+    }
+    udp.close();
+    const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 20_000 });
+    let rows: { name: string; stats: Record<string, number> }[] = [];
+    for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      rows = JSON.parse(cli('status', '--json').stdout);
+      if (rows[0]?.stats['mesh.beaconsMalformed'] === 3) break;
+    }
+    const device = rows.find((r) => r.name === 'device')!;
+    expect(device.stats).toMatchObject({ 'mesh.beaconsMalformed': 3, 'mesh.sequenceGaps': 0, 'mesh.peersRefused': 0, 'telemetry.batchesDropped': 0, commandErrors: 0 });
+    expect(Object.keys(device.stats).length).toBeGreaterThan(20);
+    expect(rows.find((r) => r.name === 'ticker')!.stats).toMatchObject({ 'output.truncatedChars': 0 });
+    const text = cli('status').stdout;
+    expect(text).toMatch(/^device .*\n {2}.*mesh\.beaconsMalformed=3/m);
+    expect(text).not.toMatch(/sequenceGaps=0/); // zeros are left out of the text form
+    const asNobody = spawnSync('runuser', ['-u', 'nobody', '--', 'dbus-send', '--system', '--print-reply',
+      '--dest=org.starling.Supervisor1', '/org/starling/Supervisor1', 'org.starling.Supervisor1.Stats'], { env, encoding: 'utf8', timeout: 20_000 });
+    expect(asNobody.status).toBe(0);
+    expect(asNobody.stdout).toMatch(/string "mesh\.beaconsMalformed"\s+double 3/);
   });
 });
