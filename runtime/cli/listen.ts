@@ -60,7 +60,13 @@ async function commandsFromStdin(node: ZreNode, json: boolean): Promise<void> {
         case 'whisper': {
           const peer = arg ? node.findPeer(arg) : undefined;
           if (!peer) throw new Error(`no peer named or with UUID '${arg ?? ''}'`);
-          if (!node.whisper(peer.peer, text)) throw new Error(`send queue to ${peer.name} is full`);
+          // Back-pressure: a command read from stdin waits for room in the peer's send queue rather than be
+          // refused (piping 70,000 whispers in must deliver 70,000). The peer may go meanwhile: then it fails.
+          while (!node.hasRoom(peer.peer)) {
+            if (!node.findPeer(peer.peer)) throw new Error(`${peer.name} left before the whisper could be sent`);
+            await node.drained(peer.peer);
+          }
+          if (!node.whisper(peer.peer, text)) throw new Error(`${peer.name}'s send queue is over its byte bound`);
           reply({ event: 'OK', command: 'whisper', peer: peer.peer }, `ok: whispered to ${peer.name}`);
           break;
         }

@@ -10,6 +10,7 @@ import { shout, whisper } from './send.ts';
 import { publish, tail } from './telemetry.ts';
 import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
 import { version } from './version.ts';
+import pkg from '../../package.json' with { type: 'json' };
 
 const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, version };
 
@@ -28,6 +29,10 @@ async function main(argv: string[]): Promise<number> {
     if (e.code === 'EPIPE') process.exit(0);
   });
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`starling ${pkg.version}\n`);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return name ? 0 : 2;

@@ -374,6 +374,12 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return n;
   }
 
+  /** True when the peer is ready and its send queue has room for another message (by count). */
+  hasRoom(peerId: string): boolean {
+    const peer = this.peers.get(peerId.toUpperCase());
+    return Boolean(peer?.ready) && peer!.queued < this.opts.sendQueueLimit;
+  }
+
   /** Resolves when everything queued for the peer has been handed to ZeroMQ (at once for an unknown peer). */
   drained(peerId: string): Promise<void> {
     return this.peers.get(peerId.toUpperCase())?.drained() ?? Promise.resolve();

@@ -12,6 +12,8 @@ export type Presence = 'alive' | 'evasive' | 'silent';
 type Unsequenced<M> = M extends unknown ? Omit<M, 'sequence'> : never;
 export type OutgoingMessage = Unsequenced<ZreMessage>;
 
+const EMPTY = Buffer.alloc(0);
+
 export class Peer {
   /** Uppercase hex of the 16-byte UUID; undefined only for a static endpoint we have not heard from yet. */
   id: string | undefined;
@@ -87,6 +89,9 @@ export class Peer {
    */
   send(msg: OutgoingMessage): boolean {
     if (this.closed || !this.dealer) return false;
+    // 36/ZRE allows WHISPER and SHOUT without content, but Zyre C merges such a message with the next one and
+    // pyre's node thread dies on it: send one empty frame instead, as Zyre C does (vector whisper-empty-content).
+    if ((msg.type === 'WHISPER' || msg.type === 'SHOUT') && msg.content.length === 0) msg = { ...msg, content: [EMPTY] };
     const frames = msg.type === 'WHISPER' ? [whisperHeader(0), ...msg.content] : encodeZre({ ...msg, sequence: 0 } as ZreMessage);
     let bytes = 0;
     for (const f of frames) bytes += f.length;

@@ -1,7 +1,7 @@
 // `starling run` as a process against faults from its own side: a damaged spool segment after kill -9, a
 // child that writes one endless line, and a grandchild that escapes the process group holding the pipes.
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,6 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.cjs`;
 const env = { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' };
 const { track, tempDir, lines } = processFixture('starling-faults-');
-execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
 
 

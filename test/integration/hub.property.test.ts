@@ -4,7 +4,7 @@
 // an honest device's telemetry and the hub's own keep reaching the broker.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,6 @@ import { beaconPort, until } from '../helpers.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.cjs`;
-execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
 describe('a hub under random peers and batches', () => {
   const port = beaconPort();

@@ -1,7 +1,7 @@
 // `starling run` as a process: systemd notifications received on a real unix datagram socket standing in for
 // NOTIFY_SOCKET, and SIGTERM stopping services together within their timeouts, nothing orphaned.
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,6 @@ import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = `${root}/dist/starling.cjs`;
 const { track, tempDir, lines } = processFixture('starling-run-');
-execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 
 function config(dir: string, services: string[]): string {
   const file = join(dir, 'starling.yaml');

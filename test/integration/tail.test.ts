@@ -2,7 +2,7 @@
 // times it cannot format, topics and units with control characters. It prints what it got, marked, and
 // never exits; what breaks FORMAT.md (a NaN base time) is dropped by the subscriber and counted.
 import { afterEach, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { XPublisher } from 'zeromq';
@@ -13,7 +13,6 @@ import { isoTime } from '../../runtime/cli/telemetry.ts';
 import { beaconPort, until } from '../helpers.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-execFileSync(process.execPath, [`${root}/image/build.mjs`]);
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();

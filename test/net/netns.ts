@@ -25,10 +25,9 @@ export function rootTests(what: string): boolean {
   return run;
 }
 
-/** In beforeAll of a root-only file: fails clearly when not root (that is, in CI), then builds the CLI. */
+/** In beforeAll of a root-only file: fails clearly when not root (that is, in CI). The CLI is built once per run (test/global-setup.ts). */
 export function requireRootAndBuild(): void {
   if (!isRoot) throw new Error('these tests need root (CI=true was set, so they may not be skipped)');
-  execFileSync(process.execPath, [`${ROOT_DIR}/image/build.mjs`]);
 }
 
 /**
