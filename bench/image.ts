@@ -153,7 +153,7 @@ const tscOut = join(root, 'dist/tsc');
 rmSync(tscOut, { recursive: true, force: true });
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json'), '--noEmit', 'false',
   '--outDir', tscOut, '--rewriteRelativeImportExtensions', '--declaration', 'false', '--sourceMap', 'false'], { stdio: 'inherit' });
-const tscMain = join(tscOut, 'runtime/cli/main.js');
+const tscMain = join(tscOut, 'app/cli/main.js');
 
 // --- forms -------------------------------------------------------------------------------------------------
 const forms: { form: string; startMs: number; idleRssMB: number; idleAnonMB: number; note: string }[] = [];

@@ -54,7 +54,7 @@ const atomicCopy = (from, to) => {
 
 const main = await build({
   write: false,
-  entryPoints: [join(root, 'runtime/cli/main.ts')],
+  entryPoints: [join(root, 'app/cli/main.ts')],
   outfile: join(root, 'dist/starling.cjs'),
   bundle: true,
   platform: 'node',

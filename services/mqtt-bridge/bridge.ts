@@ -295,7 +295,7 @@ export class Bridge {
       await this.o.onCommand!(target, value);
     } catch (e) {
       this.counters.commandErrors++;
-      this.problems.note('command', `MQTT command on ${topic.slice(0, 120)} failed: ${(e as Error).message}`);
+      this.problems.note(`command ${target}`, `MQTT command on ${topic.slice(0, 120)} failed: ${(e as Error).message}`);
     }
   }
 }

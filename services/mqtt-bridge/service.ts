@@ -6,10 +6,25 @@
 import { readFileSync } from 'node:fs';
 import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
-import type { Device } from '../../runtime/device.ts';
+import type { ZreNode } from '../../runtime/zre/node.ts';
+import { encodeCommand, parseCommand } from '../../runtime/command.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
+
+/** What the bridge needs of the device it runs beside: its node, its publisher's endpoints, its own outputs. */
+export interface BridgeDevice {
+  /** The running device's mesh node (undefined while it is not running). */
+  readonly node: ZreNode | undefined;
+  /** Its telemetry publisher (undefined while it is not running). */
+  readonly publisher: { readonly endpoints: string[]; readonly snapshotEndpoint: string | undefined } | undefined;
+  hasOutput(name: string): boolean;
+  /** Sets one of its outputs; throws for a name that is not one. */
+  setOutput(name: string, value: 0 | 1): Promise<void>;
+}
+
+/** How long a forwarded command waits for the peer's reply. */
+const REPLY_TIMEOUT_MS = 5000;
 import { counters, ServiceBase, type Counters, type Health } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
@@ -49,8 +64,14 @@ export class BridgeService extends ServiceBase {
   /** Peers whose advertised GPIO lines broke the bounds of {@link peerLines}. */
   linesRefused = 0;
 
-  /** Stores its dependencies (and where its problems are logged); connects nothing. */
-  constructor(private readonly config: Config, private readonly device: Device, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void) {
+  /**
+   * Stores its dependencies (and where its problems are logged); connects nothing. `url` is the broker when it
+   * is not the configured one (the embedded broker's): the configuration itself is never changed.
+   */
+  constructor(
+    private readonly config: Config, private readonly device: BridgeDevice,
+    private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, private readonly url = config.mqtt.url,
+  ) {
     super();
   }
 
@@ -73,8 +94,10 @@ export class BridgeService extends ServiceBase {
 
   async start(): Promise<void> {
     const m = this.config.mqtt;
+    const url = this.url;
     const node = this.device.node;
-    if (!m.url || !node || !this.device.publisher) throw new Error('the MQTT bridge needs mqtt.url and a running device');
+    const publisher = this.device.publisher;
+    if (!url || !node || !publisher) throw new Error('the MQTT bridge needs mqtt.url and a running device');
     this.setState('starting');
     const file = (path?: string) => (path ? readFileSync(path) : undefined);
     const warn = (msg: string) => this.log?.('warn', msg);
@@ -86,22 +109,19 @@ export class BridgeService extends ServiceBase {
     const inputs = this.config.gpio.filter((g) => g.mode === 'input').map((g) => prefix + g.name);
     this.bridge = new Bridge({
       mqtt: {
-        url: m.url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
-        username: m.username, password: m.password, tls: m.url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
+        url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
+        username: m.username, password: m.password, tls: url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
       },
       node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
       spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs, binarySensors: inputs,
       onProblem: warn,
       onCommand: async (topic, value) => {
-        const local = topic.startsWith(prefix) ? this.device.gpio.get(topic.slice(prefix.length)) : undefined;
-        if (local) {
-          await local.write(value);
-          this.device.sampler?.noteWrite(local.name, value);
-          return;
-        }
-        // A peer's output: the mesh command of runtime/device.ts, by WHISPER.
+        const local = topic.startsWith(prefix) ? topic.slice(prefix.length) : undefined;
+        if (local !== undefined && this.device.hasOutput(local)) return this.device.setOutput(local, value);
+        // A peer's output: the mesh command (runtime/command.ts) by WHISPER, and its reply.
         const r = this.remote.get(topic);
-        if (!r || !node.whisper(r.peer, JSON.stringify({ gpio: r.gpio, set: value }))) throw new Error(`no GPIO line for ${topic}`);
+        if (!r) throw new Error(`no GPIO output for ${topic}`);
+        await this.forward(node, r.peer, r.gpio, value);
       },
     }, sub);
     await this.bridge.start();
@@ -134,8 +154,40 @@ export class BridgeService extends ServiceBase {
       for (const p of node.peerList()) this.onEnter(p);
     }
     // This device's own publisher is not among its peers: connect to it directly.
-    await sub.connect(this.device.publisher.endpoints[0]!, this.device.publisher.snapshotEndpoint);
+    await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint);
     this.setState('running');
+  }
+
+  /**
+   * Sends a command to a peer and waits (up to 5 s) for its reply: a refusal or no answer rejects, so the MQTT
+   * side learns of the failure (counted and logged by the bridge).
+   */
+  private forward(node: ZreNode, peer: string, gpio: string, value: 0 | 1): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = (e?: Error) => {
+        clearTimeout(timer);
+        node.off('whisper', onWhisper);
+        node.off('exit', onExit);
+        if (e) reject(e);
+        else resolve();
+      };
+      const onWhisper = (m: { peer: string; content: Buffer[] }) => {
+        if (m.peer !== peer) return;
+        let msg;
+        try {
+          msg = parseCommand(m.content[0]);
+        } catch {
+          return;
+        }
+        if (!('reply' in msg) || (msg.reply.gpio !== undefined && msg.reply.gpio !== gpio)) return;
+        done(msg.reply.ok ? undefined : new Error(`${node.findPeer(peer)?.name ?? peer} refused ${gpio}=${value}: ${msg.reply.error ?? 'no reason given'}`));
+      };
+      const onExit = (e: { peer: string }) => e.peer === peer && done(new Error(`${gpio}: the peer left before it answered`));
+      const timer = setTimeout(() => done(new Error(`${gpio}: no answer from ${node.findPeer(peer)?.name ?? peer} within ${REPLY_TIMEOUT_MS / 1000} s`)), REPLY_TIMEOUT_MS);
+      node.on('whisper', onWhisper);
+      node.on('exit', onExit);
+      if (!node.whisper(peer, encodeCommand({ gpio, set: value }))) done(new Error(`${gpio}: the peer is gone or its send queue is full`));
+    });
   }
 
   async stop(): Promise<void> {

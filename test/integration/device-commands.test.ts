@@ -2,7 +2,7 @@
 // switches an output; every other value is refused with a reason, counted, and logged (rate-limited).
 import { afterEach, expect, it } from 'vitest';
 import { parseConfig } from '../../runtime/config/load.ts';
-import { Device } from '../../runtime/device.ts';
+import { Device } from '../../services/device.ts';
 import { ZreNode } from '../../runtime/zre/node.ts';
 import { beaconPort, waitFor } from '../helpers.ts';
 

@@ -9,7 +9,7 @@ import { XPublisher } from 'zeromq';
 import { ZreNode } from '../../runtime/zre/node.ts';
 import { HEADER_ENDPOINTS } from '../../runtime/telemetry/mesh.ts';
 import { BatchWriter } from '../../runtime/telemetry/sample.ts';
-import { isoTime } from '../../runtime/cli/telemetry.ts';
+import { isoTime } from '../../app/cli/telemetry.ts';
 import { beaconPort, until } from '../helpers.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));

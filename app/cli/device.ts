@@ -1,17 +1,14 @@
 // `starling check`, `sensors`, `gpio` and `run`: the device described by the YAML configuration.
 import { CliError, intOption, out, parse, untilSignal, type Command } from './common.ts';
-import { ConfigError, loadConfig, type Config } from '../config/load.ts';
+import { ConfigError, loadConfig, type Config } from '../../runtime/config/load.ts';
 import { createSensor } from '../../drivers/sensors/index.ts';
 import { GpioDriver } from '../../drivers/gpio/gpio.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
-import { Device } from '../device.ts';
-import { LogRing } from '../supervisor/log.ts';
-import { ProcessService } from '../supervisor/process.ts';
-import { Supervisor } from '../supervisor/supervisor.ts';
-import { Notifier } from '../supervisor/notify.ts';
-import { connectSupervisor, exportSupervisor, networkConnectivity } from '../supervisor/dbus.ts';
-import { BridgeService } from '../../services/mqtt-bridge/service.ts';
-import { EmbeddedBroker } from '../../services/mqtt-bridge/broker.ts';
+import { LogRing } from '../../runtime/supervisor/log.ts';
+import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
+import { Notifier } from '../../runtime/supervisor/notify.ts';
+import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../runtime/supervisor/dbus.ts';
+import { servicesFrom } from '../compose.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -130,15 +127,7 @@ ${CONFIG_HELP}`,
     const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
-    const device = new Device(c, (level, msg) => log.log(level, 'device', msg));
-    // The bridge runs when a broker is named, or with an embedded one (aedes) of its own.
-    const embedded = !c.mqtt.url && c.mqtt.embedded ? new EmbeddedBroker(c.mqtt.embedded_listen) : undefined;
-    if (embedded) c.mqtt.url = embedded.url;
-    const bridge = c.mqtt.url ? [...(embedded ? [embedded] : []), new BridgeService(c, device, (level, msg) => log.log(level, 'mqtt', msg))] : [];
-    const services = [device, ...bridge, ...c.services.map((s) => new ProcessService({
-      name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
-      backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
-    }, log))];
+    const { services, device } = servicesFrom(c, log);
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);

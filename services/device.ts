@@ -3,17 +3,17 @@
  * the sampler, and the command handler that lets peers set GPIO outputs by WHISPER. Started in that order
  * (publisher first: its endpoints go into the node's HELLO), stopped in reverse.
  *
- * Mesh commands: a WHISPER whose first frame is JSON `{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}` (read);
- * the answer is a WHISPER `{"ok": true, "gpio": NAME, "value": V}` or `{"ok": false, "error": "…"}`.
+ * Mesh commands: runtime/command.ts (`{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}`, answered by a reply).
  */
-import { chooseInterface } from './net/iface.ts';
-import { counters, progressHealth, ServiceBase, type Counters, type Health } from './supervisor/service.ts';
-import type { Config } from './config/load.ts';
-import { ZreNode } from './zre/node.ts';
-import { ProblemLog } from './problems.ts';
-import { Publisher } from './telemetry/publisher.ts';
-import { advertise } from './telemetry/mesh.ts';
-import { Sampler, type SamplerEntry } from '../services/sampler.ts';
+import { chooseInterface } from '../runtime/net/iface.ts';
+import { counters, progressHealth, ServiceBase, type Counters, type Health } from '../runtime/supervisor/service.ts';
+import type { Config } from '../runtime/config/load.ts';
+import { ZreNode } from '../runtime/zre/node.ts';
+import { ProblemLog } from '../runtime/problems.ts';
+import { CommandError, encodeReply, parseCommand, type GpioReply } from '../runtime/command.ts';
+import { Publisher } from '../runtime/telemetry/publisher.ts';
+import { advertise } from '../runtime/telemetry/mesh.ts';
+import { Sampler, type SamplerEntry } from './sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
 
@@ -100,36 +100,41 @@ export class Device extends ServiceBase {
     await this.node.start();
   }
 
-  /** Handles one mesh command; never throws (a bad one is answered with an error and counted). */
+  /**
+   * Sets one of this device's outputs, as a mesh command would (the MQTT bridge's path for local lines).
+   * Throws for a name that is not an output here.
+   */
+  async setOutput(name: string, value: 0 | 1): Promise<void> {
+    const line = this.gpio.get(name);
+    if (!line || line.config.mode !== 'output') throw new CommandError(`no GPIO output named '${name}' on ${this.config.node.name ?? 'this device'}`);
+    await line.write(value);
+    this.sampler?.noteWrite(name, value);
+  }
+
+  /** True when `name` is one of this device's outputs. */
+  hasOutput(name: string): boolean {
+    return this.gpio.get(name)?.config.mode === 'output';
+  }
+
+  /** Handles one mesh command (runtime/command.ts); never throws (a bad one is answered with an error and counted). */
   private async command(peer: string, frame: Buffer | undefined): Promise<void> {
-    let reply: Record<string, unknown>;
+    let reply: GpioReply;
+    let gpio: string | undefined;
     try {
-      let cmd: unknown;
-      try {
-        cmd = JSON.parse(frame?.toString('utf8') ?? '');
-      } catch {
-        throw new Error('expected a JSON command such as {"gpio":"relay","set":1}');
-      }
-      // An answer to a command we sent (it carries "ok"): never answer an answer, or two nodes would ping-pong.
-      if (cmd && typeof cmd === 'object' && 'ok' in cmd) return;
-      const { gpio, set } = (cmd ?? {}) as { gpio?: unknown; set?: unknown };
-      if (typeof gpio !== 'string') throw new Error('command needs "gpio": the line name');
+      const msg = parseCommand(frame);
+      if ('reply' in msg) return; // an answer to a command we sent: never answer an answer
+      gpio = msg.command.gpio;
       const line = this.gpio.get(gpio);
-      if (!line) throw new Error(`no GPIO line named '${gpio}'; lines: ${[...this.gpio.keys()].join(', ') || 'none'}`);
-      if (set !== undefined) {
-        // Exactly 0 or 1: "1", true or [1] are not commands (JSON.parse gives numbers for 0 and 1).
-        if (set !== 0 && set !== 1) throw new Error(`"set" must be 0 or 1, got ${JSON.stringify(set).slice(0, 40)}`);
-        await line.write(set);
-        this.sampler?.noteWrite(gpio, set);
-      }
+      if (!line) throw new CommandError(`no GPIO line named '${gpio}'; lines: ${[...this.gpio.keys()].join(', ') || 'none'}`);
+      if (msg.command.set !== undefined) await this.setOutput(gpio, msg.command.set);
       const r = await line.read();
       reply = { ok: r.status === 0, gpio, value: r.values[0], ...(r.error ? { error: r.error } : {}) };
     } catch (e) {
       this.commandErrors++;
       this.problems.note(`command ${peer}`, `mesh command from ${this.node?.findPeer(peer)?.name ?? peer} refused: ${(e as Error).message}`);
-      reply = { ok: false, error: (e as Error).message };
+      reply = { ok: false, ...(gpio !== undefined ? { gpio } : {}), error: (e as Error).message };
     }
-    this.node?.whisper(peer, JSON.stringify(reply));
+    this.node?.whisper(peer, encodeReply(reply));
   }
 
   private async close(): Promise<void> {

@@ -1,11 +1,11 @@
 // `starling tail` and `starling publish`: telemetry on the mesh, publishers found through ZRE.
 import { capability } from 'zeromq';
 import { CliError, MESH_HELP, MESH_OPTIONS, intOption, nodeOptions, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
-import { ZreNode } from '../zre/node.ts';
-import { chooseInterface } from '../net/iface.ts';
-import { Publisher } from '../telemetry/publisher.ts';
-import { Subscriber } from '../telemetry/subscriber.ts';
-import { advertise, follow, type Transport } from '../telemetry/mesh.ts';
+import { ZreNode } from '../../runtime/zre/node.ts';
+import { chooseInterface } from '../../runtime/net/iface.ts';
+import { Publisher } from '../../runtime/telemetry/publisher.ts';
+import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
+import { advertise, follow, type Transport } from '../../runtime/telemetry/mesh.ts';
 
 export const tail: Command = {
   summary: 'print telemetry samples from every publisher on the mesh',

@@ -2,7 +2,7 @@
 // executable, and which native addons were loaded (zeromq: the system-libzmq build with epgm, or the prebuilt one).
 import { capability, version as libzmq } from 'zeromq';
 import { out, parse, type Command } from './common.ts';
-import { nativeReport } from '../native.ts';
+import { nativeReport } from '../../runtime/native.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
 function isSea(): boolean {

@@ -1,6 +1,6 @@
 // `starling shout` and `starling whisper`: join the mesh, wait until the target is known, send, leave.
 import { CliError, MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, secondsOption, sleep, startNode, type Command } from './common.ts';
-import type { ZreNode } from '../zre/node.ts';
+import type { ZreNode } from '../../runtime/zre/node.ts';
 
 const SEND_OPTIONS = { ...MESH_OPTIONS, wait: { type: 'string' } } as const;
 

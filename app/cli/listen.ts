@@ -1,6 +1,6 @@
 import { createInterface } from 'node:readline';
 import { MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, printEvents, startNode, untilSignal, type Command } from './common.ts';
-import type { ZreNode } from '../zre/node.ts';
+import type { ZreNode } from '../../runtime/zre/node.ts';
 
 export const listen: Command = {
   summary: 'join groups and print mesh events, one per line',

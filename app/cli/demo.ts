@@ -4,12 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError, intOption, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
-import { parseConfig, type Config } from '../config/load.ts';
-import { Device } from '../device.ts';
-import { BridgeService } from '../../services/mqtt-bridge/service.ts';
-import { EmbeddedBroker } from '../../services/mqtt-bridge/broker.ts';
+import { parseConfig, type Config } from '../../runtime/config/load.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
-import type { ServiceBase } from '../supervisor/service.ts';
+import { LogRing } from '../../runtime/supervisor/log.ts';
+import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
+import { servicesFrom } from '../compose.ts';
 
 /** The three devices: what each measures (simulated twins of real sensors) and the line it drives. */
 const DEVICES: { name: string; sensors: string; gpio: string }[] = [
@@ -82,20 +81,30 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     const say = (note: string) => out(json ? JSON.stringify({ source: 'demo', note }) : `-- ${note}`);
 
     const spool = mkdtempSync(join(tmpdir(), 'starling-demo-'));
-    const broker = new EmbeddedBroker(listen);
-    const devices = DEVICES.map((d) => new Device(deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port)));
-    const hubConfig = deviceConfig('hub', `mqtt: { url: "${broker.url}", mesh: true, spool: "${spool}", spool_fsync: never }`, iface, port);
-    const hub = new Device(hubConfig);
-    const bridge = new BridgeService(hubConfig, hub);
-    const watcher = new MqttClient({ url: broker.url, clientId: 'starling-demo-watcher', clean: true, reconnect: { min: 200, max: 1000 } });
-    const started: ServiceBase[] = [];
-    const start = async (s: ServiceBase, what: string, hint = '') => {
-      try {
-        await s.start();
-      } catch (e) {
-        throw new CliError(`${what}: ${(e as Error).message}${hint}`, 1);
+    // Four boards' configurations through the composition root, each under a supervisor of its own, as each
+    // would run on its board: three devices, and a hub with the embedded broker and the bridge.
+    const configs = [
+      ...DEVICES.map((d) => deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port)),
+      deviceConfig('hub', `mqtt: { embedded: true, embedded_listen: "${listen}", mesh: true, spool: "${spool}", spool_fsync: never }`, iface, port),
+    ];
+    // The supervisors' logs stay in their rings: the demo prints what the broker and the mesh show.
+    const boards = configs.map((c) => {
+      const log = new LogRing(c.logs.ring, undefined);
+      const composed = servicesFrom(c, log);
+      return { config: c, log, ...composed, supervisor: new Supervisor(composed.services, log) };
+    });
+    const hub = boards[boards.length - 1]!;
+    const watcher = new MqttClient({ url: `mqtt://${listen}`, clientId: 'starling-demo-watcher', clean: true, reconnect: { min: 200, max: 1000 } });
+    const started: Supervisor[] = [];
+    /** Starts a board; a service that did not come up is the demo's failure, with its reason from the log. */
+    const start = async (b: (typeof boards)[number], what: string, hint = '') => {
+      started.push(b.supervisor);
+      await b.supervisor.start();
+      const failed = b.supervisor.list().find((s) => s.state !== 'running');
+      if (failed) {
+        const why = b.log.tail(50).reverse().find((e) => e.level === 'error')?.msg ?? failed.state;
+        throw new CliError(`${what}: ${why}${failed.name === 'broker' ? hint : ''}`, 1);
       }
-      started.push(s);
     };
 
     let states = 0;
@@ -124,16 +133,16 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
 
     const stopped = untilSignal(seconds);
     try {
-      await start(broker, 'demo', '; give it another port with --mqtt 127.0.0.1:PORT');
-      say(`embedded MQTT broker on ${listen}`);
-      for (const d of devices) {
+      for (const d of boards.slice(0, -1)) {
         await start(d, `device ${d.config.node.name}`);
-        say(`device ${d.config.node.name} on ${d.node!.iface!.name}: ${d.config.sensors.map((s) => s.name).join(', ')} and line ${d.config.gpio.map((g) => g.name).join(', ')}; telemetry at ${d.publisher!.endpoints[0]}`);
+        say(`device ${d.config.node.name} on ${d.device.node!.iface!.name}: ${d.config.sensors.map((s) => s.name).join(', ')} and line ${d.config.gpio.map((g) => g.name).join(', ')}; telemetry at ${d.device.publisher!.endpoints[0]}`);
       }
-      await start(hub, 'the hub');
-      hub.node!.on('enter', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'ENTER', name: p.name, endpoint: p.endpoint })) : out(`mesh  hub sees ${p.name} at ${p.endpoint}`)));
-      hub.node!.on('exit', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'EXIT', name: p.name })) : out(`mesh  ${p.name} left`)));
-      await start(bridge, 'the bridge');
+      await start(hub, 'demo', '; give it another port with --mqtt 127.0.0.1:PORT');
+      say(`hub with an embedded MQTT broker on ${listen}`);
+      const hubNode = hub.device.node!;
+      hubNode.on('enter', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'ENTER', name: p.name, endpoint: p.endpoint })) : out(`mesh  hub sees ${p.name} at ${p.endpoint}`)));
+      hubNode.on('exit', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'EXIT', name: p.name })) : out(`mesh  ${p.name} left`)));
+      for (const p of hubNode.peerList()) json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'ENTER', name: p.name, endpoint: p.endpoint })) : out(`mesh  hub sees ${p.name} at ${p.endpoint}`);
       await watcher.start();
       await watcher.subscribe('starling/#', 0);
       await watcher.subscribe('homeassistant/#', 0);
@@ -153,7 +162,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     } finally {
       say('stopping');
       await watcher.stop().catch(() => {});
-      for (const s of started.reverse()) await s.stop().catch(() => {});
+      await Promise.all(started.map((s) => s.stop()));
       rmSync(spool, { recursive: true, force: true });
     }
     say(`stopped; ${states} states from ${seen.size} topics reached the broker`);

@@ -2,7 +2,7 @@
  * What every `starling` subcommand shares: the mesh options, --help text, one-line errors, event formatting.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../zre/node.ts';
+import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../../runtime/zre/node.ts';
 
 /** An error the CLI prints as one line (`starling: …`) before exiting with `code`. */
 export class CliError extends Error {

@@ -1,0 +1,44 @@
+/**
+ * The composition root: the one place that turns a configuration into running parts. `run` and `demo` both
+ * build their services here and hand them to the Supervisor; nothing else constructs a service.
+ *
+ * Order (the Supervisor starts them in this order; it stops them all at once):
+ *   1. the device — mesh node, telemetry publisher, sensors and GPIO (services/device.ts);
+ *   2. the embedded MQTT broker, when `mqtt.embedded` and no `mqtt.url`;
+ *   3. the MQTT bridge, when there is a broker (the configured one, or the embedded one's address);
+ *   4. each external service of `services:`, in the order written.
+ * The configuration is read, never changed.
+ *
+ * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
+ * drivers/): with it inside runtime/, runtime/ and services/ would import each other.
+ */
+import type { Config } from '../runtime/config/load.ts';
+import type { LogRing } from '../runtime/supervisor/log.ts';
+import { ProcessService } from '../runtime/supervisor/process.ts';
+import type { Service } from '../runtime/supervisor/service.ts';
+import { Device } from '../services/device.ts';
+import { BridgeService } from '../services/mqtt-bridge/service.ts';
+import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
+
+export interface Composition {
+  /** In start order. */
+  services: Service[];
+  device: Device;
+  broker: EmbeddedBroker | undefined;
+  bridge: BridgeService | undefined;
+}
+
+/** The services a configuration implies, constructed (nothing starts); each logs into `log` under its name. */
+export function servicesFrom(config: Config, log: LogRing): Composition {
+  const logger = (name: string) => (level: 'info' | 'warn' | 'error', msg: string) => log.log(level, name, msg);
+  const device = new Device(config, logger('device'));
+  const broker = !config.mqtt.url && config.mqtt.embedded ? new EmbeddedBroker(config.mqtt.embedded_listen) : undefined;
+  const url = config.mqtt.url ?? broker?.url;
+  const bridge = url ? new BridgeService(config, device, logger('mqtt'), url) : undefined;
+  const processes = config.services.map((s) => new ProcessService({
+    name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
+    backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
+  }, log));
+  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...processes];
+  return { services, device, broker, bridge };
+}

@@ -1,0 +1,60 @@
+/**
+ * The GPIO command, defined once: a mesh WHISPER whose first frame is JSON. The device answers each command
+ * with a reply on the same path; the MQTT bridge forwards Home Assistant's commands in this form and waits
+ * for the reply; `starling whisper` sends it by hand.
+ *
+ *   command  {"gpio": NAME, "set": 0|1}     sets an output, then reads it
+ *            {"gpio": NAME}                 reads a line
+ *   reply    {"ok": true, "gpio": NAME, "value": V}   or   {"ok": false, "gpio": NAME?, "error": "…"}
+ *
+ * A message that carries "ok" is a reply and is never answered (two nodes would ping-pong).
+ */
+
+export interface GpioCommand {
+  gpio: string;
+  /** Exactly 0 or 1; absent to read. */
+  set?: 0 | 1;
+}
+
+export interface GpioReply {
+  ok: boolean;
+  gpio?: string;
+  value?: number;
+  error?: string;
+}
+
+export class CommandError extends Error {
+  override name = 'CommandError';
+}
+
+/** The frame of a command. */
+export function encodeCommand(c: GpioCommand): string {
+  return JSON.stringify(c.set === undefined ? { gpio: c.gpio } : { gpio: c.gpio, set: c.set });
+}
+
+/** The frame of a reply. */
+export function encodeReply(r: GpioReply): string {
+  return JSON.stringify(r);
+}
+
+/**
+ * Reads a received frame: a command, or a reply (to a command we sent). Throws {@link CommandError} saying
+ * what is wrong: not JSON, no line name, or a `set` that is not exactly 0 or 1 ("1", true and [1] are not).
+ */
+export function parseCommand(frame: Buffer | undefined): { command: GpioCommand } | { reply: GpioReply } {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(frame?.toString('utf8') ?? '');
+  } catch {
+    throw new CommandError('expected a JSON command such as {"gpio":"relay","set":1}');
+  }
+  if (!msg || typeof msg !== 'object' || Array.isArray(msg)) throw new CommandError('expected a JSON object such as {"gpio":"relay","set":1}');
+  const o = msg as Record<string, unknown>;
+  if ('ok' in o) {
+    return { reply: { ok: o.ok === true, gpio: typeof o.gpio === 'string' ? o.gpio : undefined, value: typeof o.value === 'number' ? o.value : undefined, error: typeof o.error === 'string' ? o.error : undefined } };
+  }
+  if (typeof o.gpio !== 'string' || o.gpio === '') throw new CommandError('command needs "gpio": the line name');
+  if (o.set === undefined) return { command: { gpio: o.gpio } };
+  if (o.set !== 0 && o.set !== 1) throw new CommandError(`"set" must be 0 or 1, got ${JSON.stringify(o.set)?.slice(0, 40)}`);
+  return { command: { gpio: o.gpio, set: o.set } };
+}
