@@ -5,7 +5,9 @@
  *
  * Mesh commands: runtime/command.ts (`{"gpio": NAME, "set": 0|1}` or `{"gpio": NAME}`, answered by a reply).
  */
-import { chooseInterface } from '../runtime/net/iface.ts';
+import { chooseInterface, InterfaceError } from '../runtime/net/iface.ts';
+import { RetryError } from '../runtime/supervisor/supervisor.ts';
+import { STATUS_NAMES } from '../drivers/driver.ts';
 import { counters, progressHealth, ServiceBase, type Counters, type Health } from '../runtime/supervisor/service.ts';
 import type { Config } from '../runtime/config/load.ts';
 import { ZreNode } from '../runtime/zre/node.ts';
@@ -74,7 +76,14 @@ export class Device extends ServiceBase {
 
   private async open(): Promise<void> {
     const c = this.config;
-    const iface = chooseInterface(c.node.iface);
+    let iface;
+    try {
+      iface = chooseInterface(c.node.iface);
+    } catch (e) {
+      // Not there yet (Wi-Fi after boot, a USB adapter, DHCP): wait for it, checking every second.
+      if (e instanceof InterfaceError) throw new RetryError(`waiting for ${c.node.iface ? `interface ${c.node.iface}` : 'an interface'}: ${e.message}`, 1000);
+      throw e;
+    }
     const endpoints = [`tcp://${iface.address}:*`];
     if (c.telemetry.epgm) endpoints.push(`epgm://${iface.address};${c.telemetry.epgm}`);
     this.publisher = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate: c.telemetry.rate });
@@ -98,6 +107,10 @@ export class Device extends ServiceBase {
     });
     this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
     await this.node.start();
+    this.log?.('info', `${this.node.name} on ${iface.name} (${iface.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${this.publisher.endpoints.join(' ')}`);
+    for (const s of this.sampler.status()) {
+      if (s.status !== 0 || s.error) this.log?.('warn', `${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}`);
+    }
   }
 
   /**

@@ -226,3 +226,27 @@ export function processFixture(prefix: string): { track(p: ChildProcess): ChildP
     },
   };
 }
+
+/**
+ * A datagram socket standing in for systemd's notify socket, with SO_PASSCRED as systemd has it: each line in
+ * `got` is the sender's pid, then the message with its newlines shown as '|'. `track` takes the receiver
+ * process (a {@link processFixture}'s, so it is killed after the test).
+ */
+export async function notifyReceiver(sock: string, track: (p: ChildProcess) => ChildProcess): Promise<{ got: string[] }> {
+  const { spawn } = await import('node:child_process');
+  const receiver = track(spawn('python3', ['-u', '-c', [
+    'import socket,struct',
+    's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
+    's.setsockopt(socket.SOL_SOCKET,socket.SO_PASSCRED,1)',
+    `s.bind(${JSON.stringify(sock)})`,
+    'print("bound",flush=True)',
+    'while True:',
+    '  msg,anc,_,_=s.recvmsg(4096,socket.CMSG_SPACE(12))',
+    '  pid=[struct.unpack("iII",d)[0] for l,t,d in anc if t==socket.SCM_CREDENTIALS][0]',
+    '  print(str(pid)+" "+msg.decode().replace("\\n","|"),flush=True)',
+  ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const got: string[] = [];
+  createInterface({ input: receiver.stdout! }).on('line', (l) => got.push(l));
+  await until(() => got.includes('bound'), 10_000, 'the receiver');
+  return { got };
+}

@@ -127,21 +127,13 @@ ${CONFIG_HELP}`,
     const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
-    const { services, device } = servicesFrom(c, log);
+    const { services } = servicesFrom(c, log);
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
     // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.
     const stopped = untilSignal();
     await sup.start();
-    if (device.state !== 'running') log.log('error', 'supervisor', 'the device did not start; the other services run on');
-    else {
-      const node = device.node!;
-      log.log('info', 'device', `${node.name} on ${node.iface!.name} (${node.iface!.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${device.publisher!.endpoints.join(' ')}`);
-      for (const s of device.sampler!.status()) {
-        if (s.status !== 0 || s.error) log.log('warn', 'device', `${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}`);
-      }
-    }
     let bus: { close(): void } | undefined;
     try {
       bus = await exportSupervisor(sup, log);
@@ -150,13 +142,25 @@ ${CONFIG_HELP}`,
     }
     const connectivity = await networkConnectivity();
     if (connectivity !== undefined) log.log('info', 'supervisor', `NetworkManager connectivity: ${connectivity}`);
-    const summary = () => sup.list().map((s) => `${s.name} ${s.state}`).join(', ');
+    // STATUS=: the services, or what is wrong ("degraded: device: waiting for interface wlan0 (retry in 1 s)").
+    const summary = () => {
+      const problems = sup.problems();
+      return problems.length ? `degraded: ${problems.join('; ')}` : sup.list().map((s) => `${s.name} ${s.state}`).join(', ');
+    };
     await notifier.ready(summary());
-    notifier.startWatchdog(() => sup.healthy());
-    const onState = () => void notifier.status(summary());
-    sup.on('state', onState);
+    // WATCHDOG=1 proves the event loop turns, not that every service is healthy: a device waiting for Wi-Fi is
+    // retried here, in the process, and a blocked loop gets the process restarted by systemd.
+    notifier.startWatchdog();
+    let said = summary();
+    const update = () => {
+      const now = summary();
+      if (now !== said) void notifier.status((said = now));
+    };
+    sup.on('state', update);
+    const ticker = setInterval(update, 1000);
     await stopped;
-    sup.off('state', onState);
+    clearInterval(ticker);
+    sup.off('state', update);
     notifier.stop();
     await notifier.send('STOPPING=1');
     await sup.stop();

@@ -83,12 +83,14 @@ export class Notifier {
   }
 
   /** Pings the watchdog every half interval while `healthy()` says so (a stuck supervisor stops pinging). */
-  startWatchdog(healthy: () => boolean): void {
+  /**
+   * Sends WATCHDOG=1 at half of WATCHDOG_USEC from a timer: while the event loop turns. A blocked loop sends
+   * nothing, and systemd restarts the process; services' health is reported by STATUS=, not here.
+   */
+  startWatchdog(): void {
     const interval = this.watchdogInterval();
     if (!this.enabled || !interval) return;
-    this.timer = setInterval(() => {
-      if (healthy()) void this.send('WATCHDOG=1');
-    }, interval);
+    this.timer = setInterval(() => void this.send('WATCHDOG=1'), interval);
   }
 
   stop(): void {

@@ -1,8 +1,9 @@
 /**
- * An external service: a child process started from the configuration, restarted by its policy with
- * exponential backoff and jitter (reset once it has run `stableAfter` ms), stopped with SIGTERM and, after
+ * An external service: a child process started from the configuration, stopped with SIGTERM and, after
  * `stopTimeout`, SIGKILL — to its whole process group, so nothing is orphaned. Its output lines go to the log
- * ring. The supervisor never dies because a child does, and keeps no per-restart state (memory stays flat).
+ * ring. When the child exits the service is `failed` (non-zero, a signal, or it could not start) or `exited`
+ * (status 0); the Supervisor restarts it by its `policy` (restart, backoff, stable_after), as it does every
+ * service. The supervisor never dies because a child does, and keeps no per-restart state (memory stays flat).
  *
  * Output is cut into lines of at most 4,096 characters as it arrives: a child that writes without newlines
  * costs one bounded buffer, and what passes the bound is counted (`truncatedBytes`), not kept. Once the child
@@ -11,9 +12,9 @@
  * cgroup then ends whatever such a grandchild left running (KillMode=control-group).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Backoff } from '../backoff.ts';
 import type { LogRing } from './log.ts';
 import { progressHealth, ServiceBase, type Counters, type Health } from './service.ts';
+import type { RestartPolicy } from './supervisor.ts';
 
 export interface ProcessSpec {
   name: string;
@@ -40,37 +41,35 @@ const PIPE_GRACE_MS = 500;
 export class ProcessService extends ServiceBase {
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private stableTimer: NodeJS.Timeout | undefined;
-  private readonly backoff: Backoff;
   private lastOutput: number | undefined;
   private startedAt: number | undefined;
-  /** The most recent restart delays (ms), newest last; at most 20 kept. */
-  readonly recentDelays: number[] = [];
-  lastExit: { code: number | null; signal: string | null } | undefined;
+  private stopping = false;
+  lastExit: { code: number | null; signal: string | null; error?: string } | undefined;
   /** Output characters past MAX_LINE on one line, dropped (not buffered). */
   truncatedBytes = 0;
 
   constructor(readonly spec: ProcessSpec, private readonly log: LogRing) {
     super();
-    this.backoff = new Backoff({ min: spec.backoffMin, max: spec.backoffMax });
   }
 
   get name(): string {
     return this.spec.name;
   }
 
+  /** How the Supervisor restarts it: the spec's restart, backoff and stable_after. */
+  get policy(): RestartPolicy {
+    const s = this.spec;
+    return { restart: s.restart, backoffMin: s.backoffMin, backoffMax: s.backoffMax, stableAfter: s.stableAfter };
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
+  /** Spawns the child; rejects (state failed) when it cannot be started at all, e.g. a missing command. */
   async start(): Promise<void> {
     if (this.state === 'running' || this.state === 'starting') return;
-    clearTimeout(this.timer);
-    this.spawn();
-  }
-
-  private spawn(): void {
+    this.stopping = false;
     const s = this.spec;
     this.setState('starting');
     let child: ChildProcess;
@@ -78,22 +77,22 @@ export class ProcessService extends ServiceBase {
       // detached: the child leads its own process group, so stop() can signal everything it started.
       child = spawn(s.command, s.args, { cwd: s.cwd, env: { ...process.env, ...s.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (e) {
-      this.log.log('error', s.name, `cannot start: ${(e as Error).message}`);
-      this.onExit(null, null, (e as Error).message);
-      return;
+      this.lastExit = { code: null, signal: null, error: (e as Error).message };
+      this.setState('failed');
+      throw new Error(`cannot start: ${(e as Error).message}`);
     }
     this.child = child;
+    const spawnFailed = new Promise<Error>((resolve) => child.once('error', (e) => child.pid === undefined && resolve(e)));
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.onExit(code, signal);
         resolve();
       });
-      child.once('error', (e) => {
+      void spawnFailed.then((e) => {
         // spawn failure (ENOENT …): 'exit' may not follow
-        if (child.pid === undefined) {
-          this.onExit(null, null, e.message);
-          resolve();
-        }
+        this.child = undefined;
+        this.lastExit = { code: null, signal: null, error: e.message };
+        resolve();
       });
     });
     for (const [stream, level] of [[child.stdout!, 'info'], [child.stderr!, 'warn']] as const) {
@@ -111,45 +110,30 @@ export class ProcessService extends ServiceBase {
       child.stdout?.destroy();
       child.stderr?.destroy();
     }, PIPE_GRACE_MS).unref());
-    if (child.pid !== undefined) {
-      this.startedAt = Date.now();
-      this.setState('running');
-      this.log.log('info', 'supervisor', `started ${s.name}`, { pid: child.pid });
-      this.stableTimer = setTimeout(() => this.backoff.reset(), s.stableAfter);
+    if (child.pid === undefined) {
+      const e = await spawnFailed;
+      this.setState('failed');
+      throw new Error(`cannot start ${s.command}: ${e.message}`);
     }
+    this.startedAt = Date.now();
+    this.lastOutput = undefined;
+    this.setState('running');
+    this.log.log('info', 'supervisor', `started ${s.name}`, { pid: child.pid });
   }
 
-  private onExit(code: number | null, signal: string | null, error?: string): void {
-    clearTimeout(this.stableTimer);
+  private onExit(code: number | null, signal: string | null): void {
     this.child = undefined;
     this.lastExit = { code, signal };
-    if (this.state === 'stopping' || this.state === 'stopped') {
+    if (this.stopping || this.state === 'stopped') {
       this.setState('stopped');
       return;
     }
-    const failed = error !== undefined || code !== 0;
-    const why = error ?? (signal ? `killed by ${signal}` : `exited with ${code}`);
-    const again = this.spec.restart === 'always' || (this.spec.restart === 'on-failure' && failed);
-    if (!again) {
-      this.log.log(failed ? 'error' : 'info', 'supervisor', `${this.spec.name} ${why}; restart policy ${this.spec.restart}: not restarting`);
-      this.setState(failed ? 'failed' : 'exited');
-      return;
-    }
-    const delay = this.backoff.next();
-    this.recentDelays.push(delay);
-    if (this.recentDelays.length > 20) this.recentDelays.shift();
-    this.log.log('warn', 'supervisor', `${this.spec.name} ${why}; restarting in ${delay} ms`, { attempt: this.backoff.attempts });
-    this.setState('backoff');
-    this.timer = setTimeout(() => {
-      this.restarts++;
-      this.spawn();
-    }, delay);
+    this.setState(code === 0 ? 'exited' : 'failed');
   }
 
   /** SIGTERM to the process group, SIGKILL after stopTimeout; resolves when the child is gone. */
   async stop(): Promise<void> {
-    clearTimeout(this.timer);
-    clearTimeout(this.stableTimer);
+    this.stopping = true;
     const child = this.child;
     if (!child || child.pid === undefined) {
       this.setState('stopped');

@@ -38,8 +38,6 @@ export interface ServiceEvents {
 export interface Service extends EventEmitter<ServiceEvents> {
   readonly name: string;
   readonly state: ServiceState;
-  /** How often it restarted after a crash. */
-  readonly restarts: number;
   start(): Promise<void>;
   stop(): Promise<void>;
   health(): Health;
@@ -73,7 +71,6 @@ export function progressHealth(state: ServiceState, lastProgress: number | undef
  */
 export abstract class ServiceBase extends EventEmitter<ServiceEvents> implements Service {
   abstract readonly name: string;
-  restarts = 0;
   private current: ServiceState = 'stopped';
 
   get state(): ServiceState {

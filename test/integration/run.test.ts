@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beaconPort, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
+import { beaconPort, notifyReceiver, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
 import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
@@ -30,31 +30,11 @@ function config(dir: string, services: string[]): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A datagram socket standing in for systemd's notify socket, with SO_PASSCRED as systemd has it: each line
- * printed is the sender's pid, then the message with its newlines shown as '|'. */
-async function notifyReceiver(sock: string): Promise<{ got: string[] }> {
-  const receiver = spawn('python3', ['-u', '-c', [
-    'import socket,struct',
-    's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
-    's.setsockopt(socket.SOL_SOCKET,socket.SO_PASSCRED,1)',
-    `s.bind(${JSON.stringify(sock)})`,
-    'print("bound",flush=True)',
-    'while True:',
-    '  msg,anc,_,_=s.recvmsg(4096,socket.CMSG_SPACE(12))',
-    '  pid=[struct.unpack("iII",d)[0] for l,t,d in anc if t==socket.SCM_CREDENTIALS][0]',
-    '  print(str(pid)+" "+msg.decode().replace("\\n","|"),flush=True)',
-  ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  track(receiver);
-  const got = lines(receiver);
-  await until(() => got.includes('bound'), 10_000, 'the receiver');
-  return { got };
-}
-
 describe('starling run', () => {
   it('tells systemd READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and STOPPING (real datagram socket)', async () => {
     const dir = tempDir();
     const sock = join(dir, 'notify');
-    const { got } = await notifyReceiver(sock);
+    const { got } = await notifyReceiver(sock, track);
     const run = spawn(process.execPath, [cli, 'run', '--config', config(dir, ['  - { name: idle, command: sleep, args: ["60"] }'])], {
       env: { ...process.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000', DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -78,7 +58,7 @@ describe('starling run', () => {
 
   it('without the addon (run from TypeScript), notifications go through systemd-notify', async () => {
     const sock = join(tempDir(), 'notify');
-    const { got } = await notifyReceiver(sock);
+    const { got } = await notifyReceiver(sock, track);
     const n = new Notifier({ NOTIFY_SOCKET: sock, PATH: process.env.PATH });
     expect(n.via).toBe('systemd-notify');
     expect(await n.ready('device running')).toBe(true);

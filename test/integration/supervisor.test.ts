@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LogRing } from '../../runtime/supervisor/log.ts';
 import { ProcessService, type ProcessSpec } from '../../runtime/supervisor/process.ts';
-import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
+import { RetryError, Supervisor } from '../../runtime/supervisor/supervisor.ts';
+import { ServiceBase } from '../../runtime/supervisor/service.ts';
 
 const node = process.execPath;
 const quiet = () => new LogRing(500, undefined);
@@ -17,8 +18,10 @@ const spec = (over: Partial<ProcessSpec>): ProcessSpec => ({
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running: ProcessService[] = [];
+const stopping: Supervisor[] = [];
 const dirs: string[] = [];
 afterEach(async () => {
+  await Promise.all(stopping.splice(0).map((s) => s.stop(2000)));
   await Promise.all(running.splice(0).map((s) => s.stop()));
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
@@ -37,67 +40,68 @@ function alive(pid: number): boolean {
   }
 }
 
-describe('restart policy', () => {
+describe('restart policy (the Supervisor\'s, for every service)', () => {
+  /** A supervisor of these services, stopped after the test. */
+  async function supervise(services: ProcessService[], log = quiet()): Promise<Supervisor> {
+    const sup = new Supervisor(services, log);
+    stopping.push(sup);
+    await sup.start();
+    return sup;
+  }
+
   it('a crashing child is restarted with growing delays, capped at the maximum', async () => {
-    const s = new ProcessService(spec({}), quiet());
-    running.push(s);
-    await s.start();
+    const sup = await supervise([new ProcessService(spec({}), quiet())]);
     const deadline = Date.now() + 15_000;
-    while (s.recentDelays.length < 6 && Date.now() < deadline) await sleep(20);
-    const d = s.recentDelays.slice(0, 6);
+    while (sup.delays('svc').length < 6 && Date.now() < deadline) await sleep(20);
+    const d = sup.delays('svc').slice(0, 6);
     // 50, 100, 200, 400, 400, 400 ms, each less up to 20 % jitter.
     const nominal = [50, 100, 200, 400, 400, 400];
     d.forEach((v, i) => {
       expect(v).toBeLessThanOrEqual(nominal[i]!);
       expect(v).toBeGreaterThanOrEqual(nominal[i]! * 0.8 - 1);
     });
-    expect(s.restarts).toBeGreaterThanOrEqual(5);
+    expect(sup.restarts('svc')).toBeGreaterThanOrEqual(5);
   }, 20_000);
 
   it('the backoff starts again from the minimum after a stable run', async () => {
     const dir = tempDir();
     // Crashes twice at once, then runs 600 ms (longer than stableAfter) and crashes again.
     const script = `const f=${JSON.stringify(join(dir, 'n'))};const fs=require('fs');let n=0;try{n=+fs.readFileSync(f,'utf8')}catch{};fs.writeFileSync(f,String(n+1));setTimeout(()=>process.exit(3), n===2?600:0)`;
-    const s = new ProcessService(spec({ args: ['-e', script], backoffMin: 100, backoffMax: 1000, stableAfter: 300 }), quiet());
-    running.push(s);
-    await s.start();
+    const sup = await supervise([new ProcessService(spec({ args: ['-e', script], backoffMin: 100, backoffMax: 1000, stableAfter: 300 }), quiet())]);
     const deadline = Date.now() + 15_000;
-    while (s.recentDelays.length < 3 && Date.now() < deadline) await sleep(20);
-    const [a, b, c] = s.recentDelays;
+    while (sup.delays('svc').length < 3 && Date.now() < deadline) await sleep(20);
+    const [a, b, c] = sup.delays('svc');
     expect(a).toBeLessThanOrEqual(100);
     expect(b).toBeGreaterThan(150); // grew: 200 nominal
     expect(c).toBeLessThanOrEqual(100); // reset after the stable 600 ms run
   }, 20_000);
 
-  it('on-failure does not restart a clean exit; never does not restart a crash', async () => {
-    const clean = new ProcessService(spec({ args: ['-e', 'process.exit(0)'], restart: 'on-failure' }), quiet());
-    const crash = new ProcessService(spec({ restart: 'never' }), quiet());
-    running.push(clean, crash);
-    await clean.start();
-    await crash.start();
+  it('on-failure does not restart a clean exit; never does not restart a crash; only the crash is unhealthy', async () => {
+    const clean = new ProcessService(spec({ name: 'clean', args: ['-e', 'process.exit(0)'], restart: 'on-failure' }), quiet());
+    const crash = new ProcessService(spec({ name: 'crash', restart: 'never' }), quiet());
+    const sup = await supervise([clean, crash]);
     await sleep(500);
-    expect([clean.state, clean.restarts]).toEqual(['exited', 0]);
-    expect([crash.state, crash.restarts, crash.lastExit?.code]).toEqual(['failed', 0, 1]);
+    expect([clean.state, sup.restarts('clean')]).toEqual(['exited', 0]);
+    expect([crash.state, sup.restarts('crash'), crash.lastExit?.code]).toEqual(['failed', 0, 1]);
+    expect(sup.problems()).toEqual(['crash: exited with 1']);
+    expect(sup.healthy()).toBe(false);
   });
 
   it('a command that does not exist is a failed start, retried, and never throws', async () => {
     const log = quiet();
-    const s = new ProcessService(spec({ command: '/nonexistent/binary', restart: 'on-failure' }), log);
-    running.push(s);
-    await s.start();
+    const sup = await supervise([new ProcessService(spec({ command: '/nonexistent/binary', restart: 'on-failure' }), log)], log);
     await sleep(300);
-    expect(s.restarts).toBeGreaterThan(0);
+    expect(sup.restarts('svc')).toBeGreaterThan(0);
     expect(log.tail(50).some((e) => /ENOENT/.test(e.msg))).toBe(true);
+    expect(sup.list()[0]).toMatchObject({ state: 'backoff', healthy: false, detail: expect.stringMatching(/ENOENT.*\(retry in \d+ s\)$/) });
   });
 
   it('supervisor RSS stays flat across 200 restarts', async () => {
     // /bin/false: a crash per restart without Node's start-up cost in the loop.
-    const s = new ProcessService(spec({ command: 'false', args: [], backoffMin: 1, backoffMax: 1 }), quiet());
-    running.push(s);
-    await s.start();
+    const sup = await supervise([new ProcessService(spec({ command: 'false', args: [], backoffMin: 1, backoffMax: 1 }), quiet())]);
     const until = async (n: number) => {
       const deadline = Date.now() + 60_000;
-      while (s.restarts < n && Date.now() < deadline) await sleep(10);
+      while (sup.restarts('svc') < n && Date.now() < deadline) await sleep(10);
     };
     await until(20); // warm up
     global.gc?.();
@@ -106,7 +110,7 @@ describe('restart policy', () => {
     global.gc?.();
     const after = process.memoryUsage().rss;
     console.log(`200 restarts: RSS ${(before / 1048576).toFixed(1)} → ${(after / 1048576).toFixed(1)} MB`);
-    expect(s.restarts).toBeGreaterThanOrEqual(220);
+    expect(sup.restarts('svc')).toBeGreaterThanOrEqual(220);
     expect(after - before).toBeLessThan(8 * 1024 * 1024);
   }, 90_000);
 });
@@ -167,5 +171,60 @@ describe('health', () => {
     await sleep(700);
     expect(s.health()).toMatchObject({ healthy: false, detail: expect.stringMatching(/^no progress for/) });
     expect(s.state).toBe('running');
+  });
+
+  it('the supervisor restarts a running service that stopped making progress', async () => {
+    const log = quiet();
+    const s = new ProcessService(spec({ args: ['-e', "let n=0;const t=setInterval(()=>{console.log('tick');if(++n===3)clearInterval(t)},100);setInterval(()=>{},1000)"], progressInterval: 150, backoffMin: 50 }), log);
+    const sup = new Supervisor([s], log);
+    stopping.push(sup);
+    await sup.start();
+    const deadline = Date.now() + 10_000;
+    while (sup.restarts('svc') < 1 && Date.now() < deadline) await sleep(20);
+    expect(sup.restarts('svc')).toBeGreaterThanOrEqual(1);
+    expect(log.tail(100).some((e) => /svc: no progress \(no progress for \d+ s\); restarting it/.test(e.msg))).toBe(true);
+  });
+});
+
+describe('built-in services under the same policy', () => {
+  /** A service that fails its first `failures` starts (asking to be retried after `retryAfter` ms, if given). */
+  class Flaky extends ServiceBase {
+    starts = 0;
+    constructor(readonly name: string, private failures: number, private readonly retryAfter?: number, private readonly needs?: Flaky) {
+      super();
+    }
+    async start(): Promise<void> {
+      this.starts++;
+      if (this.needs && this.needs.state !== 'running') throw new Error(`needs ${this.needs.name}`);
+      if (this.failures-- > 0) {
+        this.setState('failed');
+        throw this.retryAfter !== undefined ? new RetryError(`waiting for interface wlan0`, this.retryAfter) : new Error('broken');
+      }
+      this.setState('running');
+    }
+    async stop(): Promise<void> {
+      this.setState('stopped');
+    }
+  }
+
+  it('a failed start is retried; a wait is logged once and shown as degraded with its reason; dependants follow at once', async () => {
+    const log = quiet();
+    const device = new Flaky('device', 3, 200);
+    const bridge = new Flaky('mqtt', 0, undefined, device);
+    const sup = new Supervisor([device, bridge], log);
+    stopping.push(sup);
+    await sup.start();
+    expect(sup.healthy()).toBe(false);
+    expect(sup.problems()).toEqual([
+      expect.stringMatching(/^device: waiting for interface wlan0 \(retry in \d+ s\)$/),
+      expect.stringMatching(/^mqtt: needs device \(retry in \d+ s\)$/),
+    ]);
+    const deadline = Date.now() + 5000;
+    while (!(device.state === 'running' && bridge.state === 'running') && Date.now() < deadline) await sleep(10);
+    expect([device.state, bridge.state]).toEqual(['running', 'running']);
+    // The bridge's backoff was 1 s: it started once the device did, not a second later.
+    expect(device.starts).toBe(4);
+    expect(log.tail(100).filter((e) => e.msg.includes('waiting for interface wlan0')).length).toBe(1);
+    expect(sup.healthy()).toBe(true);
   });
 });
