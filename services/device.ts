@@ -14,10 +14,13 @@ import { ZreNode } from '../runtime/zre/node.ts';
 import { ProblemLog } from '../runtime/problems.ts';
 import { CommandError, encodeReply, parseCommand, type GpioReply } from '../runtime/command.ts';
 import { Publisher } from '../runtime/telemetry/publisher.ts';
-import { advertise } from '../runtime/telemetry/mesh.ts';
+import { advertise, telemetryHeaders } from '../runtime/telemetry/mesh.ts';
 import { Sampler, type SamplerEntry } from './sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
+
+/** How often the interface's address is checked (an address change is followed within this and a rebind). */
+const ADDRESS_CHECK_MS = 1000;
 
 export class Device extends ServiceBase {
   readonly name = 'device';
@@ -28,6 +31,9 @@ export class Device extends ServiceBase {
   readonly gpio = new Map<string, GpioDriver>();
   /** Mesh commands refused (malformed or failed). */
   commandErrors = 0;
+  private addressTimer: NodeJS.Timeout | undefined;
+  private rebinding = false;
+  private addressLost = false;
   private readonly problems = new ProblemLog((msg) => this.log?.('warn', msg));
 
   /** Stores the config (and where its problems are logged); opens nothing. */
@@ -100,16 +106,49 @@ export class Device extends ServiceBase {
       name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers,
       onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
     });
-    advertise(this.node, this.publisher, c.telemetry.epgm, {
-      prefix: c.telemetry.prefix,
-      outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name),
-      inputs: c.gpio.filter((g) => g.mode === 'input').map((g) => g.name),
-    });
+    advertise(this.node, this.publisher, c.telemetry.epgm, this.lines());
     this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
     await this.node.start();
     this.log?.('info', `${this.node.name} on ${iface.name} (${iface.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${this.publisher.endpoints.join(' ')}`);
     for (const s of this.sampler.status()) {
       if (s.status !== 0 || s.error) this.log?.('warn', `${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}`);
+    }
+    this.addressTimer = setInterval(() => void this.followAddress(), ADDRESS_CHECK_MS);
+  }
+
+  private lines(): { prefix: string; outputs: string[]; inputs: string[] } {
+    const c = this.config;
+    return { prefix: c.telemetry.prefix, outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name), inputs: c.gpio.filter((g) => g.mode === 'input').map((g) => g.name) };
+  }
+
+  /**
+   * The interface's address changed (DHCP, a new network): rebind the publisher and the node there, keeping
+   * the UUID, the sensors and the outputs as they are. An address that went away is waited for (logged once).
+   */
+  private async followAddress(): Promise<void> {
+    const node = this.node;
+    const publisher = this.publisher;
+    if (this.rebinding || !node?.iface || !publisher || this.state !== 'running') return;
+    let next;
+    try {
+      next = chooseInterface(this.config.node.iface);
+    } catch (e) {
+      if (!this.addressLost) this.log?.('warn', `${(e as Error).message}; keeping ${node.iface.address} until the interface has an address again`);
+      this.addressLost = true;
+      return;
+    }
+    this.addressLost = false;
+    if (next.address === node.iface.address) return;
+    const was = node.iface.address;
+    this.rebinding = true;
+    try {
+      await publisher.rebind(next.address);
+      await node.rebind(next, telemetryHeaders(publisher, this.config.telemetry.epgm, this.lines()));
+      this.log?.('info', `address changed from ${was} to ${next.address}: inbox at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
+    } catch (e) {
+      this.log?.('warn', `address changed from ${was} to ${next.address}, but rebinding failed: ${(e as Error).message}; trying again`);
+    } finally {
+      this.rebinding = false;
     }
   }
 
@@ -151,6 +190,8 @@ export class Device extends ServiceBase {
   }
 
   private async close(): Promise<void> {
+    clearInterval(this.addressTimer);
+    this.addressTimer = undefined;
     await this.node?.stop();
     await this.sampler?.stop(); // closes drivers: outputs go to their safe state
     await this.publisher?.stop();

@@ -18,19 +18,27 @@ export const HEADER_OUTPUTS = 'X-GPIO-OUTPUTS';
 export const HEADER_INPUTS = 'X-GPIO-INPUTS';
 
 /**
- * Sets the headers on a node that has not started yet. `epgm` is `group:port` when the stream is multicast;
- * `device` names the telemetry prefix and the GPIO outputs peers may command.
+ * The HELLO headers that advertise a publisher (FORMAT.md, "Finding publishers"): its tcp endpoints, its
+ * snapshot endpoint, `epgm` (`group:port`) when the stream is multicast, and with `device` the telemetry
+ * prefix and the GPIO lines peers may command or read.
  */
-export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[]; inputs: string[] }): void {
+export function telemetryHeaders(pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[]; inputs: string[] }): Record<string, string> {
+  const h: Record<string, string> = {};
   if (device) {
-    node.setHeader(HEADER_PREFIX, device.prefix);
-    if (device.outputs.length) node.setHeader(HEADER_OUTPUTS, device.outputs.join(','));
-    if (device.inputs.length) node.setHeader(HEADER_INPUTS, device.inputs.join(','));
+    h[HEADER_PREFIX] = device.prefix;
+    if (device.outputs.length) h[HEADER_OUTPUTS] = device.outputs.join(',');
+    if (device.inputs.length) h[HEADER_INPUTS] = device.inputs.join(',');
   }
   const unicast = pub.endpoints.filter((e) => e.startsWith('tcp://'));
-  if (unicast.length > 0) node.setHeader(HEADER_ENDPOINTS, unicast.join(' '));
-  if (pub.snapshotEndpoint) node.setHeader(HEADER_SNAPSHOT, pub.snapshotEndpoint);
-  if (epgm) node.setHeader(HEADER_EPGM, epgm);
+  if (unicast.length > 0) h[HEADER_ENDPOINTS] = unicast.join(' ');
+  if (pub.snapshotEndpoint) h[HEADER_SNAPSHOT] = pub.snapshotEndpoint;
+  if (epgm) h[HEADER_EPGM] = epgm;
+  return h;
+}
+
+/** Sets {@link telemetryHeaders} on a node that has not started yet. */
+export function advertise(node: ZreNode, pub: Publisher, epgm?: string, device?: { prefix: string; outputs: string[]; inputs: string[] }): void {
+  for (const [k, v] of Object.entries(telemetryHeaders(pub, epgm, device))) node.setHeader(k, v);
 }
 
 export type Transport = 'auto' | 'tcp' | 'epgm';

@@ -96,7 +96,7 @@ export function requirePgm(): void {
 
 export class Publisher {
   readonly id: Buffer;
-  private readonly opts: typeof DEFAULTS & PublisherOptions;
+  private readonly opts: typeof DEFAULTS & PublisherOptions & { endpoints: string[] };
   private readonly topics = new Map<string, TopicState>();
   private lastTopic: string | undefined;
   private lastState: TopicState | undefined;
@@ -138,36 +138,69 @@ export class Publisher {
 
   /** Binds every endpoint and the snapshot ROUTER. Rejects with a clear error; then nothing stays open. */
   async start(): Promise<void> {
-    if (this.opts.endpoints.some((e) => /^e?pgm:/.test(e))) requirePgm();
+    const bound = await this.bindAll(this.opts.endpoints, this.opts.snapshotEndpoint);
+    this.adopt(bound);
+  }
+
+  /**
+   * Moves to another interface address: binds the same endpoints (and the snapshot ROUTER) on `address`,
+   * switches sending to them and closes the old ones. Topics, sequence numbers and queued batches carry over,
+   * so a subscriber that follows to the new endpoint loses at most what was in flight. Rejects, keeping the
+   * old endpoints, when the new ones cannot be bound.
+   */
+  async rebind(address: string): Promise<void> {
+    const swap = (e: string) => e.replace(/^tcp:\/\/[^:]+:/, `tcp://${address}:`).replace(/^(e?pgm):\/\/[^;]+;/, `$1://${address};`);
+    const endpoints = this.opts.endpoints.map(swap);
+    const snapshotEndpoint = this.opts.snapshotEndpoint === undefined ? undefined : swap(this.opts.snapshotEndpoint);
+    const bound = await this.bindAll(endpoints, snapshotEndpoint);
+    const [oldSocket, oldSnapshot] = [this.socket, this.snapshot];
+    this.opts.endpoints = endpoints;
+    this.opts.snapshotEndpoint = snapshotEndpoint;
+    this.prefixes.clear(); // subscriptions belong to the old socket; subscribers come again to the new one
+    this.adopt(bound);
+    oldSocket?.close();
+    oldSnapshot?.close();
+    if (this.queue.length > 0 && !this.pumping) void this.pump();
+  }
+
+  /** Binds a new XPUB on `endpoints` and a snapshot ROUTER; closes what it opened if any bind fails. */
+  private async bindAll(endpoints: string[], snapshotEndpoint: string | undefined): Promise<{ socket: XPublisher; snapshot: Router | undefined; endpoints: string[]; snapshotEndpoint: string | undefined }> {
+    if (endpoints.some((e) => /^e?pgm:/.test(e))) requirePgm();
     const socket = new XPublisher({ noDrop: true, sendTimeout: 0, sendHighWaterMark: this.opts.sendHighWaterMark, linger: 1000, rate: this.opts.rate });
+    let snapshot: Router | undefined;
+    const bound: string[] = [];
     try {
-      for (const e of this.opts.endpoints) {
+      for (const e of endpoints) {
         try {
           await socket.bind(e);
         } catch (err) {
           throw new TelemetryError(`cannot bind telemetry endpoint ${e}: ${(err as Error).message}`);
         }
-        this._endpoints.push(e.startsWith('tcp://') && e.endsWith(':*') ? socket.lastEndpoint! : e);
+        bound.push(e.startsWith('tcp://') && e.endsWith(':*') ? socket.lastEndpoint! : e);
       }
-      if (this.opts.snapshotEndpoint) {
-        this.snapshot = new Router({ linger: 0 });
+      if (snapshotEndpoint) {
+        snapshot = new Router({ linger: 0 });
         try {
-          await this.snapshot.bind(this.opts.snapshotEndpoint);
+          await snapshot.bind(snapshotEndpoint);
         } catch (err) {
-          throw new TelemetryError(`cannot bind snapshot endpoint ${this.opts.snapshotEndpoint}: ${(err as Error).message}`);
+          throw new TelemetryError(`cannot bind snapshot endpoint ${snapshotEndpoint}: ${(err as Error).message}`);
         }
-        this._snapshotEndpoint = this.snapshot.lastEndpoint!;
       }
     } catch (err) {
       socket.close();
-      this.snapshot?.close();
-      this.snapshot = undefined;
-      this._endpoints = [];
+      snapshot?.close();
       throw err;
     }
-    this.socket = socket;
-    this.loops.push(this.subscriptionLoop(socket));
-    if (this.snapshot) this.loops.push(this.snapshotLoop(this.snapshot));
+    return { socket, snapshot, endpoints: bound, snapshotEndpoint: snapshot?.lastEndpoint ?? undefined };
+  }
+
+  private adopt(b: { socket: XPublisher; snapshot: Router | undefined; endpoints: string[]; snapshotEndpoint: string | undefined }): void {
+    this.socket = b.socket;
+    this.snapshot = b.snapshot;
+    this._endpoints = b.endpoints;
+    this._snapshotEndpoint = b.snapshotEndpoint;
+    this.loops.push(this.subscriptionLoop(b.socket));
+    if (b.snapshot) this.loops.push(this.snapshotLoop(b.snapshot));
   }
 
   /**

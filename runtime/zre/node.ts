@@ -306,6 +306,43 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   /**
+   * Moves the node to another interface address while it runs (DHCP gave a new one): binds a new inbox there,
+   * closes the old one, takes `headers` (e.g. telemetry endpoints on the new address), beacons from the new
+   * address, and reconnects to every peer with a fresh HELLO, which carries the new endpoint: peers replace
+   * their record of us (EXIT, then ENTER) without a restart on either side. Rejects, keeping the old inbox, if
+   * the new one cannot be bound.
+   */
+  async rebind(iface: MeshInterface, headers: Record<string, string> = {}): Promise<void> {
+    if (!this.running || !this.router) throw new ZreNodeError('rebind needs a running node');
+    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
+    try {
+      await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
+    } catch (e) {
+      router.close();
+      throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
+    }
+    const port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
+    const [oldRouter, oldLoop] = [this.router, this.receiving];
+    this.router = router;
+    this._iface = iface;
+    this._endpoint = `tcp://${iface.address}:${port}`;
+    for (const [k, v] of Object.entries(headers)) {
+      this.wrap(() => assertShortString(k, `header key '${k.slice(0, 40)}'`));
+      this.headers.set(k, String(v));
+    }
+    this.receiving = this.receiveLoop(router);
+    oldRouter.close();
+    await oldLoop;
+    clearInterval(this.beaconTimer);
+    this.sendBeacon(port);
+    this.beaconTimer = setInterval(() => {
+      this.sendBeacon(port);
+      this.dialStatic();
+    }, this.opts.beaconInterval);
+    for (const peer of this.peers.values()) peer.reconnect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
+  }
+
+  /**
    * Leaves the mesh: waits (up to 500 ms) for each peer to confirm it handled what we sent, then sends GOODBYE
    * to static peers and a port-0 beacon (peers drop us at once), and closes every socket. Safe to call twice.
    */

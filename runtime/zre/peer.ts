@@ -82,6 +82,23 @@ export class Peer {
   }
 
   /**
+   * A new DEALER to the same inbox (our address changed: the old connection may be dead without knowing it),
+   * HELLO first on it. What was queued for the old one is discarded.
+   */
+  reconnect(ourUuid: Buffer, hello: OutgoingMessage, sendHighWaterMark: number): void {
+    if (this.closed) return;
+    const old = this.dealer;
+    this.queue.clear();
+    this.queuedBytes = 0;
+    this.dealer = undefined;
+    if (old) {
+      old.linger = 0;
+      old.close();
+    }
+    this.connect(ourUuid, hello, sendHighWaterMark);
+  }
+
+  /**
    * Queues one message with the next sequence number (HELLO is 1; then +1 mod 65536). Never blocks: when the
    * queue is full (by count, or by bytes unless it is empty) the message is refused before it takes a sequence
    * number (so the peer sees no gap), counted in {@link dropped}, and false is returned.
