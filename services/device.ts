@@ -104,6 +104,7 @@ export class Device extends ServiceBase {
     await this.sampler.start();
     this.node = new ZreNode({
       name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers,
+      gossip: c.node.gossip.bind || c.node.gossip.connect.length ? { bind: c.node.gossip.bind, connect: c.node.gossip.connect, ttl: c.node.gossip.ttl / 1000 } : undefined,
       onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
     });
     advertise(this.node, this.publisher, c.telemetry.epgm, this.lines());

@@ -32,6 +32,9 @@ export const MESH_OPTIONS = {
   evasive: { type: 'string' },
   silent: { type: 'string' },
   expire: { type: 'string' },
+  'gossip-bind': { type: 'string' },
+  'gossip-connect': { type: 'string', multiple: true },
+  'gossip-ttl': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
@@ -45,6 +48,9 @@ export const MESH_HELP = `Mesh options:
   --evasive SEC       silence before a peer counts as EVASIVE (default 5)
   --silent SEC        silence before a peer counts as SILENT (default 10)
   --expire SEC        silence before a peer is dropped (default 30)
+  --gossip-bind tcp://IP:PORT      serve gossip here (zgossip, Zyre's gossip mode: no UDP beacons)
+  --gossip-connect tcp://IP:PORT   a gossip seed to connect to; repeat for two or three
+  --gossip-ttl SEC    lease of our gossip tuple: republished every third of it, gone when not (default 30)
   --json              machine-readable output
   -h, --help          this help`;
 
@@ -60,6 +66,7 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
 /** Turns the mesh options into node options, checking each value. */
 export function nodeOptions(values: {
   iface?: string; port?: string; name?: string; header?: string[]; peer?: string[]; evasive?: string; silent?: string; expire?: string;
+  'gossip-bind'?: string; 'gossip-connect'?: string[]; 'gossip-ttl'?: string;
 }): ZreNodeOptions {
   const opts: ZreNodeOptions = {};
   if (values.evasive !== undefined) opts.evasiveTimeout = secondsOption('--evasive', values.evasive, 5) * 1000;
@@ -81,6 +88,14 @@ export function nodeOptions(values: {
       if (!/^tcp:\/\/\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(p)) throw new CliError(`--peer '${p}': expected tcp://IPv4:PORT`);
     }
     opts.peers = values.peer;
+  }
+  const endpoint = /^tcp:\/\/\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/;
+  const bind = values['gossip-bind'];
+  const connect = values['gossip-connect'];
+  if (bind !== undefined && !endpoint.test(bind)) throw new CliError(`--gossip-bind '${bind}': expected tcp://IPv4:PORT (an address, never a host name)`);
+  for (const c of connect ?? []) if (!endpoint.test(c)) throw new CliError(`--gossip-connect '${c}': expected tcp://IPv4:PORT`);
+  if (bind !== undefined || connect) {
+    opts.gossip = { bind, connect, ttl: values['gossip-ttl'] === undefined ? undefined : secondsOption('--gossip-ttl', values['gossip-ttl'], 30) };
   }
   return opts;
 }

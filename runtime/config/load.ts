@@ -66,7 +66,7 @@ export interface ServiceConfig {
 }
 
 export interface Config {
-  node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; peers?: string[] };
+  node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
   telemetry: { prefix: string; epgm?: string; rate: number };
   simulate: boolean;
   sysfs: string;

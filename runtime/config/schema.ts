@@ -55,6 +55,15 @@ export const SCHEMA: FieldSpec = {
         port: { type: 'number', integer: true, min: 1, max: 65535, default: 5670, doc: 'UDP beacon port' },
         headers: { type: 'stringmap', doc: 'extra HELLO headers' },
         peers: { type: 'list', item: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT', doc: 'endpoint' }, doc: 'static peers' },
+        gossip: {
+          type: 'object',
+          doc: 'gossip discovery instead of UDP beacons (zgossip, as Zyre\'s gossip mode), for networks without broadcast',
+          fields: {
+            bind: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT (an address, never a host name)', doc: 'serve gossip here' },
+            connect: { type: 'list', item: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT', doc: 'seed' }, doc: 'seeds to connect to (two or three)' },
+            ttl: { type: 'duration', default: '30s', min: 1000, doc: 'lease of our tuple: republished every third of it' },
+          },
+        },
       },
     },
     telemetry: {

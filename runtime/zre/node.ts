@@ -17,6 +17,7 @@ import { chooseInterface, type MeshInterface } from '../net/iface.ts';
 import { assertShortString, decodeBeacon, encodeBeacon, decodeZre, ZreDecodeError, type Headers, type ZreMessage } from './codec.ts';
 import { Peer, type OutgoingMessage, type Presence } from './peer.ts';
 import { ProblemLog, type ProblemSink } from '../problems.ts';
+import { Gossip, type GossipOptions, type GossipStats } from './gossip.ts';
 
 export interface ZreNodeOptions {
   /** Our name in HELLO; defaults to the first 6 hex digits of the UUID (as Zyre does). At most 255 bytes. */
@@ -53,6 +54,12 @@ export interface ZreNodeOptions {
   sysRoot?: string;
   /** Hears what the node drops or refuses, one line each, rate-limited per kind and source (runtime/problems.ts). */
   onProblem?: ProblemSink;
+  /**
+   * Gossip instead of UDP beacons (Zyre's gossip mode, for networks without broadcast): serve on `bind`,
+   * connect to the seeds in `connect`; our tuple is (UUID, inbox endpoint) with a lease of `ttl` seconds.
+   * A stopping node then says GOODBYE to every peer instead of a port-0 beacon.
+   */
+  gossip?: GossipOptions;
   /** Peers known at once (ready or half-open); past it new ones are refused and counted. Default 1024. */
   maxPeers?: number;
   /** Peers we dialled after a beacon whose HELLO has not come yet, at once. Default 128. */
@@ -139,6 +146,8 @@ export interface ZreStats {
   /** Peers known now (ready or half-open), and of those, half-open: gauges, not counters. */
   knownPeers: number;
   halfOpen: number;
+  /** Gossip's counters, in gossip mode. */
+  gossip?: GossipStats;
   /** Exceptions from our own handlers, caught so the node goes on (each is a bug to report). */
   internalErrors: number;
   lastError: string | undefined;
@@ -216,6 +225,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   /** Admission token buckets per source address (bounded by MAX_SOURCES). */
   private readonly admission = new Map<string, { tokens: number; at: number }>();
   private readonly problems: ProblemLog;
+  private gossip: Gossip | undefined;
 
   private router: Router | undefined;
   private udp: UdpSocket | undefined;
@@ -287,12 +297,27 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     this._iface = iface;
     this._endpoint = `tcp://${iface.address}:${port}`;
     this.router = router;
-    try {
-      this.udp = await this.openBeaconSocket();
-    } catch (e) {
-      router.close();
-      this.router = undefined;
-      throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${(e as Error).message}`);
+    if (this.opts.gossip) {
+      const gossip = new Gossip(this.opts.gossip);
+      try {
+        await gossip.start();
+      } catch (e) {
+        router.close();
+        this.router = undefined;
+        throw new ZreNodeError((e as Error).message);
+      }
+      gossip.on('tuple', (t) => this.onTuple(t.key, t.value));
+      gossip.on('expire', (t) => this.onTupleExpired(t.key));
+      gossip.publish(this.id, this._endpoint);
+      this.gossip = gossip;
+    } else {
+      try {
+        this.udp = await this.openBeaconSocket();
+      } catch (e) {
+        router.close();
+        this.router = undefined;
+        throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${(e as Error).message}`);
+      }
     }
     this.running = true;
     this.receiving = this.receiveLoop(router);
@@ -340,6 +365,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       this.dialStatic();
     }, this.opts.beaconInterval);
     for (const peer of this.peers.values()) peer.reconnect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
+    this.gossip?.publish(this.id, this._endpoint);
   }
 
   /**
@@ -355,8 +381,11 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     // could overtake our last messages, which the peer would then drop as coming from a stranger.
     const ready = [...this.peers.values()].filter((p) => p.ready);
     await Promise.all(ready.map((p) => p.flush(STOP_FLUSH_MS)));
-    for (const peer of ready) if (peer.isStatic) peer.send({ type: 'GOODBYE' });
+    // Where no beacon says we leave (gossip mode, static peers), GOODBYE does (vector goodbye-gossip-mode).
+    for (const peer of ready) if (peer.isStatic || this.gossip) peer.send({ type: 'GOODBYE' });
     await this.sendBeaconNow(0);
+    await this.gossip?.stop();
+    this.gossip = undefined;
     // What was already handed to ZeroMQ gets a short linger to leave (a CLI whisper right before stop).
     for (const peer of [...this.peers.values(), ...this.pending.values()]) peer.close(STOP_LINGER_MS);
     this.peers.clear();
@@ -453,7 +482,10 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   stats(): ZreStats {
     let dropped = 0;
     for (const p of this.peers.values()) dropped += p.dropped;
-    return { ...this.counters, sendsDropped: this.counters.sendsDropped + dropped, knownPeers: this.peers.size, halfOpen: this.halfOpen };
+    return {
+      ...this.counters, sendsDropped: this.counters.sendsDropped + dropped, knownPeers: this.peers.size, halfOpen: this.halfOpen,
+      ...(this.gossip ? { gossip: this.gossip.stats() } : {}),
+    };
   }
 
   // --- internals -----------------------------------------------------------------------------------------
@@ -597,6 +629,26 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return true;
   }
 
+  /** A gossip tuple (UUID, inbox endpoint) of another node: like a beacon, we dial it and say HELLO. */
+  private onTuple(key: string, value: string): void {
+    if (!this.running || key === this.id || !/^[0-9A-F]{32}$/.test(key)) return;
+    if (!dialable(value)) {
+      this.counters.messagesMalformed++;
+      this.noteError(`gossip tuple for ${key}: ${JSON.stringify(value.slice(0, 80))} is not tcp://IPv4:port`, 'gossip');
+      return;
+    }
+    const known = this.peers.get(key);
+    if (known && (known.ready || known.endpoint === value)) return; // a ready peer's HELLO tells us of a move
+    if (known) this.removePeer(known, 'leaving');
+    this.requirePeer(key, value);
+  }
+
+  /** A gossip lease ran out: the node is gone unless it still talks to us. */
+  private onTupleExpired(key: string): void {
+    const peer = this.peers.get(key);
+    if (peer && now() - peer.lastHeard >= this.opts.evasiveTimeout) this.removePeer(peer, 'expired');
+  }
+
   /** A half-open peer settled (HELLO came) or went: it no longer counts against the half-open bounds. */
   private settle(peer: Peer): void {
     if (peer.source === undefined) return;
@@ -645,6 +697,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   /** Dials static endpoints we have no peer for (36/ZRE allows any way of learning an endpoint). */
   private dialStatic(): void {
+    // Gossip tuples whose node we do not know (any more): dial them again, as a beacon would make us.
+    if (this.gossip) for (const [key, value] of this.gossip.view()) if (!this.peers.has(key)) this.onTuple(key, value);
     for (const endpoint of this.opts.peers ?? []) {
       if (this.pending.has(endpoint)) continue;
       if ([...this.peers.values()].some((p) => p.endpoint === endpoint)) continue;
