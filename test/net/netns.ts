@@ -56,6 +56,9 @@ export class Segment {
   readonly hub = `${this.prefix}-hub`;
   readonly hosts: string[] = [];
 
+  /** `subnet` is the first three octets of the segment's /24 (hosts are .1, .2, …). */
+  constructor(readonly subnet = '10.231.0') {}
+
   /** Creates the hub namespace with bridge `br0` and `count` host namespaces wired to it. */
   create(count: number): this {
     ip('netns', 'add', this.hub);
@@ -78,7 +81,31 @@ export class Segment {
 
   /** The IPv4 address of host i (1-based). */
   address(i: number): string {
-    return `10.231.0.${i}`;
+    return `${this.subnet}.${i}`;
+  }
+
+  /** Namespaces made by {@link routeTo}, destroyed with this segment. */
+  private readonly extra: string[] = [];
+
+  /**
+   * Joins this segment and `other` with a router namespace (`.254` on each side, forwarding on) and gives
+   * every host a default route through it: unicast crosses, broadcast does not (two subnets, as a routed
+   * network or a VPN is). The router goes with this segment's destroy().
+   */
+  routeTo(other: Segment): string {
+    const rt = `${this.prefix}-rt`;
+    ip('netns', 'add', rt);
+    this.extra.push(rt);
+    for (const [i, seg] of [this, other].entries()) {
+      ip('-n', seg.hub, 'link', 'add', `rt${i}`, 'type', 'veth', 'peer', 'name', `side${i}`, 'netns', rt);
+      ip('-n', seg.hub, 'link', 'set', `rt${i}`, 'master', 'br0', 'up');
+      ip('-n', rt, 'addr', 'add', `${seg.subnet}.254/24`, 'dev', `side${i}`);
+      ip('-n', rt, 'link', 'set', `side${i}`, 'up');
+      for (const host of seg.hosts) ip('-n', host, 'route', 'add', 'default', 'via', `${seg.subnet}.254`);
+    }
+    ip('-n', rt, 'link', 'set', 'lo', 'up');
+    execFileSync('ip', ['netns', 'exec', rt, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    return rt;
   }
 
   /** Takes host i's link down or up (as a Wi-Fi drop would). */
@@ -87,7 +114,7 @@ export class Segment {
   }
 
   destroy(): void {
-    for (const ns of [...this.hosts, this.hub]) {
+    for (const ns of [...this.hosts, this.hub, ...this.extra]) {
       try {
         ip('netns', 'del', ns);
       } catch {
