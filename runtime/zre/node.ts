@@ -95,7 +95,7 @@ export interface PeerRef { peer: string; name: string }
 
 /**
  * Events. Each fires once per occurrence, synchronously while the node handles the message or timer that
- * caused it; listeners must not block.
+ * caused it, and never before start() has resolved; listeners must not block.
  */
 export interface ZreEvents {
   /** A peer's HELLO arrived: it is now known and can be whispered to. JOIN events for its groups follow. */
@@ -286,14 +286,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   async start(): Promise<void> {
     if (this.running) throw new ZreNodeError('node already started');
     const iface = chooseInterface(this.opts.iface, this.opts.sysRoot);
-    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
-    try {
-      await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
-    } catch (e) {
-      router.close();
-      throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
-    }
-    const port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
+    const { router, port } = await this.bindInbox(iface);
     this._iface = iface;
     this._endpoint = `tcp://${iface.address}:${port}`;
     this.router = router;
@@ -320,7 +313,9 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       }
     }
     this.running = true;
-    this.receiving = this.receiveLoop(router);
+    // The inbox is read from the next turn of the event loop on: listeners attached right after `await start()`
+    // miss nothing (a HELLO already waiting would otherwise be handled between start() and its caller).
+    this.receiving = new Promise((resolve) => setImmediate(() => resolve(this.receiveLoop(router))));
     this.sendBeacon(port);
     this.dialStatic();
     this.beaconTimer = setInterval(() => {
@@ -339,14 +334,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
    */
   async rebind(iface: MeshInterface, headers: Record<string, string> = {}): Promise<void> {
     if (!this.running || !this.router) throw new ZreNodeError('rebind needs a running node');
-    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
-    try {
-      await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
-    } catch (e) {
-      router.close();
-      throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
-    }
-    const port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
+    const { router, port } = await this.bindInbox(iface);
     const [oldRouter, oldLoop] = [this.router, this.receiving];
     this.router = router;
     this._iface = iface;
@@ -489,6 +477,18 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   // --- internals -----------------------------------------------------------------------------------------
+
+  /** Binds an inbox ROUTER on the interface (ephemeral port unless `mailboxPort`); closes it and throws on failure. */
+  private async bindInbox(iface: MeshInterface): Promise<{ router: Router; port: number }> {
+    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
+    try {
+      await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
+    } catch (e) {
+      router.close();
+      throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
+    }
+    return { router, port: Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]) };
+  }
 
   private assertNotRunning(what: string): void {
     if (this.running) throw new ZreNodeError(`${what} can only be set before start()`);

@@ -44,7 +44,14 @@ describe.runIf(runHere)('gossip across two routed subnets', () => {
     const nodes = [agent('l2', left, 2, both), agent('l3', left, 3, both), agent('r2', right, 2, both), agent('r3', right, 3, both)];
     await Promise.all(nodes.map((n) => n.started));
     const names = nodes.map((n) => n.label);
-    await Promise.all(nodes.flatMap((n) => names.filter((m) => m !== n.label).map((m) => n.waitFor(sees(n, m), 10_000, `${n.label} sees ${m}`))));
+    const summary = () => agents.map((a) => `${a.label}: ${a.events.filter((e) => e.event !== 'STARTED').map((e) => `${e.event} ${String(e.name ?? '')}${e.reason ? `(${String(e.reason)})` : ''}`).join(', ')}`).join('\n');
+    await Promise.all(nodes.flatMap((n) => names.filter((m) => m !== n.label).map((m) => n.waitFor(sees(n, m), 10_000, `${n.label} sees ${m}`))))
+      .catch(async (e: Error) => {
+        for (const a of agents) a.command('peers');
+        await new Promise((r) => setTimeout(r, 1000));
+        const stats = agents.map((a) => `${a.label}: ${JSON.stringify((a.events.filter((x) => x.event === 'PEERS').pop()?.peers as { name: string; presence: string }[] | undefined)?.map((p) => `${p.name}:${p.presence}`))}`).join('\n');
+        throw new Error(`${e.message}\nevents so far:\n${summary()}\nstats:\n${stats}`);
+      });
     const took = Date.now() - t0;
     console.log(`gossip across a router: four nodes started and met in ${took} ms`);
     expect(took).toBeLessThan(3000);
