@@ -60,23 +60,32 @@ export class Segment {
   constructor(readonly subnet = '10.231.0') {}
 
   /** Creates the hub namespace with bridge `br0` and `count` host namespaces wired to it. */
-  create(count: number): this {
+  create(count: number, unwired = 0): this {
     ip('netns', 'add', this.hub);
     ip('-n', this.hub, 'link', 'add', 'br0', 'type', 'bridge');
     ip('-n', this.hub, 'link', 'set', 'br0', 'up');
-    for (let i = 1; i <= count; i++) {
+    for (let i = 1; i <= count + unwired; i++) {
       const ns = `${this.prefix}-h${i}`;
       ip('netns', 'add', ns);
       this.hosts.push(ns);
       ip('-n', ns, 'link', 'set', 'lo', 'up');
-      ip('-n', this.hub, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-      ip('-n', this.hub, 'link', 'set', `p${i}`, 'master', 'br0', 'up');
-      ip('-n', ns, 'addr', 'add', this.address(i) + '/24', 'brd', '+', 'dev', 'eth0');
-      ip('-n', ns, 'link', 'set', 'eth0', 'up');
-      // Multicast (epgm) leaves through eth0 too.
-      ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
+      if (i <= count) this.wire(i);
     }
     return this;
+  }
+
+  /**
+   * Gives host i its eth0 on the bridge, addressed and up (create() does this for all but its `unwired`
+   * hosts, which start with loopback only, as a board whose Wi-Fi has not come up yet).
+   */
+  wire(i: number): void {
+    const ns = this.hosts[i - 1]!;
+    ip('-n', this.hub, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    ip('-n', this.hub, 'link', 'set', `p${i}`, 'master', 'br0', 'up');
+    ip('-n', ns, 'addr', 'add', this.address(i) + '/24', 'brd', '+', 'dev', 'eth0');
+    ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    // Multicast (epgm) leaves through eth0 too.
+    ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
   }
 
   /** The IPv4 address of host i (1-based). */
