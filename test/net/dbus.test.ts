@@ -4,12 +4,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
+import { decodeBeacon } from '../../runtime/zre/codec.ts';
+
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
-import { beaconPort } from '../helpers.ts';
+import { beaconPort, RawPeer } from '../helpers.ts';
 
 const dbus = createRequire(import.meta.url)('dbus-next') as typeof import('dbus-next');
 const root = ROOT_DIR;
@@ -54,6 +56,10 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     writeFileSync(join(dir, 'starling.yaml'), [
       'simulate: true',
       `node: { name: sup, iface: lo, port: ${port} }`,
+      // A bridge whose broker never answers, with the smallest spool: it fills and drops (counted).
+      `mqtt: { url: "mqtt://127.0.0.1:9", spool: "${dir}/spool", spool_max_mb: 1, spool_fsync: never, discovery: false, mesh: false }`,
+      'sensors:',
+      ...Array.from({ length: 10 }, (_, i) => `  - { platform: sim, name: s${i}, interval: 10ms }`),
       'services:',
       '  - { name: ticker, command: sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"], restart: always }',
     ].join('\n'));
@@ -83,7 +89,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const obj = await bus.getProxyObject('org.starling.Supervisor1', '/org/starling/Supervisor1');
     const sup = obj.getInterface('org.starling.Supervisor1') as unknown as Record<string, (...a: unknown[]) => Promise<unknown>> & { on(s: string, f: (...a: string[]) => void): void };
     const list = (await sup.List!()) as [string, string, boolean, number, string][];
-    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['ticker', 'running', true]]);
+    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['mqtt', 'running', true], ['ticker', 'running', true]]);
     const states: string[] = [];
     sup.on('StateChanged', (name, state) => {
       if (name === 'ticker') states.push(state!);
@@ -101,7 +107,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: boolean }> };
     expect((await props.Get('org.starling.Supervisor1', 'Healthy')).value).toBe(true);
     const rows = (await (props as unknown as { Get(i: string, p: string): Promise<{ value: [string, string][] }> }).Get('org.starling.Supervisor1', 'Services')).value;
-    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['ticker', 'running']]);
+    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['mqtt', 'running'], ['ticker', 'running']]);
     await expect(sup.Restart!('nope')).rejects.toThrow(/no service named 'nope'/);
   });
 
@@ -118,12 +124,12 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     expect(refused.stderr).toMatch(/AccessDenied.*Rejected send message.*member="Restart"/s);
     const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 20_000 });
     expect(cli('restart', 'ticker').stdout.trim()).toBe('restarted ticker');
-    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'ticker']);
+    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'mqtt', 'ticker']);
     expect(cli('logs', 'ticker', '-n', '2').stdout.trim().split('\n')).toHaveLength(2);
     expect(cli('restart', 'nope')).toMatchObject({ status: 1, stderr: expect.stringMatching(/^starling: .*no service named 'nope'/) });
   });
 
-  it('every counter is visible: Stats over D-Bus (for anyone), non-zero ones in status, all of them in status --json', async () => {
+  it('every counter is visible: Stats over D-Bus (for anyone), non-zero ones in status, all of them in status --json (a gap, refused sends, spool drops)', async () => {
     // Three malformed beacons and one mesh command the device refuses.
     const udp = createSocket('udp4');
     await new Promise<void>((r) => udp.bind(() => r()));
@@ -138,8 +144,50 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
       rows = JSON.parse(cli('status', '--json').stdout);
       if (rows[0]?.stats['mesh.beaconsMalformed'] === 3) break;
     }
-    const device = rows.find((r) => r.name === 'device')!;
+    let device = rows.find((r) => r.name === 'device')!;
     expect(device.stats).toMatchObject({ 'mesh.beaconsMalformed': 3, 'mesh.sequenceGaps': 0, 'mesh.peersRefused': 0, 'telemetry.batchesDropped': 0, commandErrors: 0 });
+
+    // A sequence gap: a peer that says HELLO to the device's inbox (found by its beacon), then skips ahead.
+    const listener = createSocket({ type: 'udp4', reuseAddr: true });
+    const mailbox = await new Promise<number>((resolve) => {
+      listener.on('message', (b) => {
+        try {
+          const beacon = decodeBeacon(b, 1);
+          if (beacon.port) resolve(beacon.port);
+        } catch {
+          // not a beacon
+        }
+      });
+      listener.bind(port);
+    });
+    listener.close();
+    const raw = new RawPeer();
+    await raw.open(`tcp://127.0.0.1:${mailbox}`);
+    await raw.hello({ name: 'gappy' });
+    // Refused sends: 100,000 commands for a line that does not exist, and an inbox that never reads the device's
+    // replies; once ZeroMQ's buffers and the 10,000-message send queue to us are full, replies are refused.
+    const N = 100_000;
+    for (let i = 0; i < N; i++) await raw.send({ type: 'WHISPER', content: [Buffer.from('{"gpio":"nope"}')] });
+    for (const end = Date.now() + 30_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      if ((JSON.parse(cli('status', '--json').stdout)[0]?.stats.commandErrors ?? 0) === N) break;
+    }
+    await raw.send({ type: 'PING', sequence: 9 });
+    // And the spool, bound to 1 MiB with no broker, drops its oldest segment (1,000 samples a second).
+    for (const end = Date.now() + 30_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      rows = JSON.parse(cli('status', '--json').stdout);
+      if (rows[0]?.stats['mesh.sequenceGaps'] === 1 && (rows[1]?.stats['spool.dropped'] ?? 0) > 0) break;
+    }
+    raw.close();
+    device = rows.find((r) => r.name === 'device')!;
+    const mqtt = rows.find((r) => r.name === 'mqtt')!.stats;
+    expect(device.stats['mesh.sequenceGaps']).toBe(1);
+    expect(device.stats.commandErrors).toBe(N);
+    expect(device.stats['mesh.sendsDropped']).toBeGreaterThan(0);
+    expect(device.stats['mesh.sendsDropped']).toBeLessThan(N);
+    expect(mqtt['spool.dropped']).toBeGreaterThan(0);
+    // Every message the spool took is accounted for: still queued, or dropped (none delivered: no broker).
+    expect(mqtt['spool.appended']).toBe(mqtt['spool.queued']! + mqtt['spool.dropped']!);
+    expect(mqtt['mqtt.connectFailures']).toBeGreaterThan(0);
     expect(Object.keys(device.stats).length).toBeGreaterThan(20);
     expect(rows.find((r) => r.name === 'ticker')!.stats).toMatchObject({ 'output.truncatedChars': 0 });
     const text = cli('status').stdout;
