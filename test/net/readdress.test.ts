@@ -2,7 +2,7 @@
 // endpoint and `tail` keeps receiving its samples, without a restart of either. Needs root; in CI it may not
 // be skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, CLI, Segment, rootTests, requireRootAndBuild, type Event } from './netns.ts';
@@ -72,4 +72,20 @@ describe.runIf(runHere)('an address that changes under a running device', () => 
     const gaps = tail.events.filter((e) => e.event === 'GAP');
     expect(gaps.length).toBeLessThanOrEqual(1);
   }, 60_000);
+
+  it('several addresses on one interface: the primary is taken, deterministically; --iface IP picks another', () => {
+    const host = seg.hosts[1]!;
+    execFileSync('ip', ['-n', host, 'addr', 'add', '10.231.0.32/24', 'dev', 'eth0']); // a secondary beside .2
+    try {
+      const on = (iface: string) => spawnSyncStderr(host, iface);
+      for (let i = 0; i < 3; i++) expect(on('eth0')).toMatch(/^on eth0 \(10\.231\.0\.2\)/);
+      expect(on('10.231.0.32')).toMatch(/^on eth0 \(10\.231\.0\.32\)/);
+    } finally {
+      execFileSync('ip', ['-n', host, 'addr', 'del', '10.231.0.32/24', 'dev', 'eth0']);
+    }
+  });
 });
+
+function spawnSyncStderr(host: string, iface: string): string {
+  return spawnSync('ip', ['netns', 'exec', host, process.execPath, CLI, 'peers', '--iface', iface, '--wait', '0'], { encoding: 'utf8' }).stderr;
+}
