@@ -1,7 +1,7 @@
 // Plays the kernel's sysfs GPIO driver on a tmpfs: a number written to export creates gpioN with direction,
 // value, edge and active_low files; one written to unexport removes it. Writing "out" to direction drives the
 // value low, as the kernel does. Used inside a private mount namespace only (test/net/onoff.test.ts).
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 
 const root = process.argv[2];
 const take = (file) => {
@@ -15,8 +15,12 @@ const directions = new Map();
 function exported(n) {
   const dir = `${root}/gpio${n}`;
   if (existsSync(dir)) return;
-  mkdirSync(dir);
-  for (const [f, v] of [['direction', 'in'], ['value', '0'], ['edge', 'none'], ['active_low', '0']]) writeFileSync(`${dir}/${f}`, v + '\n');
+  // Made whole, then renamed into place, as the kernel's gpioN appears at once: a client that sees the folder
+  // must not find a file still missing, nor have its first write overwritten by our initial values.
+  const tmp = `${root}/.gpio${n}.new`;
+  mkdirSync(tmp);
+  for (const [f, v] of [['direction', 'in'], ['value', '0'], ['edge', 'none'], ['active_low', '0']]) writeFileSync(`${tmp}/${f}`, v + '\n');
+  renameSync(tmp, dir);
   directions.set(n, watch(`${dir}/direction`, () => {
     try {
       // The kernel drives the line low as "out" is written; this watch hears of it later, so a value written
@@ -34,6 +38,10 @@ setInterval(() => {
   if (n) exported(n);
   const u = take('unexport');
   if (u) {
+    // What the line was left at, for tests that look after the driver let go of it.
+    try {
+      writeFileSync(`${root}/.last-gpio${u}`, readFileSync(`${root}/gpio${u}/value`));
+    } catch { /* never exported */ }
     directions.get(u)?.close();
     rmSync(`${root}/gpio${u}`, { recursive: true, force: true });
   }
