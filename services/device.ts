@@ -19,6 +19,8 @@ import { Sampler, type SamplerEntry } from './sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
 
+/** The shortest progress interval health asks of the sampler (reads may run late under load). */
+const MIN_PROGRESS_MS = 5000;
 /** How often the interface's address is checked (an address change is followed within this and a rebind). */
 const ADDRESS_CHECK_MS = 1000;
 
@@ -53,11 +55,13 @@ export class Device extends ServiceBase {
 
   /**
    * Progress is the sampler completing reads (a failing sensor still makes progress: it is reported, not
-   * unhealthy); unhealthy when none came within twice the shortest interval. A network without peers is
+   * unhealthy); unhealthy when none came within twice the shortest interval (at least 5 s). A network without peers is
    * not unhealthiness.
    */
   override health(): Health {
-    return progressHealth(this.state, this.sampler?.lastProgress ?? this.startedAt, this.sampler?.interval);
+    const interval = this.sampler?.interval;
+    // At least 5 s: a 10 ms sensor read late while the loop serves a burst of commands is not a stuck device.
+    return progressHealth(this.state, this.sampler?.lastProgress ?? this.startedAt, interval === undefined ? undefined : Math.max(interval, MIN_PROGRESS_MS));
   }
 
   async start(): Promise<void> {

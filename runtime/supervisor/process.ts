@@ -105,11 +105,15 @@ export class ProcessService extends ServiceBase {
       stream.on('end', () => lines.end());
       stream.on('error', () => {});
     }
-    // The child is gone but its pipes may live on in an escaped grandchild: close them after a grace period.
-    child.once('exit', () => setTimeout(() => {
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-    }, PIPE_GRACE_MS).unref());
+    // The child is gone but its pipes may live on in an escaped grandchild: close them after a grace period
+    // (unless they close by themselves, as they do when nobody else holds them).
+    child.once('exit', () => {
+      const timer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+      }, PIPE_GRACE_MS).unref();
+      child.once('close', () => clearTimeout(timer));
+    });
     if (child.pid === undefined) {
       const e = await spawnFailed;
       this.setState('failed');

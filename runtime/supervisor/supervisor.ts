@@ -9,7 +9,8 @@
  *   waiting for its interface asks to be tried again in a second). The backoff starts again from its minimum
  *   once the service has run for `stableAfter`. A service that becomes running makes every service waiting in
  *   backoff try again at once (it may have been waiting for it, as the bridge waits for the device).
- * - A running service that reports no progress (health() unhealthy) is restarted the same way.
+ * - A running service that reports no progress (health() unhealthy at three checks a second apart) is
+ *   restarted the same way.
  * - Healthy means every service is running and healthy, or ended as its policy allows (an external service
  *   that exited cleanly under `on-failure`), or was stopped on request. Anything else is `degraded`, with the
  *   reason, in `status` and systemd's STATUS=; the systemd watchdog is fed by the event loop, not by health.
@@ -55,6 +56,8 @@ export class SupervisorError extends Error {
 export const DEFAULT_STOP_DEADLINE_MS = 12_000;
 /** How often running services' health is checked. */
 const HEALTH_CHECK_MS = 1000;
+/** Consecutive unhealthy checks before a running service is restarted for making no progress. */
+const UNHEALTHY_CHECKS = 3;
 
 interface Supervised {
   service: Service;
@@ -74,6 +77,8 @@ interface Supervised {
   busy: boolean;
   /** The most recent restart delays (ms), newest last; at most 20 kept. */
   delays: number[];
+  /** Health checks in a row that found it unhealthy. */
+  unhealthyChecks: number;
 }
 
 export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> {
@@ -92,7 +97,7 @@ export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> 
       const policy = (service as Service & { policy?: RestartPolicy }).policy ?? BUILTIN_POLICY;
       return {
         service, policy, backoff: new Backoff({ min: policy.backoffMin, max: policy.backoffMax }), restarts: 0,
-        timer: undefined, retryAt: undefined, reason: undefined, logged: undefined, stableTimer: undefined, held: false, busy: false, delays: [],
+        timer: undefined, retryAt: undefined, reason: undefined, logged: undefined, stableTimer: undefined, held: false, busy: false, delays: [], unhealthyChecks: 0,
       };
     });
   }
@@ -177,9 +182,15 @@ export class Supervisor extends EventEmitter<{ state: [string, ServiceState] }> 
   /** A running service that stopped making progress is restarted (counted as a failure). */
   private checkHealth(): void {
     for (const s of this.supervised) {
-      if (s.held || s.busy || s.timer || s.service.state !== 'running') continue;
+      if (s.held || s.busy || s.timer || s.service.state !== 'running') {
+        s.unhealthyChecks = 0;
+        continue;
+      }
       const h = s.service.health();
-      if (h.healthy) continue;
+      // Restart only what stays unhealthy for a few checks in a row: a busy moment is not a dead service.
+      s.unhealthyChecks = h.healthy ? 0 : s.unhealthyChecks + 1;
+      if (s.unhealthyChecks < UNHEALTHY_CHECKS) continue;
+      s.unhealthyChecks = 0;
       const reason = `no progress (${h.detail ?? 'unhealthy'})`;
       this.log.log('error', 'supervisor', `${s.service.name}: ${reason}; restarting it`);
       s.busy = true;

@@ -162,23 +162,26 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     });
     listener.close();
     const raw = new RawPeer();
+    // A small receive buffer (no kernel autotuning) and high-water mark: what backs up reaches the device soon.
+    raw.inbox.receiveBufferSize = 4096;
+    raw.inbox.receiveHighWaterMark = 10;
     await raw.open(`tcp://127.0.0.1:${mailbox}`);
     await raw.hello({ name: 'gappy' });
-    // Refused sends: 60,000 commands for a line that does not exist, and an inbox that never reads the device's
-    // replies; once ZeroMQ's buffers and the 10,000-message send queue to us are full, replies are refused.
-    const N = 60_000;
+    // Refused sends: 80,000 commands for a line that does not exist, and an inbox that never reads the device's
+    // replies; once ZeroMQ's and the kernel's buffers and the 10,000-message send queue to us are full, replies
+    // are refused. Then a PING that skips ahead: a sequence gap.
+    const N = 80_000;
     for (let i = 0; i < N; i++) await raw.send({ type: 'WHISPER', content: [Buffer.from('{"gpio":"nope"}')] });
-    for (const end = Date.now() + 30_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
-      if ((JSON.parse(cli('status', '--json').stdout)[0]?.stats.commandErrors ?? 0) === N) break;
-    }
     await raw.send({ type: 'PING', sequence: 9 });
     // And the spool, bound to 1 MiB with no broker, drops its oldest segment (1,000 samples a second).
-    for (const end = Date.now() + 30_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+    for (const end = Date.now() + 100_000; Date.now() < end; await new Promise((r) => setTimeout(r, 250))) {
       rows = JSON.parse(cli('status', '--json').stdout);
-      if (rows[0]?.stats['mesh.sequenceGaps'] === 1 && (rows[1]?.stats['spool.dropped'] ?? 0) > 0) break;
+      const d = rows[0]?.stats ?? {};
+      if (d['mesh.sequenceGaps'] === 1 && d.commandErrors === N && (rows[1]?.stats['spool.dropped'] ?? 0) > 0) break;
     }
     raw.close();
     device = rows.find((r) => r.name === 'device')!;
+
     const mqtt = rows.find((r) => r.name === 'mqtt')!.stats;
     expect(device.stats['mesh.sequenceGaps']).toBe(1);
     expect(device.stats.commandErrors).toBe(N);
@@ -198,5 +201,5 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
       '--dest=org.starling.Supervisor1', '/org/starling/Supervisor1', 'org.starling.Supervisor1.Stats'], { env, encoding: 'utf8', timeout: 20_000 });
     expect(asNobody.status).toBe(0);
     expect(asNobody.stdout).toMatch(/string "mesh\.beaconsMalformed"\s+double 3/);
-  }, 90_000);
+  }, 150_000);
 });
