@@ -1,7 +1,10 @@
 // Plays the kernel's sysfs GPIO driver on a tmpfs: a number written to export creates gpioN with direction,
-// value, edge and active_low files; one written to unexport removes it. Writing "out" to direction drives the
-// value low, as the kernel does. Used inside a private mount namespace only (test/net/onoff.test.ts).
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
+// value (0), edge and active_low files; one written to unexport removes it. The kernel also drives a line low
+// when "out" is written to its direction; a process beside the client cannot do that atomically (its write of 0
+// could land after the client's own value, which is what made the onoff test flaky), so it does not try: every
+// line here starts at 0 and keeps what the client writes. Used inside a private mount namespace only
+// (test/net/onoff.test.ts, shutdown.test.ts).
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 
 const root = process.argv[2];
 const take = (file) => {
@@ -11,7 +14,6 @@ const take = (file) => {
   if (n) writeFileSync(`${root}/${file}`, '');
   return n;
 };
-const directions = new Map();
 function exported(n) {
   const dir = `${root}/gpio${n}`;
   if (existsSync(dir)) return;
@@ -21,15 +23,6 @@ function exported(n) {
   mkdirSync(tmp);
   for (const [f, v] of [['direction', 'in'], ['value', '0'], ['edge', 'none'], ['active_low', '0']]) writeFileSync(`${tmp}/${f}`, v + '\n');
   renameSync(tmp, dir);
-  directions.set(n, watch(`${dir}/direction`, () => {
-    try {
-      // The kernel drives the line low as "out" is written; this watch hears of it later, so a value written
-      // since (by a busy test, before the event arrived) must not be overwritten: compare modification times.
-      // They are coarse (a jiffy), and the value is written after the direction, so equal means "since".
-      const changed = (f) => statSync(`${dir}/${f}`, { bigint: true }).mtimeNs;
-      if (readFileSync(`${dir}/direction`, 'utf8').trim() === 'out' && changed('value') < changed('direction')) writeFileSync(`${dir}/value`, '0\n');
-    } catch { /* removed */ }
-  }));
 }
 // Polled, not watched: inotify merges the truncate and the write of one `echo N > export` into one event that
 // can arrive before the number is there.
@@ -42,7 +35,6 @@ setInterval(() => {
     try {
       writeFileSync(`${root}/.last-gpio${u}`, readFileSync(`${root}/gpio${u}/value`));
     } catch { /* never exported */ }
-    directions.get(u)?.close();
     rmSync(`${root}/gpio${u}`, { recursive: true, force: true });
   }
 }, 5);
