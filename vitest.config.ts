@@ -7,6 +7,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Memory tests force a collection (global.gc) before they read RSS, so growth is what is kept, not garbage.
+    execArgv: ['--expose-gc'],
     reporters: ['default', './test/summary-reporter.ts'],
   },
 });

@@ -104,14 +104,18 @@ describe('restart policy (the Supervisor\'s, for every service)', () => {
       while (sup.restarts('svc') < n && Date.now() < deadline) await sleep(10);
     };
     await until(100); // warm up: the heap grows to its working size first
-    global.gc?.();
-    const before = process.memoryUsage().rss;
+    global.gc!();
+    const before = process.memoryUsage();
     await until(300);
-    global.gc?.();
-    const after = process.memoryUsage().rss;
-    console.log(`200 restarts: RSS ${(before / 1048576).toFixed(1)} → ${(after / 1048576).toFixed(1)} MB`);
+    global.gc!();
+    const after = process.memoryUsage();
+    const mb = (b: number) => (b / 1048576).toFixed(1);
+    console.log(`200 restarts: heap ${mb(before.heapUsed)} → ${mb(after.heapUsed)} MB, RSS ${mb(before.rss)} → ${mb(after.rss)} MB`);
     expect(sup.restarts('svc')).toBeGreaterThanOrEqual(300);
-    expect(after - before).toBeLessThan(8 * 1024 * 1024);
+    // What JavaScript keeps per restart (measured: well under 1 KB); RSS also carries the allocator's pages for
+    // 200 spawns, which it hands back slowly, so its bound is wider.
+    expect(after.heapUsed - before.heapUsed).toBeLessThan(2 * 1024 * 1024);
+    expect(after.rss - before.rss).toBeLessThan(24 * 1024 * 1024);
   }, 90_000);
 });
 
