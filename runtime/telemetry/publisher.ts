@@ -157,9 +157,12 @@ export class Publisher {
     this.opts.endpoints = endpoints;
     this.opts.snapshotEndpoint = snapshotEndpoint;
     this.prefixes.clear(); // subscriptions belong to the old socket; subscribers come again to the new one
+    const oldLoops = this.loops;
+    this.loops = [];
     this.adopt(bound);
     oldSocket?.close();
     oldSnapshot?.close();
+    await Promise.all(oldLoops); // they end with their sockets; only the current ones are kept
     if (this.queue.length > 0 && !this.pumping) void this.pump();
   }
 
