@@ -64,6 +64,35 @@ async function sender(iface: string, port: number, runs: [number, number][]): Pr
   await node.stop();
 }
 
+/**
+ * One node joins the receiver and reports start() → its own ENTER (the receiver reports its side). `warm`: two
+ * nodes of the process first meet on another beacon port and leave, so libzmq's context and I/O thread exist
+ * and the discovery path is compiled, as in a supervisor that restarts its mesh service; without it the figure
+ * includes what a fresh process pays for its first ZeroMQ socket and first HELLO.
+ */
+async function joiner(iface: string, port: number, warm: boolean): Promise<void> {
+  if (warm) {
+    // Two nodes of this process meet on a beacon port of their own, then leave.
+    const w = [new ZreNode({ iface, beaconPort: port + 7, name: 'warmup' }), new ZreNode({ iface, beaconPort: port + 7, name: 'warmup' })];
+    const met = Promise.all(w.map((n) => new Promise((r) => n.once('enter', r))));
+    await Promise.all(w.map((n) => n.start()));
+    await met;
+    await Promise.all(w.map((n) => n.stop()));
+  }
+  const node = new ZreNode({ iface, beaconPort: port, name: 'joiner' });
+  const startAt = wall();
+  const entered = new Promise<void>((resolve) => node.once('enter', () => {
+    emit({ event: 'enter', at: wall(), start: startAt });
+    resolve();
+  }));
+  await node.start();
+  const started = wall() - startAt;
+  await entered;
+  emit({ event: 'started', ms: started });
+  await waitForStdinEnd();
+  await node.stop();
+}
+
 /** RSS after 3 s idle with one node running, or (`withNode` false) with only Node and zeromq loaded. */
 async function idle(iface: string, port: number, withNode: boolean): Promise<void> {
   const node = withNode ? new ZreNode({ iface, beaconPort: port, name: 'idle' }) : undefined;
@@ -114,6 +143,23 @@ async function conduct(): Promise<void> {
     for (let i = 0; i < repeat; i++) larges.push(await recv.next('done'));
     await send.next('sent');
     await send.end();
+    // Discovery again, cold and warm joiners (medians of 5): where the first figure's milliseconds go.
+    const joins = async (warm: boolean) => {
+      const runs: { both: number; start: number }[] = [];
+      for (let i = 0; i < 5; i++) {
+        const j = child(nsOf(2), ['--role', 'joiner', '--iface', ifaceOf(2), '--port', String(port), ...(warm ? ['--warm'] : [])]);
+        const jEnter = await j.next('enter');
+        const rEnter = await recv.next('enter');
+        const started = await j.next('started');
+        runs.push({ both: Math.max(jEnter.at as number, rEnter.at as number) - (jEnter.start as number), start: started.ms as number });
+        await j.end();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[2]!;
+      return { both: med(runs.map((r) => r.both)), start: med(runs.map((r) => r.start)) };
+    };
+    const cold = await joins(false);
+    const warm = await joins(true);
     await recv.end();
     const rssOf = async (role: string) => {
       const c = child(nsOf(1), ['--role', role, '--iface', ifaceOf(1), '--port', String(port + 1)]);
@@ -133,13 +179,15 @@ async function conduct(): Promise<void> {
     const lost = (runs: Record<string, unknown>[], n: number) => runs.reduce((sum, r) => sum + n - (r.count as number), 0);
     const rows = [
       { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, zyre: '≈ 2 ms' },
+      { figure: '  again, fresh process (median of 5)', starling: `${cold.both.toFixed(1)} ms (start() ${cold.start.toFixed(1)} ms)`, zyre: '' },
+      { figure: '  warm process: ZeroMQ up (median of 5)', starling: `${warm.both.toFixed(1)} ms (start() ${warm.start.toFixed(1)} ms)`, zyre: '≈ 2 ms' },
       { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, zyre: '86k msg/s' },
       { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, zyre: '44k msg/s' },
       { figure: 'idle RSS, one node', starling: `${(rss / 1048576).toFixed(1)} MB`, zyre: '7.5 MB' },
       { figure: '  of which Node 20 + zeromq, no node', starling: `${(baseRss / 1048576).toFixed(1)} MB`, zyre: '' },
     ];
     if (values.json) {
-      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: lost(smalls, count16), large: lost(larges, count1k) } }) + '\n');
+      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, discoveryColdMs: cold.both, discoveryWarmMs: warm.both, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: lost(smalls, count16), large: lost(larges, count1k) } }) + '\n');
       return;
     }
     const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
@@ -158,13 +206,14 @@ async function conduct(): Promise<void> {
 // --- entry -----------------------------------------------------------------------------------------------
 
 const { values: role } = parseArgs({
-  options: { role: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' }, runs: { type: 'string' } },
+  options: { role: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' }, runs: { type: 'string' }, warm: { type: 'boolean' } },
   strict: false,
 });
 const iface = String(role.iface ?? 'lo');
 const port = Number(role.port ?? 5670);
 if (role.role === 'receiver') await receiver(iface, port);
 else if (role.role === 'sender') await sender(iface, port, String(role.runs).split(',').map((r) => r.split(':').map(Number) as [number, number]));
+else if (role.role === 'joiner') await joiner(iface, port, role.warm === true);
 else if (role.role === 'idle') await idle(iface, port, true);
 else if (role.role === 'baseline') await idle(iface, port, false);
 else await conduct();
