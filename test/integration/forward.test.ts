@@ -47,11 +47,14 @@ it('the peer\'s reply decides: ok passes, a refusal or no answer is a logged com
   await ha.start();
   cleanup.push(() => ha.stop());
   const stats = () => bridge!.bridge!.stats();
-  await until(() => bridge?.bridge?.client.isConnected === true, 10_000, 'the bridge');
-  await new Promise((r) => setTimeout(r, 300)); // its subscriptions and the peer's entities
+  // The bridge says 'online' once its command subscriptions are in, and announces the peer's outputs.
+  const seen: string[] = [];
+  ha.on('message', (t, p) => seen.push(`${t} ${p.toString()}`));
+  await ha.subscribe('#', 1);
+  await until(() => seen.some((l) => l.endsWith(' online')) && seen.some((l) => l.includes('/config ') && l.includes('pond/valve')), 10_000, 'the bridge online and the valve announced');
   await ha.publish('starling/pond/valve/set', '1', { qos: 1 });
   await until(() => stats().commands === 1, 5000, 'the first command');
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, 300)); // the peer's ok comes in a few ms; a failure would be counted by now
   expect(stats().commandErrors).toBe(0);
   answer = { ok: false, error: 'valve stuck' };
   await ha.publish('starling/pond/valve/set', '0', { qos: 1 });

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Publisher as RawPub } from 'zeromq';
+import { XPublisher as RawPub } from 'zeromq'; // a raw PUB that also tells when a subscription arrives
 import { Bridge, commandValue } from '../../services/mqtt-bridge/bridge.ts';
 import { MqttClient, PacketSizes } from '../../services/mqtt-bridge/client.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
@@ -72,7 +72,7 @@ async function setup(o: { extra?: string[]; switches?: string[]; onCommand?: (t:
     await sub.stop();
     rmSync(spoolDir, { recursive: true, force: true });
   });
-  await new Promise((r) => setTimeout(r, 200)); // the subscription reaches the raw PUB
+  await raw.receive(); // the subscription reached the raw PUB
   return { broker, raw, bridge, got, problems, connects: () => connects, watch, watcher: () => watcher! };
 }
 

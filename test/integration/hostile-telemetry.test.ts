@@ -3,7 +3,7 @@
 // and a peer cannot make the hub dial what it likes.
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Publisher as RawPub, Router } from 'zeromq';
+import { XPublisher as RawPub, Router } from 'zeromq'; // a raw PUB that also tells when a subscription arrives
 import { Publisher } from '../../runtime/telemetry/publisher.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { BatchWriter, type Sample } from '../../runtime/telemetry/sample.ts';
@@ -47,7 +47,7 @@ describe('FORMAT.md at the subscriber', () => {
     const problems: string[] = [];
     const { sub, samples } = subscriber({ onProblem: (m) => problems.push(m) });
     await sub.connect(raw.lastEndpoint!);
-    await new Promise((r) => setTimeout(r, 200)); // the subscription reaches the PUB
+    await raw.receive(); // the subscription reached the PUB
     const id = Buffer.alloc(16, 7);
     const good = (first: number) => raw.send(['ok', batch('ok', id, first, [first])]);
     await good(0);
@@ -71,7 +71,7 @@ describe('FORMAT.md at the subscriber', () => {
     const raw = await rawPub();
     const { sub, samples } = subscriber();
     await sub.connect(raw.lastEndpoint!);
-    await new Promise((r) => setTimeout(r, 200));
+    await raw.receive(); // the subscription reached the PUB
     const id = Buffer.alloc(16, 9);
     let sent = 0;
     await fc.assert(fc.asyncProperty(
@@ -102,7 +102,7 @@ describe('sequence state per connection', () => {
     await sub.connect(pub.endpoints[0]!);
     await sub.connect(liar.lastEndpoint!);
     await pub.waitForSubscriber('t', 5000);
-    await new Promise((r) => setTimeout(r, 200));
+    await liar.receive(); // both subscriptions are in
     pub.publish('t', 1);
     await until(() => samples.length === 1, 5000, 'the first sample');
     // The liar claims the publisher's id and topic, a million samples ahead.

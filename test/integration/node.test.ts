@@ -1,5 +1,5 @@
 // The ZRE node on loopback with real ZeroMQ and UDP sockets.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { ZreNode, ZreNodeError } from '../../runtime/zre/node.ts';
 import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
@@ -127,8 +127,7 @@ describe('groups and messages', () => {
     const entered = waitFor(b, 'enter');
     await b.start();
     expect((await entered)[0].groups).toEqual([]);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(joins).toEqual(['RED', 'BLUE']);
+    await vi.waitFor(() => expect(joins).toEqual(['RED', 'BLUE']), { timeout: 2000 });
     expect(b.findPeer(a.id)?.groups).toEqual(['RED', 'BLUE']);
   });
 

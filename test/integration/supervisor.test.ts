@@ -1,7 +1,7 @@
 // The supervisor with real child processes: restart delays grow as configured and reset after a stable run;
 // memory stays flat across 200 restarts; stop is parallel, SIGKILL after the stop timeout, nothing
 // left behind.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { LogRing } from '../../runtime/supervisor/log.ts';
 import { ProcessService, type ProcessSpec } from '../../runtime/supervisor/process.ts';
 import { RetryError, Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { ServiceBase } from '../../runtime/supervisor/service.ts';
+import { processesWith } from '../helpers.ts';
 
 const node = process.execPath;
 const quiet = () => new LogRing(500, undefined);
@@ -80,7 +81,8 @@ describe('restart policy (the Supervisor\'s, for every service)', () => {
     const clean = new ProcessService(spec({ name: 'clean', args: ['-e', 'process.exit(0)'], restart: 'on-failure' }), quiet());
     const crash = new ProcessService(spec({ name: 'crash', restart: 'never' }), quiet());
     const sup = await supervise([clean, crash]);
-    await sleep(500);
+    await vi.waitFor(() => expect([clean.state, crash.state]).toEqual(['exited', 'failed']), { timeout: 5000 });
+    await sleep(300); // six times the 50 ms backoff: a restart would have come
     expect([clean.state, sup.restarts('clean')]).toEqual(['exited', 0]);
     expect([crash.state, sup.restarts('crash'), crash.lastExit?.code]).toEqual(['failed', 0, 1]);
     expect(sup.problems()).toEqual(['crash: exited with 1']);
@@ -90,8 +92,7 @@ describe('restart policy (the Supervisor\'s, for every service)', () => {
   it('a command that does not exist is a failed start, retried, and never throws', async () => {
     const log = quiet();
     const sup = await supervise([new ProcessService(spec({ command: '/nonexistent/binary', restart: 'on-failure' }), log)], log);
-    await sleep(300);
-    expect(sup.restarts('svc')).toBeGreaterThan(0);
+    await vi.waitFor(() => expect(sup.restarts('svc')).toBeGreaterThan(0), { timeout: 5000 });
     expect(log.tail(50).some((e) => /ENOENT/.test(e.msg))).toBe(true);
     expect(sup.list()[0]).toMatchObject({ state: 'backoff', healthy: false, detail: expect.stringMatching(/ENOENT.*\(retry in \d+ s\)$/) });
   });
@@ -126,14 +127,16 @@ describe('stopping', () => {
     // 'stubborn' also starts a grandchild, which must not outlive it (found afterwards by its marker).
     const marker = `starling-grandchild-${randomBytes(4).toString('hex')}`;
     const stubborn = `require('child_process').spawn(process.execPath,['-e','setInterval(()=>{},1000) // ${marker}'],{stdio:'ignore'});process.on('SIGTERM',()=>{require('fs').appendFileSync(${JSON.stringify(join(dir, 'order'))},'stubborn\\n')});setInterval(()=>{},1000);console.log('up')`;
+    const log = quiet();
     const services = [
-      new ProcessService(spec({ name: 'first', args: ['-e', mark('first')] }), quiet()),
-      new ProcessService(spec({ name: 'stubborn', args: ['-e', stubborn], stopTimeout: 300 }), quiet()),
-      new ProcessService(spec({ name: 'last', args: ['-e', mark('last')] }), quiet()),
+      new ProcessService(spec({ name: 'first', args: ['-e', mark('first')] }), log),
+      new ProcessService(spec({ name: 'stubborn', args: ['-e', stubborn], stopTimeout: 300 }), log),
+      new ProcessService(spec({ name: 'last', args: ['-e', mark('last')] }), log),
     ];
-    const sup = new Supervisor(services, quiet());
+    const sup = new Supervisor(services, log);
     await sup.start();
-    await sleep(500);
+    // Each child prints 'up' once its SIGTERM handler is in.
+    await vi.waitFor(() => expect(services.map((s) => log.tail(100, s.name).some((e) => e.msg === 'up'))).toEqual([true, true, true]), { timeout: 10_000 });
     const pids = services.map((s) => s.pid!);
     expect(sup.list().map((s) => [s.name, s.state])).toEqual([['first', 'running'], ['stubborn', 'running'], ['last', 'running']]);
     const t0 = Date.now();
@@ -144,36 +147,23 @@ describe('stopping', () => {
     expect(took).toBeLessThan(1500);
     expect(readFileSync(join(dir, 'order'), 'utf8').trim().split('\n').sort()).toEqual(['first', 'last', 'stubborn']);
     expect(services[1]!.lastExit?.signal).toBe('SIGKILL');
-    await sleep(100);
-    expect(pids.filter(alive)).toEqual([]);
-    expect(processesWith(marker)).toEqual([]);
+    await vi.waitFor(() => expect(pids.filter(alive)).toEqual([]), { timeout: 2000 });
+    await vi.waitFor(() => expect(processesWith(marker)).toEqual([]), { timeout: 2000 });
   }, 20_000);
 });
 
-/** Pids whose command line contains `text` (from /proc). */
-function processesWith(text: string): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text)) out.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 describe('health', () => {
   it('a service that reports progress turns unhealthy when none comes within twice its interval', async () => {
     // Prints three lines 100 ms apart, then goes quiet but keeps running.
     const s = new ProcessService(spec({ args: ['-e', "let n=0;const t=setInterval(()=>{console.log('tick');if(++n===3)clearInterval(t)},100);setInterval(()=>{},1000)"], progressInterval: 150 }), quiet());
     running.push(s);
+    const t0 = Date.now();
     await s.start();
-    await sleep(250);
     expect(s.health().healthy).toBe(true);
-    await sleep(700);
-    expect(s.health()).toMatchObject({ healthy: false, detail: expect.stringMatching(/^no progress for/) });
+    await vi.waitFor(() => expect(s.health()).toMatchObject({ healthy: false, detail: expect.stringMatching(/^no progress for/) }), { timeout: 5000, interval: 10 });
+    // Not before the third line (300 ms in) and twice the interval after it.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(600);
     expect(s.state).toBe('running');
   });
 

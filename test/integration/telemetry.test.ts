@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Publisher, TelemetryError } from '../../runtime/telemetry/publisher.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { Batch, BatchWriter, type Sample } from '../../runtime/telemetry/sample.ts';
-import { Publisher as RawPub } from 'zeromq';
+import { XPublisher as RawPub } from 'zeromq'; // a raw PUB that also tells when a subscription arrives
 import { until } from '../helpers.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -143,7 +143,7 @@ describe('loss and late joiners', () => {
     const gaps: number[] = [];
     sub.on('gap', (g) => gaps.push(g.lost));
     await sub.connect(raw.lastEndpoint!);
-    await new Promise((r) => setTimeout(r, 200)); // the subscription reaches the PUB
+    await raw.receive(); // the subscription reached the PUB
     const w = new BatchWriter(4096);
     const id = Buffer.alloc(16, 1);
     const batch = (first: number) => {
