@@ -12,7 +12,9 @@
 import { EventEmitter } from 'node:events';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomUUID } from 'node:crypto';
-import { Router } from 'zeromq';
+import { Router, capability } from 'zeromq';
+import { Zap } from '../security/zap.ts';
+import { z85Decode, z85Encode, isZ85Key } from '../security/z85.ts';
 import { chooseInterface, type MeshInterface } from '../net/iface.ts';
 import { assertShortString, decodeBeacon, encodeBeacon, decodeZre, ZreDecodeError, type Headers, type ZreMessage } from './codec.ts';
 import { Peer, type OutgoingMessage, type Presence } from './peer.ts';
@@ -78,7 +80,33 @@ export interface ZreNodeOptions {
   maxHeaderValue?: number;
   /** Groups a peer may be in (HELLO and JOINs); JOINs past it are counted, not kept. Default 256. */
   maxGroups?: number;
+  /**
+   * Secure mode, as Zyre C's zyre_set_zcert, and stricter: see {@link ZreCurve}. Absent: plain ZRE (v1
+   * beacons, no encryption), which cannot see secure nodes nor be seen by them.
+   */
+  curve?: ZreCurve;
 }
+
+/**
+ * Secure mode (issue 13): v3 beacons carrying our public key, `X-PUBLICKEY` in HELLO, the inbox a CURVE server
+ * behind the process's ZAP handler (domain `zapDomain`), each DEALER a CURVE client of its peer's key. Beyond
+ * Zyre: only keys `allows` accepts are dialled or let in; ENTER waits until our DEALER's handshake proved the
+ * peer holds its key; a UUID stays bound to the first key it was proven with.
+ */
+export interface ZreCurve {
+  /** Our key pair (Z85). */
+  publicKey: string;
+  secretKey: string;
+  /** Whether a key may join the mesh (the allowlist). */
+  allows(publicKey: string): boolean;
+  /** Hears each refused key: untrusted, or claiming a UUID bound to another key. */
+  refused?(info: { publicKey: string; address?: string; name?: string; why: string }): void;
+  /** ZAP domain of the inbox. Default `global` (Zyre's). */
+  zapDomain?: string;
+}
+
+/** The HELLO header that carries a secure node's public key (Zyre C's name for it). */
+export const HEADER_PUBLICKEY = 'X-PUBLICKEY';
 
 /** What ENTER carries: everything the peer's HELLO told us. */
 export interface PeerInfo {
@@ -146,6 +174,22 @@ export interface ZreStats {
   /** Peers known now (ready or half-open), and of those, half-open: gauges, not counters. */
   knownPeers: number;
   halfOpen: number;
+  /** Beacons of the other ZRE beacon version (v3 CURVE beacons in plain mode, v1 in secure mode): ignored. */
+  beaconsOtherVersion: number;
+  /** Secure mode: v3 beacons whose key starts with a zero byte (Zyre C drops them too). */
+  beaconsBadKey: number;
+  /** Secure mode: beacons, HELLOs and tuples from keys the allowlist does not hold, refused. */
+  keysRefused: number;
+  /** Secure mode: beacons, HELLOs or tuples claiming a UUID bound to another key, refused (the genuine peer is kept). */
+  keyConflicts: number;
+  /** Secure mode: HELLOs without a valid X-PUBLICKEY, ignored. */
+  helloWithoutKey: number;
+  /** Secure mode: CURVE handshakes of our DEALERs that failed (a peer without the secret of its key, or gone). */
+  handshakeFailures: number;
+  /** Secure mode: messages a peer sent before our handshake to it completed, dropped past the hold bound. */
+  heldDropped: number;
+  /** Secure mode: the process's ZAP handler (all CURVE servers of the process). */
+  zap?: { zapRequests: number; zapAllowed: number; zapRefused: number; zapMalformed: number };
   /** Gossip's counters, in gossip mode. */
   gossip?: GossipStats;
   /** Exceptions from our own handlers, caught so the node goes on (each is a bug to report). */
@@ -184,6 +228,11 @@ const MAX_SOURCES = 4096;
 /** A ready peer answers a re-HELLO with its own HELLO at most this often (so two nodes cannot ping-pong). */
 const REHELLO_INTERVAL_MS = 1000;
 
+/** Secure mode: messages held per peer until our handshake to it completes; past it the peer is dropped. */
+const MAX_HELD = 256;
+/** Secure mode: UUID → key bindings remembered. */
+const MAX_BOUND_KEYS = 4096;
+
 /** How long messages already handed to ZeroMQ may linger after stop(). */
 const STOP_LINGER_MS = 500;
 /** How long stop() waits for each peer to confirm it handled our last messages. */
@@ -218,7 +267,12 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
     peersRefused: 0, handshakeTimeouts: 0, endpointConflicts: 0, helloRefused: 0, rehellos: 0, groupsRefused: 0,
     knownPeers: 0, halfOpen: 0, internalErrors: 0, lastError: undefined,
+    beaconsOtherVersion: 0, beaconsBadKey: 0, keysRefused: 0, keyConflicts: 0, helloWithoutKey: 0, handshakeFailures: 0, heldDropped: 0,
   };
+  /** Secure mode: the key each UUID was first proven with (bounded: the oldest is forgotten past 4,096). */
+  private readonly boundKeys = new Map<string, string>();
+  private zap: Zap | undefined;
+  private unregisterZap: (() => void) | undefined;
   /** Half-open peers (dialled after a beacon, no HELLO yet) by source address, and their total. */
   private readonly halfOpenBySource = new Map<string, number>();
   private halfOpen = 0;
@@ -286,7 +340,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   async start(): Promise<void> {
     if (this.running) throw new ZreNodeError('node already started');
     const iface = chooseInterface(this.opts.iface, this.opts.sysRoot);
-    const { router, port } = await this.bindInbox(iface);
+    if (this.opts.curve) await this.startZap(this.opts.curve);
+    let bound: { router: Router; port: number };
+    try {
+      bound = await this.bindInbox(iface);
+    } catch (e) {
+      this.unregisterZap?.();
+      throw e;
+    }
+    const { router, port } = bound;
     this._iface = iface;
     this._endpoint = `tcp://${iface.address}:${port}`;
     this.router = router;
@@ -301,7 +363,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       }
       gossip.on('tuple', (t) => this.onTuple(t.key, t.value));
       gossip.on('expire', (t) => this.onTupleExpired(t.key));
-      gossip.publish(this.id, this._endpoint);
+      gossip.publish(this.id, this.gossipValue());
       this.gossip = gossip;
     } else {
       try {
@@ -353,7 +415,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       this.dialStatic();
     }, this.opts.beaconInterval);
     for (const peer of this.peers.values()) peer.reconnect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
-    this.gossip?.publish(this.id, this._endpoint);
+    this.gossip?.publish(this.id, this.gossipValue());
   }
 
   /**
@@ -383,6 +445,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     this.router?.close();
     await this.receiving;
     this.router = undefined;
+    this.unregisterZap?.();
+    this.unregisterZap = undefined;
   }
 
   /** Joins a group: JOIN with the next status goes to every peer. Joining a group we are in does nothing. */
@@ -473,6 +537,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return {
       ...this.counters, sendsDropped: this.counters.sendsDropped + dropped, knownPeers: this.peers.size, halfOpen: this.halfOpen,
       ...(this.gossip ? { gossip: this.gossip.stats() } : {}),
+      ...(this.zap ? { zap: this.zap.stats() } : {}),
     };
   }
 
@@ -480,14 +545,72 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   /** Binds an inbox ROUTER on the interface (ephemeral port unless `mailboxPort`); closes it and throws on failure. */
   private async bindInbox(iface: MeshInterface): Promise<{ router: Router; port: number }> {
-    const router = new Router({ handover: true, linger: 0, maxMessageSize: this.opts.maxMessageSize });
+    const c = this.opts.curve;
+    const router = new Router({
+      // Plain mode hands a routing id over to its newest connection (a peer reconnecting after its address
+      // changed). Secure mode keeps it with the first: another key's connection under a live peer's UUID would
+      // otherwise take that peer's place in our inbox.
+      handover: !c, linger: 0, maxMessageSize: this.opts.maxMessageSize,
+      ...(c ? { curveServer: true, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey, zapDomain: this.zapDomain, zapEnforceDomain: true } : {}),
+    });
     try {
       await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
     } catch (e) {
       router.close();
       throw new ZreNodeError(`cannot bind the inbox on ${iface.address}:${this.opts.mailboxPort || '*'}: ${(e as Error).message}`);
     }
+    // As Zyre checks after zyre_set_zcert: the socket really runs CURVE.
+    if (c && router.securityMechanism !== 'curve') {
+      router.close();
+      throw new ZreNodeError(`the inbox runs ${router.securityMechanism ?? 'no'} security, not CURVE`);
+    }
     return { router, port: Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]) };
+  }
+
+  /** The inbox's ZAP domain (secure mode). */
+  private zapDomain = 'global';
+
+  /**
+   * Secure mode's first step: refuse where libzmq has no CURVE, then the process's ZAP handler with our
+   * allowlist under our domain, before the inbox binds.
+   */
+  private async startZap(c: ZreCurve): Promise<void> {
+    if (!capability.curve) throw new ZreNodeError('secure mode needs CURVE, and the loaded libzmq has none (security.mode: none runs without it)');
+    if (!isZ85Key(c.publicKey) || !isZ85Key(c.secretKey)) throw new ZreNodeError('secure mode needs a key pair of two 40-character Z85 keys');
+    this.zap = await Zap.shared();
+    const reg = this.zap.register(c.zapDomain ?? 'global', (key, address) => {
+      if (c.allows(key)) return true;
+      this.counters.keysRefused++;
+      c.refused?.({ publicKey: key, address, why: 'connection to our inbox' });
+      return false;
+    });
+    this.zapDomain = reg.domain;
+    this.unregisterZap = reg.unregister;
+  }
+
+  /** Our public key (Z85) in secure mode. */
+  get publicKey(): string | undefined {
+    return this.opts.curve?.publicKey;
+  }
+
+  /** The key a peer was proven with (secure mode), by UUID; undefined for plain peers and strangers. */
+  peerKey(peerId: string): string | undefined {
+    const peer = this.peers.get(peerId.toUpperCase());
+    return peer?.ready ? peer.publicKey : undefined;
+  }
+
+  /**
+   * Secure mode, after the allowlist changed: peers whose key is no longer allowed leave (EXIT), and the inbox
+   * moves to a new port (announced by beacon and a fresh HELLO to every remaining peer), which closes every
+   * connection into the old one: a removed key's connections are gone at once, and new ones meet ZAP again.
+   */
+  async reviewTrust(): Promise<number> {
+    const c = this.opts.curve;
+    if (!c || !this.running || !this._iface) return 0;
+    const gone = [...this.peers.values()].filter((p) => p.publicKey && !c.allows(p.publicKey));
+    for (const p of gone) this.removePeer(p, 'leaving');
+    if (gone.length) await this.rebind(this._iface);
+    return gone.length;
   }
 
   private assertNotRunning(what: string): void {
@@ -514,7 +637,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   private hello(): OutgoingMessage {
-    return { type: 'HELLO', endpoint: this._endpoint, groups: [...this.groups], status: this.status, name: this._name, headers: this.headers };
+    const headers = this.opts.curve ? new Map([...this.headers, [HEADER_PUBLICKEY, this.opts.curve.publicKey]]) : this.headers;
+    return { type: 'HELLO', endpoint: this._endpoint, groups: [...this.groups], status: this.status, name: this._name, headers };
   }
 
   private openBeaconSocket(): Promise<UdpSocket> {
@@ -548,7 +672,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   private sendBeaconNow(port: number): Promise<void> {
     const udp = this.udp;
     if (!udp || !this._iface) return Promise.resolve();
-    const bytes = encodeBeacon({ version: 1, uuid: this.uuid, port });
+    const c = this.opts.curve;
+    const bytes = c ? encodeBeacon({ version: 3, uuid: this.uuid, port, publicKey: z85Decode(c.publicKey) }) : encodeBeacon({ version: 1, uuid: this.uuid, port });
     return new Promise((resolve) => {
       try {
         udp.send(bytes, this.opts.beaconPort, this._iface!.broadcast, (err) => {
@@ -575,9 +700,16 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   /** 36/ZRE "Discovery": a beacon from an unknown peer makes us connect and send HELLO; port 0 means leaving. */
   private onBeacon(buf: Buffer, rinfo: RemoteInfo): void {
     if (!this.running) return;
+    const want = this.opts.curve ? 3 : 1;
+    // Vectors README rule 6: plain nodes take v1 only, CURVE nodes v3 only; the other is not malformed.
+    if (buf.length >= 4 && buf[0] === 0x5a && buf[1] === 0x52 && buf[2] === 0x45 && (buf[3] === 1 || buf[3] === 3) && buf[3] !== want
+      && buf.length === (buf[3] === 3 ? 54 : 22)) {
+      this.counters.beaconsOtherVersion++;
+      return;
+    }
     let beacon;
     try {
-      beacon = decodeBeacon(buf, 1);
+      beacon = decodeBeacon(buf, want);
     } catch (e) {
       this.counters.beaconsMalformed++;
       this.noteError(`beacon from ${rinfo.address}:${rinfo.port}: ${(e as Error).message}`, `beacon ${rinfo.address}`);
@@ -591,10 +723,25 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       if (known) this.removePeer(known, 'leaving');
       return;
     }
-    if (known) return;
+    if (known) {
+      // Secure mode: a beacon under a known UUID with another key is a claim on it (refused, counted).
+      if (this.opts.curve && known.publicKey && beacon.publicKey && !beacon.publicKey.equals(z85Decode(known.publicKey))) {
+        this.keyAcceptable(id, z85Encode(beacon.publicKey), { address: rinfo.address, why: 'beacon' });
+      }
+      return;
+    }
     const endpoint = `tcp://${rinfo.address}:${beacon.port}`;
+    let key: string | undefined;
+    if (this.opts.curve) {
+      if (beacon.publicKey![0] === 0) {
+        this.counters.beaconsBadKey++;
+        return;
+      }
+      key = z85Encode(beacon.publicKey!);
+      if (!this.keyAcceptable(id, key, { address: rinfo.address, why: 'beacon' })) return;
+    }
     if (!this.admit(rinfo.address, id, endpoint)) return;
-    const peer = this.requirePeer(id, endpoint);
+    const peer = this.requirePeer(id, endpoint, false, key);
     if (!peer) return;
     peer.source = rinfo.address;
     this.halfOpen++;
@@ -629,9 +776,23 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return true;
   }
 
+  /** Our gossip value: the inbox endpoint, and in secure mode `endpoint|Z85 key` (as Zyre C publishes it). */
+  private gossipValue(): string {
+    return this.opts.curve ? `${this._endpoint}|${this.opts.curve.publicKey}` : this._endpoint;
+  }
+
   /** A gossip tuple (UUID, inbox endpoint) of another node: like a beacon, we dial it and say HELLO. */
-  private onTuple(key: string, value: string): void {
+  private onTuple(key: string, raw: string): void {
     if (!this.running || key === this.id || !/^[0-9A-F]{32}$/.test(key)) return;
+    const bar = raw.indexOf('|');
+    const value = bar < 0 ? raw : raw.slice(0, bar);
+    const peerKey = bar < 0 ? undefined : raw.slice(bar + 1);
+    if (Boolean(this.opts.curve) !== (peerKey !== undefined)) {
+      // A secure node's tuple in plain mode, or a plain one in secure mode: we could not talk to it.
+      this.counters.beaconsOtherVersion++;
+      return;
+    }
+    if (peerKey !== undefined && (!isZ85Key(peerKey) || !this.keyAcceptable(key, peerKey, { address: /^tcp:\/\/([\d.]+):/.exec(value)?.[1], why: 'gossip tuple' }))) return;
     if (!dialable(value)) {
       this.counters.messagesMalformed++;
       this.noteError(`gossip tuple for ${key}: ${JSON.stringify(value.slice(0, 80))} is not tcp://IPv4:port`, 'gossip');
@@ -640,7 +801,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     const known = this.peers.get(key);
     if (known && (known.ready || known.endpoint === value)) return; // a ready peer's HELLO tells us of a move
     if (known) this.removePeer(known, 'leaving');
-    this.requirePeer(key, value);
+    this.requirePeer(key, value, false, peerKey);
   }
 
   /** A gossip lease ran out: the node is gone unless it still talks to us. */
@@ -682,24 +843,80 @@ export class ZreNode extends EventEmitter<ZreEvents> {
    * Creates a peer, connects its DEALER and queues our HELLO; undefined when another live peer holds the
    * endpoint (see {@link claimEndpoint}) or `maxPeers` are known.
    */
-  private requirePeer(id: string, endpoint: string, isStatic = false): Peer | undefined {
+  private requirePeer(id: string, endpoint: string, isStatic = false, key?: string): Peer | undefined {
     if (!this.claimEndpoint(endpoint, id)) return undefined;
     if (this.peers.size >= this.opts.maxPeers) {
       this.counters.peersRefused++;
       this.noteError(`peer ${id} at ${endpoint} refused: ${this.opts.maxPeers} peers known (maxPeers)`, 'maxPeers');
       return undefined;
     }
-    const peer = new Peer({ id, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic });
+    const c = this.opts.curve;
+    if (c && key === undefined) return undefined; // secure mode dials only a known key
+    const peer: Peer = new Peer({
+      id, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic,
+      ...(c && key ? {
+        curve: {
+          serverKey: key, publicKey: c.publicKey, secretKey: c.secretKey,
+          onHandshake: (ok: boolean, why?: string) => {
+            if (ok) this.onVerified(peer);
+            else {
+              this.counters.handshakeFailures++;
+              this.noteError(`CURVE handshake to ${peer.name || id} at ${endpoint} failed (${why}): it does not hold the key it announced`, `handshake ${id}`);
+            }
+          },
+        },
+      } : {}),
+    });
     this.peers.set(id, peer);
     peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
     return peer;
+  }
+
+  /**
+   * Secure mode: may `key` speak for UUID `id`? Not when the allowlist lacks it (refused, remembered as
+   * pending), nor when `id` is bound to another key (a conflict: refused, the genuine peer untouched).
+   */
+  private keyAcceptable(id: string, key: string, where: { address?: string; name?: string; why: string }): boolean {
+    const c = this.opts.curve!;
+    const bound = this.boundKeys.get(id) ?? this.peers.get(id)?.publicKey;
+    if (bound !== undefined && bound !== key) {
+      this.counters.keyConflicts++;
+      this.noteError(`${where.why} for ${id} with key ${key.slice(0, 8)}… refused: that UUID belongs to another key`, `conflict ${id}`);
+      return false;
+    }
+    if (!c.allows(key)) {
+      this.counters.keysRefused++;
+      c.refused?.({ publicKey: key, ...where });
+      return false;
+    }
+    return true;
+  }
+
+  /** Secure mode: remembers the key a UUID was proven with (bounded). */
+  private bindKey(id: string, key: string): void {
+    if (this.boundKeys.has(id)) return;
+    if (this.boundKeys.size >= MAX_BOUND_KEYS) this.boundKeys.delete(this.boundKeys.keys().next().value as string);
+    this.boundKeys.set(id, key);
+  }
+
+  /** Secure mode: our DEALER to `peer` finished its handshake; what the peer sent meanwhile is handled now. */
+  private onVerified(peer: Peer): void {
+    if (!this.running || this.peers.get(peer.id ?? '') !== peer) return;
+    const held = peer.held;
+    if (!held) return;
+    peer.held = undefined;
+    for (const msg of held) {
+      if (this.peers.get(peer.id!) !== peer) return; // dropped on the way (a gap)
+      this.deliver(peer, msg);
+    }
   }
 
   /** Dials static endpoints we have no peer for (36/ZRE allows any way of learning an endpoint). */
   private dialStatic(): void {
     // Gossip tuples whose node we do not know (any more): dial them again, as a beacon would make us.
     if (this.gossip) for (const [key, value] of this.gossip.view()) if (!this.peers.has(key)) this.onTuple(key, value);
-    for (const endpoint of this.opts.peers ?? []) {
+    // Secure mode dials only known keys: static peers are met when they dial us (their HELLO names the key).
+    for (const endpoint of this.opts.curve ? [] : this.opts.peers ?? []) {
       if (this.pending.has(endpoint)) continue;
       if ([...this.peers.values()].some((p) => p.endpoint === endpoint)) continue;
       const peer = new Peer({ id: undefined, endpoint, queueLimit: this.opts.sendQueueLimit, byteLimit: this.opts.sendQueueBytes, now: now(), isStatic: true });
@@ -775,6 +992,17 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         this.noteError(`HELLO from ${id} refused: ${tooBig}`, 'hello');
         return;
       }
+      let key: string | undefined;
+      if (this.opts.curve) {
+        // Vectors README rule 9: a secure HELLO names its key; Zyre C ignores one without.
+        key = msg.headers.get(HEADER_PUBLICKEY);
+        if (key === undefined || !isZ85Key(key)) {
+          this.counters.helloWithoutKey++;
+          this.noteError(`HELLO from ${id} without a valid ${HEADER_PUBLICKEY} ignored (secure mode)`, `nokey ${id}`);
+          return;
+        }
+        if (!this.keyAcceptable(id, key, { name: msg.name, address: /^tcp:\/\/([\d.]+):/.exec(msg.endpoint)?.[1], why: 'HELLO' })) return;
+      }
       if (peer?.ready) {
         // A second HELLO from a ready peer: it reset its side of us (36/ZRE: HELLO starts a connection's
         // sequence). Zyre C drops and re-creates the peer, which opens a new DEALER and so makes the other side
@@ -799,32 +1027,57 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         peer = undefined;
       }
       if (!peer) {
-        const adopted = this.pending.get(msg.endpoint);
+        const adopted = key === undefined ? this.pending.get(msg.endpoint) : undefined;
         if (adopted) {
           if (!this.claimEndpoint(msg.endpoint, id)) return;
           this.pending.delete(msg.endpoint);
           adopted.id = id;
           this.peers.set(id, adopted);
           peer = adopted;
-        } else peer = this.requirePeer(id, msg.endpoint);
+        } else peer = this.requirePeer(id, msg.endpoint, false, key);
         if (!peer) return;
       } else if (peer.endpoint !== msg.endpoint) {
         // A half-open peer whose HELLO names another inbox than its beacon did: dial that one instead.
         this.removePeer(peer, 'leaving');
-        peer = this.requirePeer(id, msg.endpoint);
+        peer = this.requirePeer(id, msg.endpoint, false, key);
         if (!peer) return;
       }
       this.settle(peer);
-      peer.ready = true;
+      if (this.opts.curve && !peer.verified) {
+        // Beyond Zyre: no ENTER until our DEALER's handshake proves the peer holds the key it names. What it
+        // sends meanwhile is held, in order, and handled then (see onVerified).
+        peer.held = [msg];
+        return;
+      }
+      peer.held = undefined;
+    }
+    if (peer?.held) {
+      if (peer.held.length >= MAX_HELD) {
+        this.counters.heldDropped++;
+        this.noteError(`${peer.name || id} sent ${MAX_HELD} messages before our handshake to it completed: dropped`, `held ${id}`);
+        this.removePeer(peer, 'leaving');
+        return;
+      }
+      peer.held.push(msg);
+      return;
     }
     // 36/ZRE: a peer's commands before its HELLO are ignored.
-    if (!peer?.ready) {
+    if (!peer || (!peer.ready && msg.type !== 'HELLO')) {
       this.counters.beforeHello++;
       return;
     }
+    this.deliver(peer, msg);
+  }
+
+  /** One message of a peer whose HELLO we have (or this HELLO): sequence check, presence, then its event. */
+  private deliver(peer: Peer, msg: ZreMessage): void {
+    if (msg.type === 'HELLO') {
+      peer.ready = true;
+      if (peer.publicKey) this.bindKey(peer.id!, peer.publicKey);
+    }
     if (!peer.acceptSequence(msg)) {
       this.counters.sequenceGaps++;
-      this.noteError(`sequence gap from ${peer.name || id}: got ${msg.sequence}`, `gap ${id}`);
+      this.noteError(`sequence gap from ${peer.name || peer.id}: got ${msg.sequence}`, `gap ${peer.id}`);
       this.removePeer(peer, 'sequence-gap');
       return;
     }

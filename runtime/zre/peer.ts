@@ -8,6 +8,15 @@ import { encodeZre, whisperHeader, type Headers, type ZreMessage } from './codec
 
 export type Presence = 'alive' | 'evasive' | 'silent';
 
+/** A secure-mode peer's DEALER: a CURVE client of the peer's key, with our key pair. */
+export interface PeerCurve {
+  serverKey: string;
+  publicKey: string;
+  secretKey: string;
+  /** Our DEALER's handshake succeeded (once), or failed (`why`: protocol, auth, other; may repeat on retries). */
+  onHandshake(ok: boolean, why?: string): void;
+}
+
 /** Distributes a message type over the union so `sequence` can be left to the peer. */
 type Unsequenced<M> = M extends unknown ? Omit<M, 'sequence'> : never;
 export type OutgoingMessage = Unsequenced<ZreMessage>;
@@ -50,13 +59,23 @@ export class Peer {
   private queuedBytes = 0;
   private readonly byteLimit: number;
 
-  constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; byteLimit: number; now: number; isStatic?: boolean }) {
+  /** Secure mode: the peer's CURVE public key (Z85), from its beacon, HELLO or gossip tuple. */
+  readonly publicKey: string | undefined;
+  /** Secure mode: our DEALER completed its CURVE handshake with {@link publicKey} (the peer holds the secret). */
+  verified = false;
+  /** Secure mode: the HELLO and what followed it, held until {@link verified} (then handled in order). */
+  held: ZreMessage[] | undefined;
+  private readonly curve: PeerCurve | undefined;
+
+  constructor(opts: { id: string | undefined; endpoint: string; queueLimit: number; byteLimit: number; now: number; isStatic?: boolean; curve?: PeerCurve }) {
     this.id = opts.id;
     this.endpoint = opts.endpoint;
     this.queue = new BoundedQueue(opts.queueLimit);
     this.byteLimit = opts.byteLimit;
     this.lastHeard = opts.now;
     this.isStatic = opts.isStatic ?? false;
+    this.curve = opts.curve;
+    this.publicKey = opts.curve?.serverKey;
   }
 
   /** Messages refused because this peer's send queue was full. */
@@ -74,7 +93,25 @@ export class Peer {
    * anything else (36/ZRE: "the first command on any new connection MUST be HELLO").
    */
   connect(ourUuid: Buffer, hello: OutgoingMessage, sendHighWaterMark: number): void {
-    this.dealer = new Dealer({ linger: 0, sendHighWaterMark });
+    const c = this.curve;
+    this.dealer = c
+      ? new Dealer({ linger: 0, sendHighWaterMark, curveServerKey: c.serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey })
+      : new Dealer({ linger: 0, sendHighWaterMark });
+    if (c) {
+      // The handshake proves the peer at this endpoint holds the secret of the key we dialled with.
+      const events = this.dealer.events;
+      const dealer = this.dealer;
+      events.on('handshake', () => {
+        if (this.dealer !== dealer || this.verified) return;
+        this.verified = true;
+        c.onHandshake(true);
+      });
+      for (const kind of ['handshake:error:protocol', 'handshake:error:auth', 'handshake:error:other'] as const) {
+        events.on(kind, () => {
+          if (this.dealer === dealer) c.onHandshake(false, kind.slice(16));
+        });
+      }
+    }
     this.dealer.routingId = Buffer.concat([Buffer.from([1]), ourUuid]) as unknown as string;
     this.dealer.connect(this.endpoint);
     this.sentSequence = 0;

@@ -1,0 +1,107 @@
+/**
+ * The ZAP handler (ZeroMQ RFC 27) for this process: a ROUTER on `inproc://zeromq.zap.01` in the default
+ * context, which libzmq asks about every CURVE handshake on a server socket with a ZAP domain. Each policy is
+ * registered under a domain; a request for a domain nobody registered, a mechanism other than CURVE, or a key
+ * the policy refuses gets 400. Every CURVE server socket also sets `zapEnforceDomain`, so a missing handler
+ * means "refuse", never "allow all".
+ *
+ * Start it (`Zap.shared()`) before any CURVE server binds. Cost: one inproc round trip per handshake.
+ */
+import { Router } from 'zeromq';
+import { z85Encode } from './z85.ts';
+
+export const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
+
+/** A decision about one client key (Z85) from `address` (the client's IP, from libzmq). */
+export type ZapPolicy = (publicKey: string, address: string) => boolean;
+
+export interface ZapStats {
+  zapRequests: number;
+  zapAllowed: number;
+  zapRefused: number;
+  zapMalformed: number;
+}
+
+export class Zap {
+  private static instance: Promise<Zap> | undefined;
+  private readonly policies = new Map<string, ZapPolicy>();
+  private readonly counters: ZapStats = { zapRequests: 0, zapAllowed: 0, zapRefused: 0, zapMalformed: 0 };
+  private router: Router | undefined;
+
+  private constructor() {}
+
+  /** The process's handler, bound on first use; later calls get the same one. */
+  static shared(): Promise<Zap> {
+    Zap.instance ??= (async () => {
+      const zap = new Zap();
+      const router = new Router({ linger: 0 });
+      try {
+        await router.bind(ZAP_ENDPOINT);
+      } catch (e) {
+        router.close();
+        Zap.instance = undefined;
+        throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(e as Error).message}`);
+      }
+      zap.router = router;
+      void zap.serve(router);
+      return zap;
+    })();
+    return Zap.instance;
+  }
+
+  /**
+   * Registers `policy` under a domain named like `base` (`base`, or `base.2`, `base.3` … when taken: two nodes
+   * in one process keep their own allowlists). Returns the domain and the function that unregisters it.
+   */
+  register(base: string, policy: ZapPolicy): { domain: string; unregister: () => void } {
+    let domain = base;
+    for (let n = 2; this.policies.has(domain); n++) domain = `${base}.${n}`;
+    this.policies.set(domain, policy);
+    return { domain, unregister: () => this.policies.delete(domain) };
+  }
+
+  stats(): ZapStats {
+    return { ...this.counters };
+  }
+
+  private async serve(router: Router): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await router.receive();
+      } catch {
+        return;
+      }
+      // [routing id, empty, "1.0", request id, domain, address, identity, mechanism, credentials…]
+      const [rid, , version, requestId, domain, address, , mechanism, key] = frames;
+      if (!rid || !requestId) continue;
+      this.counters.zapRequests++;
+      let code = '400';
+      let text = 'refused';
+      try {
+        if (version?.toString() !== '1.0') {
+          this.counters.zapMalformed++;
+          text = 'ZAP version must be 1.0';
+        } else if (mechanism?.toString() !== 'CURVE' || key?.length !== 32) {
+          text = 'CURVE only';
+        } else {
+          const policy = this.policies.get(domain?.toString() ?? '');
+          if (!policy) text = 'no policy for this domain';
+          else if (policy(z85Encode(key), address?.toString() ?? '')) {
+            code = '200';
+            text = 'OK';
+          }
+        }
+      } catch {
+        text = 'policy failed';
+      }
+      if (code === '200') this.counters.zapAllowed++;
+      else this.counters.zapRefused++;
+      try {
+        await router.send([rid, Buffer.alloc(0), '1.0', requestId, code, text, '', Buffer.alloc(0)]);
+      } catch {
+        return;
+      }
+    }
+  }
+}
