@@ -19,6 +19,7 @@ import type { Service } from '../runtime/supervisor/service.ts';
 import { Device } from '../services/device.ts';
 import { BridgeService } from '../services/mqtt-bridge/service.ts';
 import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
+import type { Security } from '../runtime/security/context.ts';
 
 export interface Composition {
   /** In start order. */
@@ -28,13 +29,18 @@ export interface Composition {
   bridge: BridgeService | undefined;
 }
 
-/** The services a configuration implies, constructed (nothing starts); each logs into `log` under its name. */
-export function servicesFrom(config: Config, log: LogRing): Composition {
+/**
+ * The services a configuration implies, constructed (nothing starts); each logs into `log` under its name.
+ * `security` (secure mode: see runtime/security/context.ts, opened by the caller before this) goes to the
+ * device and the bridge.
+ */
+export function servicesFrom(config: Config, log: LogRing, security?: Security): Composition {
+  if (config.security.mode === 'curve' && !security) throw new Error('security.mode is curve but no identity was opened (openSecurity): refusing to run in the clear');
   const logger = (name: string) => (level: 'info' | 'warn' | 'error', msg: string) => log.log(level, name, msg);
-  const device = new Device(config, logger('device'));
+  const device = new Device(config, logger('device'), security);
   const broker = !config.mqtt.url && config.mqtt.embedded ? new EmbeddedBroker(config.mqtt.embedded_listen) : undefined;
   const url = config.mqtt.url ?? broker?.url;
-  const bridge = url ? new BridgeService(config, device, logger('mqtt'), url) : undefined;
+  const bridge = url ? new BridgeService(config, device, logger('mqtt'), url, security) : undefined;
   const processes = config.services.map((s) => new ProcessService({
     name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
     backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,

@@ -14,6 +14,7 @@ import { ZreNode } from '../runtime/zre/node.ts';
 import { ProblemLog } from '../runtime/problems.ts';
 import { CommandError, encodeReply, parseCommand, type GpioReply } from '../runtime/command.ts';
 import { Publisher } from '../runtime/telemetry/publisher.ts';
+import { meshCurve, publisherCurve, type Security } from '../runtime/security/context.ts';
 import { advertise, telemetryHeaders } from '../runtime/telemetry/mesh.ts';
 import { Sampler, type SamplerEntry } from './sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
@@ -33,19 +34,28 @@ export class Device extends ServiceBase {
   readonly gpio = new Map<string, GpioDriver>();
   /** Mesh commands refused (malformed or failed). */
   commandErrors = 0;
+  /** Secure mode: mesh commands from peers whose key lacks the command role, refused. */
+  commandsUnauthorised = 0;
+  private offTrust: (() => void) | undefined;
   private addressTimer: NodeJS.Timeout | undefined;
   private rebinding = false;
   private addressLost = false;
   private readonly problems = new ProblemLog((msg) => this.log?.('warn', msg));
 
-  /** Stores the config (and where its problems are logged); opens nothing. */
-  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void) {
+  /**
+   * Stores the config, where its problems are logged, and in secure mode its identity and allowlist (see
+   * app/compose.ts); opens nothing.
+   */
+  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, readonly security?: Security) {
     super();
   }
 
   /** The mesh node's and the publisher's counters, and refused mesh commands. */
   override stats(): Counters {
-    return { ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), commandErrors: this.commandErrors };
+    return {
+      ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), commandErrors: this.commandErrors,
+      ...(this.security ? { commandsUnauthorised: this.commandsUnauthorised, ...counters('trust', this.security.trust.stats()) } : {}),
+    };
   }
 
   /** Every output to its safe level now (the first step of a shutdown). */
@@ -94,9 +104,21 @@ export class Device extends ServiceBase {
       if (e instanceof InterfaceError) throw new RetryError(`waiting for ${c.node.iface ? `interface ${c.node.iface}` : 'an interface'}: ${e.message}`, 1000);
       throw e;
     }
+    const sec = this.security;
+    if (sec) {
+      sec.trust.start();
+      if (sec.trust.list().length === 0) {
+        this.log?.('warn', `no trusted keys in ${sec.trust.dir}: this node runs alone until peers are trusted (starling trust add FILE|KEY, or starling trust pending, then starling trust accept FINGERPRINT); our key: ${sec.identity.publicKey}`);
+      }
+      const onChange = ({ removed }: { removed: unknown[] }) => {
+        if (removed.length) void this.dropUntrusted();
+      };
+      sec.trust.on('change', onChange);
+      this.offTrust = () => sec.trust.off('change', onChange);
+    }
     const endpoints = [`tcp://${iface.address}:*`];
     if (c.telemetry.epgm) endpoints.push(`epgm://${iface.address};${c.telemetry.epgm}`);
-    this.publisher = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate: c.telemetry.rate });
+    this.publisher = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate: c.telemetry.rate, ...(sec ? { curve: publisherCurve(sec) } : {}) });
     await this.publisher.start();
     const entries: SamplerEntry[] = c.sensors.map((s) => ({ driver: createSensor(s, c, c.simulate), interval: s.interval, filters: s.filters }));
     for (const g of c.gpio) {
@@ -110,6 +132,7 @@ export class Device extends ServiceBase {
       name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers,
       gossip: c.node.gossip.bind || c.node.gossip.connect.length ? { bind: c.node.gossip.bind, connect: c.node.gossip.connect, ttl: c.node.gossip.ttl / 1000 } : undefined,
       onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
+      ...(sec ? { curve: meshCurve(sec) } : {}),
     });
     advertise(this.node, this.publisher, c.telemetry.epgm, this.lines());
     this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
@@ -158,6 +181,27 @@ export class Device extends ServiceBase {
   }
 
   /**
+   * Secure mode, a key left the allowlist: its peer leaves, and the inbox and telemetry move to new ports on
+   * the same address (announced to the remaining peers), which closes every connection the key still had.
+   */
+  private async dropUntrusted(): Promise<void> {
+    const node = this.node;
+    const publisher = this.publisher;
+    if (!node?.iface || !publisher || this.rebinding) return;
+    const gone = node.dropUntrusted();
+    this.rebinding = true;
+    try {
+      await publisher.rebind(node.iface.address);
+      await node.rebind(node.iface, telemetryHeaders(publisher, this.config.telemetry.epgm, this.lines()));
+      this.log?.('info', `trusted keys changed: ${gone} peer(s) dropped; inbox now at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
+    } catch (e) {
+      this.log?.('warn', `trusted keys changed, but moving the inbox failed: ${(e as Error).message}`);
+    } finally {
+      this.rebinding = false;
+    }
+  }
+
+  /**
    * Sets one of this device's outputs, as a mesh command would (the MQTT bridge's path for local lines).
    * Throws for a name that is not an output here.
    */
@@ -181,6 +225,16 @@ export class Device extends ServiceBase {
       const msg = parseCommand(frame);
       if ('reply' in msg) return; // an answer to a command we sent: never answer an answer
       gpio = msg.command.gpio;
+      if (this.security) {
+        // Secure mode: only a key with the command role may read or set a line by mesh command.
+        const key = this.node?.peerKey(peer);
+        if (!key || !this.security.trust.allows(key, 'command')) {
+          this.commandsUnauthorised++;
+          if (key) this.security.trust.refused({ publicKey: key, why: `mesh command for ${gpio} (needs the command role)` });
+          this.node?.whisper(peer, encodeReply({ ok: false, gpio, error: 'not authorised' }));
+          return;
+        }
+      }
       const line = this.gpio.get(gpio);
       if (!line) throw new CommandError(`no GPIO line named '${gpio}'; lines: ${[...this.gpio.keys()].join(', ') || 'none'}`);
       if (msg.command.set !== undefined) await this.setOutput(gpio, msg.command.set);
@@ -197,6 +251,9 @@ export class Device extends ServiceBase {
   private async close(): Promise<void> {
     clearInterval(this.addressTimer);
     this.addressTimer = undefined;
+    this.offTrust?.();
+    this.offTrust = undefined;
+    this.security?.trust.stop();
     await this.node?.stop();
     await this.sampler?.stop(); // closes drivers: outputs go to their safe state
     await this.publisher?.stop();

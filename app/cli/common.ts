@@ -3,6 +3,8 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../../runtime/zre/node.ts';
+import { ConfigError, loadConfig, type Config } from '../../runtime/config/load.ts';
+import { meshCurve, openSecurity, type Security } from '../../runtime/security/context.ts';
 
 /** An error the CLI prints as one line (`starling: …`) before exiting with `code`. */
 export class CliError extends Error {
@@ -35,6 +37,9 @@ export const MESH_OPTIONS = {
   'gossip-bind': { type: 'string' },
   'gossip-connect': { type: 'string', multiple: true },
   'gossip-ttl': { type: 'string' },
+  identity: { type: 'string' },
+  trusted: { type: 'string' },
+  config: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
@@ -51,6 +56,9 @@ export const MESH_HELP = `Mesh options:
   --gossip-bind tcp://IP:PORT      serve gossip here (zgossip, Zyre's gossip mode: no UDP beacons)
   --gossip-connect tcp://IP:PORT   a gossip seed to connect to; repeat for two or three
   --gossip-ttl SEC    lease of our gossip tuple: republished every third of it, gone when not (default 30)
+  --identity DIR      secure mode (CURVE) with the key pair in DIR (see starling keygen)
+  --trusted DIR       ... and the trusted public keys in DIR (see starling trust); both or neither
+  --config FILE       take the node and security sections of a configuration (options given here win)
   --json              machine-readable output
   -h, --help          this help`;
 
@@ -63,12 +71,63 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
   }
 }
 
-/** Turns the mesh options into node options, checking each value. */
-export function nodeOptions(values: {
+type MeshValues = {
   iface?: string; port?: string; name?: string; header?: string[]; peer?: string[]; evasive?: string; silent?: string; expire?: string;
-  'gossip-bind'?: string; 'gossip-connect'?: string[]; 'gossip-ttl'?: string;
-}): ZreNodeOptions {
+  'gossip-bind'?: string; 'gossip-connect'?: string[]; 'gossip-ttl'?: string; identity?: string; trusted?: string; config?: string;
+};
+
+const configs = new WeakMap<object, Config | undefined>();
+const securities = new WeakMap<object, Security | undefined>();
+
+/** The configuration named by --config (loaded once per parsed options), or undefined. */
+function meshConfig(values: MeshValues): Config | undefined {
+  if (!values.config) return undefined;
+  if (!configs.has(values)) {
+    try {
+      configs.set(values, loadConfig(values.config));
+    } catch (e) {
+      if (e instanceof ConfigError) throw new CliError(`${e.problems.length} problem(s) in the configuration:\n${e.message}`, 1);
+      throw e;
+    }
+  }
+  return configs.get(values);
+}
+
+/**
+ * Secure mode of a mesh command: --identity DIR with --trusted DIR, or a configuration's security section
+ * (--config) with mode curve; undefined for plain mode. The key pair must exist (`starling keygen` makes it);
+ * the allowlist is watched while the command runs.
+ */
+export function meshSecurity(values: MeshValues): Security | undefined {
+  if (securities.has(values)) return securities.get(values);
+  let sec: Security | undefined;
+  if ((values.identity === undefined) !== (values.trusted === undefined)) throw new CliError('--identity and --trusted go together (secure mode needs a key pair and an allowlist)');
+  try {
+    const onProblem = (m: string) => process.stderr.write(`starling: ${m}\n`);
+    if (values.identity && values.trusted) sec = openSecurity({ mode: 'curve', identity: values.identity, trusted: values.trusted, zap_domain: 'global' }, { create: false, onProblem });
+    else {
+      const c = meshConfig(values);
+      if (c) sec = openSecurity(c.security, { create: false, onProblem });
+    }
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError((e as Error).message, 1);
+  }
+  sec?.trust.start();
+  securities.set(values, sec);
+  return sec;
+}
+
+/** Turns the mesh options into node options, checking each value. */
+export function nodeOptions(values: MeshValues): ZreNodeOptions {
   const opts: ZreNodeOptions = {};
+  const c = meshConfig(values);
+  if (c) {
+    Object.assign(opts, { name: c.node.name, iface: c.node.iface, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers });
+    if (c.node.gossip.bind || c.node.gossip.connect.length) opts.gossip = { bind: c.node.gossip.bind, connect: c.node.gossip.connect, ttl: c.node.gossip.ttl / 1000 };
+  }
+  const sec = meshSecurity(values);
+  if (sec) opts.curve = meshCurve(sec);
   if (values.evasive !== undefined) opts.evasiveTimeout = secondsOption('--evasive', values.evasive, 5) * 1000;
   if (values.silent !== undefined) opts.silentTimeout = secondsOption('--silent', values.silent, 10) * 1000;
   if (values.expire !== undefined) opts.expiredTimeout = secondsOption('--expire', values.expire, 30) * 1000;

@@ -9,6 +9,7 @@ import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../runtime/supervisor/dbus.ts';
 import { servicesFrom } from '../compose.ts';
+import { openSecurity, type Security } from '../../runtime/security/context.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -127,7 +128,19 @@ ${CONFIG_HELP}`,
     const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const c = load(configFile(values.config));
     const log = new LogRing(c.logs.ring);
-    const { services } = servicesFrom(c, log);
+    // Secure mode: this node's identity (made on first start) and its allowlist, before anything opens a socket.
+    let security: Security | undefined;
+    try {
+      security = openSecurity(c.security, { create: true, name: c.node.name, onProblem: (m) => log.log('warn', 'security', m) });
+    } catch (e) {
+      throw new CliError(`security: ${(e as Error).message}`, 1);
+    }
+    if (security) log.log('info', 'security', `secure mode (CURVE): key ${security.identity.publicKey} (fingerprint ${security.identity.fingerprint}); trusted keys in ${c.security.trusted}`);
+    else log.log('info', 'security', 'plain mode (security.mode: none): the mesh and telemetry are not encrypted, and any node may join and command');
+    const { services } = servicesFrom(c, log, security);
+    // SIGHUP: read the trusted keys again now (they are also read every second).
+    const onHup = () => security?.trust.reload();
+    process.on('SIGHUP', onHup);
     const sup = new Supervisor(services, log);
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
@@ -136,7 +149,7 @@ ${CONFIG_HELP}`,
     await sup.start();
     let bus: { close(): void } | undefined;
     try {
-      bus = await exportSupervisor(sup, log);
+      bus = await exportSupervisor(sup, log, security?.identity);
     } catch (e) {
       log.log('warn', 'supervisor', `no D-Bus control: ${(e as Error).message}`);
     }
@@ -162,6 +175,7 @@ ${CONFIG_HELP}`,
     clearInterval(ticker);
     sup.off('state', update);
     notifier.stop();
+    process.off('SIGHUP', onHup);
     await notifier.send('STOPPING=1');
     await sup.stop();
     bus?.close();
@@ -174,22 +188,27 @@ ${CONFIG_HELP}`,
 
 export const status: Command = {
   summary: 'show the running supervisor\'s services (over D-Bus)',
-  help: `Usage: starling status [--json]
+  help: `Usage: starling status [--json [--identity]]
 
-Asks the running supervisor (org.starling.Supervisor1 on the system bus) for each
-service's state, health and restart count, and below each its counters that are not
-zero: what every bound dropped or refused (sequence gaps, refused peers, malformed
-telemetry, spool drops, broker faults …). --json gives every counter.`,
+Asks the running supervisor (org.starling.Supervisor1 on the system bus) for its identity
+(public key and fingerprint in secure mode), each service's state, health and restart
+count, and below each its counters that are not zero: what every bound dropped or
+refused (sequence gaps, refused peers and keys, malformed telemetry, spool drops, broker
+faults …). --json gives every counter (a list of services; with --identity, an object
+{identity, services}).`,
   async run(argv) {
-    const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
+    const { values } = parse(argv, { json: { type: 'boolean' }, identity: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
     const sup = await reach();
     try {
       const rows = (await sup.call('List')) as [string, string, boolean, number, string][];
       const stats = (await sup.call('Stats')) as Record<string, Record<string, number>>;
+      const [publicKey, fingerprint] = ((await sup.call('Identity').catch(() => [])) as string[]);
       if (values.json) {
-        out(JSON.stringify(rows.map(([name, state, healthy, restarts, detail]) => ({ name, state, healthy, restarts, detail, stats: stats[name] ?? {} }))));
+        const list = rows.map(([name, state, healthy, restarts, detail]) => ({ name, state, healthy, restarts, detail, stats: stats[name] ?? {} }));
+        out(JSON.stringify(values.identity ? { identity: publicKey ? { publicKey, fingerprint } : null, services: list } : list));
         return 0;
       }
+      out(publicKey ? `identity         ${publicKey} (fingerprint ${fingerprint}), secure mode` : 'identity         none: plain mode (security.mode: none)');
       const nonZero = (c: Record<string, number> | undefined) => Object.entries(c ?? {}).filter(([k, v]) => v !== 0 && k !== 'restarts').sort(([a], [b]) => a.localeCompare(b));
       for (const [name, state, healthy, restarts, detail] of rows) {
         out(`${name.padEnd(16)} ${state.padEnd(9)} ${healthy ? 'healthy' : 'unhealthy'}  restarts=${restarts}${detail ? `  ${detail}` : ''}`);

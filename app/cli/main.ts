@@ -10,9 +10,10 @@ import { shout, whisper } from './send.ts';
 import { publish, tail } from './telemetry.ts';
 import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
 import { version } from './version.ts';
+import { keygen, trust } from './security.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
-const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, version };
+const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, keygen, trust, version };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

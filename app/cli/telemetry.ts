@@ -1,6 +1,7 @@
 // `starling tail` and `starling publish`: telemetry on the mesh, publishers found through ZRE.
 import { capability } from 'zeromq';
-import { CliError, MESH_HELP, MESH_OPTIONS, intOption, nodeOptions, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
+import { CliError, MESH_HELP, MESH_OPTIONS, intOption, meshSecurity, nodeOptions, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
+import { clientCurve, publisherCurve } from '../../runtime/security/context.ts';
 import { ZreNode } from '../../runtime/zre/node.ts';
 import { chooseInterface } from '../../runtime/net/iface.ts';
 import { Publisher } from '../../runtime/telemetry/publisher.ts';
@@ -27,7 +28,8 @@ ${MESH_HELP}`,
     if (transport === 'epgm' && !capability.pgm) throw new CliError('--transport epgm: this zeromq.js has no OpenPGM; run `bash image/setup.sh` to build it against the system libzmq', 1);
     const json = Boolean(values.json);
     const rate = values.rate === undefined ? undefined : intOption('--rate', values.rate, 1, 10_000_000);
-    const sub = new Subscriber({ prefix: positionals[0] ?? '', rate, onProblem: (m) => process.stderr.write(`tail: ${m}\n`) });
+    const sec = meshSecurity(values);
+    const sub = new Subscriber({ prefix: positionals[0] ?? '', rate, onProblem: (m) => process.stderr.write(`tail: ${m}\n`), ...(sec ? { curve: clientCurve(sec) } : {}) });
     const node = new ZreNode(nodeOptions(values));
     sub.on('batch', (b, from) => {
       for (let i = from; i < b.count; i++) {
@@ -121,7 +123,8 @@ ${MESH_HELP}`,
     if (values.epgm) endpoints.push(`epgm://${iface.address};${values.epgm}`);
     let pub: Publisher;
     try {
-      pub = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate, batchSamples: 1 });
+      const sec = meshSecurity(values);
+      pub = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate, batchSamples: 1, ...(sec ? { curve: publisherCurve(sec) } : {}) });
       await pub.start();
     } catch (e) {
       throw new CliError((e as Error).message, 1);

@@ -68,6 +68,7 @@ export interface ServiceConfig {
 export interface Config {
   node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
   telemetry: { prefix: string; epgm?: string; rate: number };
+  security: { mode: 'curve' | 'none'; identity: string; trusted: string; zap_domain: string };
   simulate: boolean;
   sysfs: string;
   procfs: string;
@@ -268,6 +269,12 @@ export function parseConfig(text: string, file = '<config>'): Config {
         if (other) v.problem(node, `${list}[${i}].name '${item.name}' is already used by ${other}; names must be unique`);
         else names.set(item.name, `${what} ${list}[${i}]`);
       });
+    }
+    // epgm has no CURVE in libzmq: a secure device must not multicast in the clear.
+    if (config.security.mode === 'curve' && config.telemetry.epgm) {
+      const tel = items?.get('telemetry', true);
+      const node = tel && isMap(tel) ? (tel.get('epgm', true) as Node) : undefined;
+      v.problem(node, 'telemetry.epgm cannot be used with security.mode: curve (libzmq has no CURVE for multicast, and plaintext would undo the rest); drop epgm, or set security.mode: none');
     }
   }
   if (v.problems.length > 0 || !config) throw new ConfigError(v.problems);

@@ -78,10 +78,17 @@ export class TrustStore extends EventEmitter<{ change: [{ added: TrustedKey[]; r
     super();
   }
 
-  /** Reads the directory and pending file, then keeps watching. */
-  start(): void {
+  /** Reads the directory and the pending file once (the CLI's view; a node calls {@link start}). */
+  open(): this {
     this.loadPending();
     this.reload();
+    return this;
+  }
+
+  /** Reads the directory and pending file, then keeps watching. Starting twice does nothing. */
+  start(): void {
+    if (this.timer) return;
+    this.open();
     this.timer = setInterval(() => {
       this.reload();
       this.savePending();
@@ -143,6 +150,16 @@ export class TrustStore extends EventEmitter<{ change: [{ added: TrustedKey[]; r
   refused(info: { publicKey: string; address?: string; name?: string; why?: string }): void {
     if (!isZ85Key(info.publicKey)) return;
     this.counters.refusals++;
+    const known = this.keys.get(info.publicKey);
+    if (known) {
+      // Trusted, but without the role this needed: not pending (accepting it would change nothing).
+      const t = Date.now();
+      if (t - (this.lastLogged.get(info.publicKey) ?? -Infinity) >= REFUSAL_LOG_MS) {
+        this.lastLogged.set(info.publicKey, t);
+        this.o.onProblem?.(`trusted key ${known.fingerprint} (${known.name}) refused${info.why ? `: ${info.why}` : ''}; its roles: ${known.roles.join(' ')}`);
+      }
+      return;
+    }
     const now = new Date().toISOString();
     let p = this.pendingKeys.get(info.publicKey);
     if (p) this.pendingKeys.delete(info.publicKey); // re-inserted: the Map's order is least recently seen first

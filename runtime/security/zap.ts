@@ -34,15 +34,24 @@ export class Zap {
   static shared(): Promise<Zap> {
     Zap.instance ??= (async () => {
       const zap = new Zap();
-      const router = new Router({ linger: 0 });
-      try {
-        await router.bind(ZAP_ENDPOINT);
-      } catch (e) {
-        router.close();
-        Zap.instance = undefined;
-        throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(e as Error).message}`);
+      let router: Router | undefined;
+      // A handler closed a moment ago may still hold the endpoint: try a few times.
+      for (let attempt = 0; !router; attempt++) {
+        const r = new Router({ linger: 0 });
+        try {
+          await r.bind(ZAP_ENDPOINT);
+          router = r;
+        } catch (e) {
+          r.close();
+          if (attempt >= 20) {
+            Zap.instance = undefined;
+            throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(e as Error).message}`);
+          }
+          await new Promise((res) => setTimeout(res, 10));
+        }
       }
       zap.router = router;
+      Zap.current = zap;
       void zap.serve(router);
       return zap;
     })();
@@ -57,8 +66,20 @@ export class Zap {
     let domain = base;
     for (let n = 2; this.policies.has(domain); n++) domain = `${base}.${n}`;
     this.policies.set(domain, policy);
-    return { domain, unregister: () => this.policies.delete(domain) };
+    return {
+      domain,
+      unregister: () => {
+        if (!this.policies.delete(domain) || this.policies.size > 0) return;
+        // Nobody left to serve: close, so a CLI command's process can end (an open socket keeps it alive).
+        if (Zap.current === this) Zap.instance = undefined;
+        Zap.current = undefined;
+        this.router?.close();
+        this.router = undefined;
+      },
+    };
   }
+
+  private static current: Zap | undefined;
 
   stats(): ZapStats {
     return { ...this.counters };

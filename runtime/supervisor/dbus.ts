@@ -5,6 +5,7 @@
  *   List()            → a(ssbus)  name, state, healthy, restarts, detail
  *   Start(s) Stop(s) Restart(s)  mutating: only root or the starling group (image/dbus policy)
  *   Logs(s service, u count) → as  JSON lines from the RAM ring ('' for all services)
+ *   Identity()        → as  [public key (Z85), fingerprint] in secure mode, [] in plain mode (never a secret)
  *   Healthy           property b: every running service healthy
  *   Services          property a(ssbus): the rows of List()
  *   StateChanged(s name, s state), Log(s json)   signals
@@ -33,8 +34,12 @@ export const INTERFACE = 'org.starling.Supervisor1';
 /** The D-Bus interface class, made once dbus-next is loaded (it extends dbus-next's Interface). */
 function interfaceClass(dbus: DBus) {
   const SupervisorInterface = class extends dbus.interface.Interface {
-    constructor(private readonly sup: Supervisor, private readonly log: LogRing) {
+    constructor(private readonly sup: Supervisor, private readonly log: LogRing, private readonly identity?: { publicKey: string; fingerprint: string }) {
       super(INTERFACE);
+    }
+
+    Identity(): string[] {
+      return this.identity ? [this.identity.publicKey, this.identity.fingerprint] : [];
     }
 
     get Healthy(): boolean {
@@ -100,6 +105,7 @@ function interfaceClass(dbus: DBus) {
       Restart: { inSignature: 's' },
       Logs: { inSignature: 'su', outSignature: 'as' },
       Stats: { outSignature: 'a{sa{sd}}' },
+      Identity: { outSignature: 'as' },
     },
     signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
   });
@@ -111,12 +117,13 @@ export class DbusError extends Error {
 }
 
 /** Exports the supervisor on the system bus. Rejects (with the bus's reason) if the bus or the name cannot be had. */
-export async function exportSupervisor(sup: Supervisor, log: LogRing): Promise<{ close(): void }> {
+export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?: { publicKey: string; fingerprint: string }): Promise<{ close(): void }> {
   const dbus = await loadDbus();
   const bus = dbus.systemBus();
   // dbus-next reports connection failures as 'error' events; make them a rejection here.
   const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
-  const iface = new (interfaceClass(dbus))(sup, log);
+  // Only the public half: the Identity object's secret never reaches the bus.
+  const iface = new (interfaceClass(dbus))(sup, log, identity ? { publicKey: identity.publicKey, fingerprint: identity.fingerprint } : undefined);
   bus.export(OBJECT_PATH, iface);
   const reply = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), failed]);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {

@@ -88,12 +88,14 @@ export interface Following {
  * taken; `onError` each endpoint that could not be followed and each advertisement refused.
  */
 export function follow(
-  node: ZreNode, sub: Subscriber, opts: { transport?: Transport; pgm: boolean; snapshot?: boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
+  node: ZreNode, sub: Subscriber,
+  opts: { transport?: Transport; pgm: boolean; snapshot?: boolean; accept?: (peer: PeerInfo) => boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
 ): Following {
   const byPeer = new Map<string, string[]>();
   const transport = opts.transport ?? 'auto';
   let refused = 0;
   const onEnter = (peer: PeerInfo) => {
+    if (opts.accept && !opts.accept(peer)) return;
     let ad: ReturnType<typeof advertised>;
     try {
       ad = advertised(peer);
@@ -107,9 +109,13 @@ export function follow(
     if (chosen.length === 0) return;
     byPeer.set(peer.peer, chosen);
     const snapshot = opts.snapshot === false ? undefined : ad.snapshot;
+    // Secure mode: the publisher's key is the one its node was proven with (X-PUBLICKEY).
+    // Its topics are then taken only under its own prefix, which the bridge pins to that key.
+    const key = node.peerKey(peer.peer);
+    const only = key === undefined ? undefined : (peer.headers[HEADER_PREFIX] ?? '');
     for (const endpoint of chosen) {
       opts.onConnect?.(endpoint, peer);
-      sub.connect(endpoint, snapshot).catch((e: Error) => opts.onError?.(e));
+      sub.connect(endpoint, snapshot, key, only).catch((e: Error) => opts.onError?.(e));
     }
   };
   const onExit = ({ peer }: { peer: string }) => {

@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { capability, Router, XPublisher } from 'zeromq';
 import { BoundedQueue } from '../queue.ts';
+import { Zap } from '../security/zap.ts';
 import { Batch, BatchWriter, encodeOne, HEADER_BYTES, sampleBytes, TelemetryFormatError } from './sample.ts';
 
 export class TelemetryError extends Error {
@@ -45,6 +46,12 @@ export interface PublisherOptions {
   sendHighWaterMark?: number;
   /** epgm send rate in kbit/s (ZMQ_RATE). libzmq's default of 100 kbit/s silently drops the excess. Default 10000. */
   rate?: number;
+  /**
+   * Secure mode: the XPUB and the snapshot ROUTER are CURVE servers with this key pair, behind the process's
+   * ZAP handler: only keys `allows` accepts (the `read` role) subscribe. epgm is refused: libzmq has no CURVE
+   * for it, and plaintext multicast would undo the rest.
+   */
+  curve?: { publicKey: string; secretKey: string; allows(publicKey: string): boolean; refused?(info: { publicKey: string; address?: string; why: string }): void; zapDomain?: string };
 }
 
 export interface PublisherStats {
@@ -63,6 +70,8 @@ export interface PublisherStats {
   muteEvents: number;
   /** Topic prefixes subscribers have asked for (XPUB; not visible over epgm). */
   subscriptions: number;
+  /** Secure mode: subscribers (and snapshot requests) whose key lacks the read role, refused by ZAP. */
+  subscribersRefused?: number;
 }
 
 interface TopicState {
@@ -125,6 +134,34 @@ export class Publisher {
     if (!Number.isInteger(o.batchSamples) || o.batchSamples < 1 || o.batchSamples > 0xffff) throw new TelemetryError(`batchSamples ${o.batchSamples}: expected 1..65535`);
     this.queue = new BoundedQueue(o.queueLimit);
     for (const e of options.endpoints) if (e.startsWith('epgm://') || e.startsWith('pgm://')) checkEpgmEndpoint(e.replace(/^pgm/, 'epgm'));
+    if (options.curve && options.endpoints.some((e) => /^e?pgm:/.test(e))) {
+      throw new TelemetryError('epgm cannot be secured (libzmq has no CURVE for multicast): drop telemetry.epgm, or run with security.mode: none');
+    }
+  }
+
+  /** Secure mode: the ZAP domain our sockets use (registered once, kept across rebinds). */
+  private zapDomain: string | undefined;
+  private unregisterZap: (() => void) | undefined;
+  private zap: Zap | undefined;
+  private readonly curveCounters = { subscribersRefused: 0 };
+
+  /** ZeroMQ options that make a server socket CURVE (secure mode), else none. */
+  private async serverOptions(): Promise<Record<string, unknown>> {
+    const c = this.opts.curve;
+    if (!c) return {};
+    if (!capability.curve) throw new TelemetryError('secure telemetry needs CURVE, and the loaded libzmq has none');
+    if (!this.zapDomain) {
+      this.zap = await Zap.shared();
+      const reg = this.zap.register(c.zapDomain ?? 'telemetry', (key, address) => {
+        if (c.allows(key)) return true;
+        this.curveCounters.subscribersRefused++;
+        c.refused?.({ publicKey: key, address, why: 'telemetry subscription' });
+        return false;
+      });
+      this.zapDomain = reg.domain;
+      this.unregisterZap = reg.unregister;
+    }
+    return { curveServer: true, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey, zapDomain: this.zapDomain, zapEnforceDomain: true };
   }
 
   /** The endpoints actually bound (ephemeral ports resolved); empty before start. */
@@ -169,7 +206,8 @@ export class Publisher {
   /** Binds a new XPUB on `endpoints` and a snapshot ROUTER; closes what it opened if any bind fails. */
   private async bindAll(endpoints: string[], snapshotEndpoint: string | undefined): Promise<{ socket: XPublisher; snapshot: Router | undefined; endpoints: string[]; snapshotEndpoint: string | undefined }> {
     if (endpoints.some((e) => /^e?pgm:/.test(e))) requirePgm();
-    const socket = new XPublisher({ noDrop: true, sendTimeout: 0, sendHighWaterMark: this.opts.sendHighWaterMark, linger: 1000, rate: this.opts.rate });
+    const secure = await this.serverOptions();
+    const socket = new XPublisher({ noDrop: true, sendTimeout: 0, sendHighWaterMark: this.opts.sendHighWaterMark, linger: 1000, rate: this.opts.rate, ...secure });
     let snapshot: Router | undefined;
     const bound: string[] = [];
     try {
@@ -182,7 +220,7 @@ export class Publisher {
         bound.push(e.startsWith('tcp://') && e.endsWith(':*') ? socket.lastEndpoint! : e);
       }
       if (snapshotEndpoint) {
-        snapshot = new Router({ linger: 0 });
+        snapshot = new Router({ linger: 0, ...secure });
         try {
           await snapshot.bind(snapshotEndpoint);
         } catch (err) {
@@ -271,7 +309,7 @@ export class Publisher {
   }
 
   stats(): PublisherStats {
-    return { ...this.counters, subscriptions: this.prefixes.size };
+    return { ...this.counters, subscriptions: this.prefixes.size, ...(this.opts.curve ? this.curveCounters : {}) };
   }
 
   /** Flushes open batches, waits up to `ms` for the queue to drain, then closes (ZeroMQ lingers 1 s). */
@@ -287,6 +325,9 @@ export class Publisher {
     this.socket = undefined;
     this.snapshot = undefined;
     this.loops = [];
+    this.unregisterZap?.();
+    this.unregisterZap = undefined;
+    this.zapDomain = undefined;
   }
 
   // --- internals -----------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ export interface SubscriberOptions {
   rate?: number;
   /** Hears each kind of bad input, rate-limited per connection. */
   onProblem?: ProblemSink;
+  /** Secure mode: our key pair; each connection then needs the publisher's key (from its HELLO's X-PUBLICKEY). */
+  curve?: { publicKey: string; secretKey: string };
 }
 
 export interface SubscriberStats {
@@ -72,6 +74,8 @@ export class SubscriberError extends Error {
 /** One publisher endpoint: its own SUB socket, so what arrives on it is known to come from it. */
 interface Connection {
   endpoint: string;
+  /** The topic prefix this connection subscribed to. */
+  prefix: string;
   socket: ZmqSubscriber;
   loop: Promise<void>;
   /** Live batches held while this connection's snapshot is pending. */
@@ -133,8 +137,17 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
    * given up. Connecting an endpoint twice does nothing. Rejects past `maxConnections` (counted). epgm
    * endpoints need a zeromq.js with OpenPGM (see image/setup.sh).
    */
-  async connect(endpoint: string, snapshotEndpoint?: string): Promise<void> {
+  async connect(endpoint: string, snapshotEndpoint?: string, serverKey?: string, only?: string): Promise<void> {
+    // `only`: this publisher's own prefix (secure mode: its topics are pinned to its key); the connection then
+    // takes the narrower of it and ours, and nothing when they do not overlap.
+    let prefix = this.opts.prefix;
+    if (only !== undefined) {
+      if (only.startsWith(prefix)) prefix = only;
+      else if (!prefix.startsWith(only)) return;
+    }
     if (!this.started) throw new SubscriberError('subscriber not started');
+    const c = this.opts.curve;
+    if (c && !serverKey) throw new SubscriberError(`cannot follow ${endpoint} securely: the publisher's key is not known`);
     if (this.connections.has(endpoint)) return;
     if (/^e?pgm:/.test(endpoint) && !capability.pgm) {
       throw new SubscriberError('epgm is not available in this zeromq.js build; run `bash image/setup.sh` to build it against the system libzmq');
@@ -143,9 +156,10 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
       this.counters.connectionsRefused++;
       throw new SubscriberError(`cannot follow ${endpoint}: ${this.opts.maxConnections} publishers are connected already (maxConnections)`);
     }
-    const socket = new ZmqSubscriber({ linger: 0, receiveHighWaterMark: this.opts.receiveHighWaterMark, rate: this.opts.rate });
-    socket.subscribe(this.opts.prefix);
-    const conn: Connection = { endpoint, socket, loop: Promise.resolve(), held: snapshotEndpoint ? new BoundedQueue(this.opts.holdLimit) : undefined };
+    const client = c && serverKey ? { curveServerKey: serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey } : {};
+    const socket = new ZmqSubscriber({ linger: 0, receiveHighWaterMark: this.opts.receiveHighWaterMark, rate: this.opts.rate, ...client });
+    socket.subscribe(prefix);
+    const conn: Connection = { endpoint, prefix, socket, loop: Promise.resolve(), held: snapshotEndpoint ? new BoundedQueue(this.opts.holdLimit) : undefined };
     try {
       // Subscribe to the live stream before asking for the snapshot, so nothing falls between the two.
       socket.connect(endpoint);
@@ -155,7 +169,7 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
     }
     this.connections.set(endpoint, conn);
     conn.loop = this.receiveLoop(conn);
-    if (snapshotEndpoint) await this.requestSnapshot(conn, snapshotEndpoint);
+    if (snapshotEndpoint) await this.requestSnapshot(conn, snapshotEndpoint, client);
   }
 
   disconnect(endpoint: string): void {
@@ -202,15 +216,15 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
   }
 
   /** FORMAT.md "Late joiners": one request, topics until END, all within one deadline and a topic bound. */
-  private async requestSnapshot(conn: Connection, endpoint: string): Promise<void> {
+  private async requestSnapshot(conn: Connection, endpoint: string, client: Record<string, unknown>): Promise<void> {
     const deadline = performance.now() + this.opts.snapshotTimeout;
-    const dealer = new Dealer({ linger: 0 });
+    const dealer = new Dealer({ linger: 0, ...client });
     this.snapshotDealers.add(dealer);
     const snapshot: Batch[] = [];
     let complete = false;
     try {
       dealer.connect(endpoint);
-      await dealer.send(['SNAPSHOT', this.opts.prefix]);
+      await dealer.send(['SNAPSHOT', conn.prefix]);
       while (snapshot.length <= this.opts.snapshotLimit) {
         const left = deadline - performance.now();
         if (left <= 0) break;
@@ -222,7 +236,7 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
         }
         try {
           const b = parseBatch(topic, frame);
-          if (!b.topic.startsWith(this.opts.prefix)) throw new TelemetryFormatError(`topic '${b.topic.slice(0, 60)}' is outside the prefix asked for`);
+          if (!b.topic.startsWith(conn.prefix)) throw new TelemetryFormatError(`topic '${b.topic.slice(0, 60)}' is outside the prefix asked for`);
           snapshot.push(b);
         } catch (e) {
           this.malformed(conn, `snapshot ${endpoint}`, e);

@@ -600,16 +600,16 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   }
 
   /**
-   * Secure mode, after the allowlist changed: peers whose key is no longer allowed leave (EXIT), and the inbox
-   * moves to a new port (announced by beacon and a fresh HELLO to every remaining peer), which closes every
-   * connection into the old one: a removed key's connections are gone at once, and new ones meet ZAP again.
+   * Secure mode, after the allowlist changed: peers whose key is no longer allowed leave (EXIT) and our DEALERs
+   * to them close. Their connections into our inbox stay until it moves: follow with {@link rebind} on the same
+   * interface (a new port, announced by beacon and a fresh HELLO to every remaining peer), which closes every
+   * connection into the old inbox; new ones meet ZAP again. Returns how many peers left.
    */
-  async reviewTrust(): Promise<number> {
+  dropUntrusted(): number {
     const c = this.opts.curve;
-    if (!c || !this.running || !this._iface) return 0;
-    const gone = [...this.peers.values()].filter((p) => p.publicKey && !c.allows(p.publicKey));
+    if (!c || !this.running) return 0;
+    const gone = [...this.peers.values(), ...this.pending.values()].filter((p) => p.publicKey && !c.allows(p.publicKey));
     for (const p of gone) this.removePeer(p, 'leaving');
-    if (gone.length) await this.rebind(this._iface);
     return gone.length;
   }
 

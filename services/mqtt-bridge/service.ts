@@ -11,6 +11,7 @@ import { encodeCommand, parseCommand } from '../../runtime/command.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
+import { clientCurve, type Security } from '../../runtime/security/context.ts';
 
 /** What the bridge needs of the device it runs beside: its node, its publisher's endpoints, its own outputs. */
 export interface BridgeDevice {
@@ -63,6 +64,13 @@ export class BridgeService extends ServiceBase {
   private onExit: ((e: { peer: string }) => void) | undefined;
   /** Peers whose advertised GPIO lines broke the bounds of {@link peerLines}. */
   linesRefused = 0;
+  /**
+   * Secure mode: the key that first announced each telemetry prefix and output topic (pinned, like UUIDs).
+   * Another key claiming one is refused; a departed owner's topics wait for that key. Bounded: 4,096 pins.
+   */
+  private readonly pins = new Map<string, string>();
+  /** Secure mode: announcements of a prefix or output pinned to another key, refused. */
+  pinsRefused = 0;
 
   /**
    * Stores its dependencies (and where its problems are logged); connects nothing. `url` is the broker when it
@@ -71,8 +79,25 @@ export class BridgeService extends ServiceBase {
   constructor(
     private readonly config: Config, private readonly device: BridgeDevice,
     private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, private readonly url = config.mqtt.url,
+    private readonly security?: Security,
   ) {
     super();
+  }
+
+  /**
+   * Secure mode: whether `key` may own `names` (a prefix and output topics): each is pinned to the first key
+   * that announced it. Plain mode: always.
+   */
+  private owns(key: string | undefined, names: string[]): boolean {
+    if (!this.security) return true;
+    if (!key) return false;
+    if (names.some((n) => (this.pins.get(n) ?? key) !== key)) return false;
+    for (const n of names) {
+      if (this.pins.has(n)) continue;
+      if (this.pins.size >= 4096) this.pins.delete(this.pins.keys().next().value as string);
+      this.pins.set(n, key);
+    }
+    return true;
   }
 
 
@@ -85,6 +110,7 @@ export class BridgeService extends ServiceBase {
       ...counters('bridge', bridge), connected: connected ? 1 : 0, ...counters('spool', spool),
       ...counters('mqtt', this.bridge?.client.faults), 'mqtt.connectFailures': this.bridge?.client.failures ?? 0,
       ...counters('telemetry', this.sub?.stats()), 'mesh.followRefused': this.following?.refused ?? 0, 'mesh.linesRefused': this.linesRefused,
+      ...(this.security ? { 'mesh.pinsRefused': this.pinsRefused } : {}),
     };
   }
 
@@ -101,7 +127,7 @@ export class BridgeService extends ServiceBase {
     this.setState('starting');
     const file = (path?: string) => (path ? readFileSync(path) : undefined);
     const warn = (msg: string) => this.log?.('warn', msg);
-    const sub = new Subscriber({ onProblem: warn });
+    const sub = new Subscriber({ onProblem: warn, ...(this.security ? { curve: clientCurve(this.security) } : {}) });
     sub.start();
     this.sub = sub;
     const prefix = this.config.telemetry.prefix;
@@ -127,7 +153,15 @@ export class BridgeService extends ServiceBase {
     await this.bridge.start();
     if (m.mesh) {
       const problems = new ProblemLog(warn);
-      this.following = follow(node, sub, { pgm: Boolean(capability.pgm), onError: (e) => problems.note('follow', e.message) });
+      // Secure mode: a peer's telemetry is followed only when its prefix is pinned to its key (or free).
+      const accept = (p: PeerInfo): boolean => {
+        const prefix = p.headers[HEADER_PREFIX] ?? '';
+        if (!prefix || this.owns(node.peerKey(p.peer), [`prefix:${prefix}`])) return true;
+        this.pinsRefused++;
+        problems.note(`pin ${p.peer}`, `${p.name || p.peer} announces telemetry prefix ${JSON.stringify(prefix)}, which belongs to another key: not followed`);
+        return false;
+      };
+      this.following = follow(node, sub, { pgm: Boolean(capability.pgm), accept, onError: (e) => problems.note('follow', e.message) });
       // Peers' GPIO lines become switches and binary sensors too; commands go out by WHISPER.
       this.onEnter = (p: PeerInfo) => {
         let lines: ReturnType<typeof peerLines>;
@@ -136,6 +170,12 @@ export class BridgeService extends ServiceBase {
         } catch (e) {
           this.linesRefused++;
           problems.note('lines', `GPIO lines of ${p.name || p.peer} not bridged: ${(e as Error).message}`);
+          return;
+        }
+        const topics = lines.outputs.map((g) => lines.prefix + g);
+        if (!this.owns(node.peerKey(p.peer), [...(lines.prefix ? [`prefix:${lines.prefix}`] : []), ...topics.map((t) => `output:${t}`)])) {
+          this.pinsRefused++;
+          problems.note(`pin ${p.peer}`, `GPIO lines of ${p.name || p.peer} not bridged: its prefix or outputs belong to another key`);
           return;
         }
         for (const gpio of lines.outputs) {
@@ -154,7 +194,7 @@ export class BridgeService extends ServiceBase {
       for (const p of node.peerList()) this.onEnter(p);
     }
     // This device's own publisher is not among its peers: connect to it directly.
-    await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint);
+    await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey);
     this.setState('running');
   }
 
