@@ -37,6 +37,7 @@ export const MESH_OPTIONS = {
   'gossip-bind': { type: 'string' },
   'gossip-connect': { type: 'string', multiple: true },
   'gossip-ttl': { type: 'string' },
+  uuid: { type: 'string' },
   identity: { type: 'string' },
   trusted: { type: 'string' },
   config: { type: 'string' },
@@ -56,6 +57,7 @@ export const MESH_HELP = `Mesh options:
   --gossip-bind tcp://IP:PORT      serve gossip here (zgossip, Zyre's gossip mode: no UDP beacons)
   --gossip-connect tcp://IP:PORT   a gossip seed to connect to; repeat for two or three
   --gossip-ttl SEC    lease of our gossip tuple: republished every third of it, gone when not (default 30)
+  --uuid HEX          our UUID, 32 hex digits (default: a random one per start)
   --identity DIR      secure mode (CURVE) with the key pair in DIR (see starling keygen)
   --trusted DIR       ... and the trusted public keys in DIR (see starling trust); both or neither
   --config FILE       take the node and security sections of a configuration (options given here win)
@@ -73,7 +75,7 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
 
 type MeshValues = {
   iface?: string; port?: string; name?: string; header?: string[]; peer?: string[]; evasive?: string; silent?: string; expire?: string;
-  'gossip-bind'?: string; 'gossip-connect'?: string[]; 'gossip-ttl'?: string; identity?: string; trusted?: string; config?: string;
+  'gossip-bind'?: string; 'gossip-connect'?: string[]; 'gossip-ttl'?: string; identity?: string; trusted?: string; config?: string; uuid?: string;
 };
 
 const configs = new WeakMap<object, Config | undefined>();
@@ -128,6 +130,10 @@ export function nodeOptions(values: MeshValues): ZreNodeOptions {
   }
   const sec = meshSecurity(values);
   if (sec) opts.curve = meshCurve(sec);
+  if (values.uuid !== undefined) {
+    if (!/^[0-9a-fA-F]{32}$/.test(values.uuid)) throw new CliError(`--uuid '${values.uuid}': expected 32 hex digits`);
+    opts.uuid = Buffer.from(values.uuid, 'hex');
+  }
   if (values.evasive !== undefined) opts.evasiveTimeout = secondsOption('--evasive', values.evasive, 5) * 1000;
   if (values.silent !== undefined) opts.silentTimeout = secondsOption('--silent', values.silent, 10) * 1000;
   if (values.expire !== undefined) opts.expiredTimeout = secondsOption('--expire', values.expire, 30) * 1000;

@@ -26,6 +26,8 @@ ${MESH_HELP}`,
     for (const g of positionals) node.join(g);
     const stopped = untilSignal();
     await (values.stdin ? Promise.race([stopped, commandsFromStdin(node, json)]) : stopped);
+    // A signal while stdin is still open: stop reading it, or the open pipe would keep the process alive.
+    if (values.stdin) process.stdin.destroy();
     stopPrinting();
     await node.stop();
     return 0;

@@ -45,7 +45,8 @@ export function openSecurity(cfg: SecurityConfig, opts: { create: boolean; name?
 export function meshCurve(s: Security): ZreCurve {
   return {
     publicKey: s.identity.publicKey, secretKey: s.identity.secretKey, zapDomain: s.zapDomain,
-    allows: (k) => s.trust.allows(k), refused: (r) => s.trust.refused(r),
+    // Our own key is always ours: a CLI command run with the node's identity beside it may talk to it.
+    allows: (k) => k === s.identity.publicKey || s.trust.allows(k), refused: (r) => s.trust.refused(r),
   };
 }
 
@@ -53,7 +54,7 @@ export function meshCurve(s: Security): ZreCurve {
 export function publisherCurve(s: Security): { publicKey: string; secretKey: string; allows(k: string): boolean; refused(r: { publicKey: string; address?: string; why: string }): void; zapDomain: string } {
   return {
     publicKey: s.identity.publicKey, secretKey: s.identity.secretKey, zapDomain: `${s.zapDomain}.telemetry`,
-    allows: (k) => s.trust.allows(k, 'read'), refused: (r) => s.trust.refused({ ...r, why: `${r.why} (needs the read role)` }),
+    allows: (k) => k === s.identity.publicKey || s.trust.allows(k, 'read'), refused: (r) => s.trust.refused({ ...r, why: `${r.why} (needs the read role)` }),
   };
 }
 

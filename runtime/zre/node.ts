@@ -861,7 +861,14 @@ export class ZreNode extends EventEmitter<ZreEvents> {
             if (ok) this.onVerified(peer);
             else {
               this.counters.handshakeFailures++;
-              this.noteError(`CURVE handshake to ${peer.name || id} at ${endpoint} failed (${why}): it does not hold the key it announced`, `handshake ${id}`);
+              if (why === 'auth') {
+                // The peer's ZAP refused our key. libzmq does not retry such a connection: drop the peer, so
+                // its next beacon dials afresh (and gets in once it trusts us).
+                this.noteError(`${peer.name || id} at ${endpoint} refused our key (not in its allowlist)`, `refused by ${id}`);
+                setImmediate(() => {
+                  if (this.peers.get(id) === peer) this.removePeer(peer, 'leaving');
+                });
+              } else this.noteError(`CURVE handshake to ${peer.name || id} at ${endpoint} failed (${why}): it does not hold the key it announced`, `handshake ${id}`);
             }
           },
         },
