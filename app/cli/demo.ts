@@ -9,6 +9,9 @@ import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { servicesFrom } from '../compose.ts';
+import { createIdentity } from '../../runtime/security/identity.ts';
+import { TrustStore } from '../../runtime/security/trust.ts';
+import { openSecurity } from '../../runtime/security/context.ts';
 
 /** The three devices: what each measures (simulated twins of real sensors) and the line it drives. */
 const DEVICES: { name: string; sensors: string; gpio: string }[] = [
@@ -38,11 +41,26 @@ const DEVICES: { name: string; sensors: string; gpio: string }[] = [
   },
 ];
 
-function deviceConfig(name: string, body: string, iface: string, port: number): Config {
+function deviceConfig(name: string, body: string, iface: string, port: number, keys: string): Config {
   return parseConfig(`simulate: true
 node: { name: ${name}, iface: "${iface}", port: ${port} }
 telemetry: { prefix: ${name}/ }
+security: { mode: curve, identity: "${join(keys, `${name}-identity`)}", trusted: "${join(keys, `${name}-trusted`)}" }
 ${body}`, `<demo ${name}>`);
+}
+
+/**
+ * The demo's keys, in `dir`: a key pair per board, every board trusting the others (read), and the devices
+ * giving the hub `command` too, as one would set a real house up (README "Securing a mesh").
+ */
+function demoKeys(dir: string, names: string[]): void {
+  const ids = new Map(names.map((n) => [n, createIdentity(join(dir, `${n}-identity`), { name: n })]));
+  for (const n of names) {
+    const store = new TrustStore(join(dir, `${n}-trusted`));
+    for (const [other, id] of ids) {
+      if (other !== n) store.add(id.publicKey, { name: other, roles: other === 'hub' ? ['read', 'command'] : ['read'] });
+    }
+  }
 }
 
 export const demo: Command = {
@@ -81,16 +99,18 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     const say = (note: string) => out(json ? JSON.stringify({ source: 'demo', note }) : `-- ${note}`);
 
     const spool = mkdtempSync(join(tmpdir(), 'starling-demo-'));
+    const keys = join(spool, 'keys');
+    demoKeys(keys, [...DEVICES.map((d) => d.name), 'hub']);
     // Four boards' configurations through the composition root, each under a supervisor of its own, as each
     // would run on its board: three devices, and a hub with the embedded broker and the bridge.
     const configs = [
-      ...DEVICES.map((d) => deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port)),
-      deviceConfig('hub', `mqtt: { embedded: true, embedded_listen: "${listen}", mesh: true, spool: "${spool}", spool_fsync: never }`, iface, port),
+      ...DEVICES.map((d) => deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port, keys)),
+      deviceConfig('hub', `mqtt: { embedded: true, embedded_listen: "${listen}", mesh: true, spool: "${join(spool, 'spool')}", spool_fsync: never }`, iface, port, keys),
     ];
     // The supervisors' logs stay in their rings: the demo prints what the broker and the mesh show.
     const boards = configs.map((c) => {
-      const log = new LogRing(c.logs.ring, undefined);
-      const composed = servicesFrom(c, log);
+      const log = new LogRing(c.logs.ring, null);
+      const composed = servicesFrom(c, log, openSecurity(c.security, { create: false, onProblem: (m) => log.log('warn', 'security', m) }));
       return { config: c, log, ...composed, supervisor: new Supervisor(composed.services, log) };
     });
     const hub = boards[boards.length - 1]!;
@@ -132,6 +152,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     });
 
     const stopped = untilSignal(seconds);
+    say(`secure mesh (CURVE): a key pair for each of the four boards made in ${keys}, each trusting the others; the devices let the hub command them`);
     try {
       for (const d of boards.slice(0, -1)) {
         await start(d, `device ${d.config.node.name}`);

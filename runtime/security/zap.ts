@@ -94,9 +94,12 @@ export class Zap {
         return;
       }
       // [routing id, empty, "1.0", request id, domain, address, identity, mechanism, credentials…]
-      const [rid, , version, requestId, domain, address, , mechanism, key] = frames;
-      if (!rid || !requestId) continue;
+      const [rid, delimiter, version, requestId, domain, address, , mechanism, key] = frames;
       this.counters.zapRequests++;
+      if (!rid || delimiter?.length !== 0 || !requestId) {
+        this.counters.zapMalformed++; // not a request libzmq would send: nothing to answer
+        continue;
+      }
       let code = '400';
       let text = 'refused';
       try {

@@ -21,7 +21,8 @@ export class LogRing {
   /** Entries pushed out of the full ring. */
   evicted = 0;
 
-  constructor(capacity = 2000, private readonly echo: ((line: string) => void) | undefined = (l) => process.stdout.write(l + '\n')) {
+  /** `echo`: where each entry also goes as a JSON line (stdout by default; `null` keeps entries in the ring only). */
+  constructor(capacity = 2000, private readonly echo: ((line: string) => void) | null = (l) => process.stdout.write(l + '\n')) {
     this.ring = new BoundedQueue(capacity);
   }
 

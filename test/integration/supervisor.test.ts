@@ -13,7 +13,7 @@ import { ServiceBase } from '../../runtime/supervisor/service.ts';
 import { processesWith } from '../helpers.ts';
 
 const node = process.execPath;
-const quiet = () => new LogRing(500, undefined);
+const quiet = () => new LogRing(500, null);
 const spec = (over: Partial<ProcessSpec>): ProcessSpec => ({
   name: 'svc', command: node, args: ['-e', 'process.exit(1)'], env: {}, restart: 'always', backoffMin: 50, backoffMax: 400, stopTimeout: 1000, stableAfter: 10_000, ...over,
 });

@@ -183,7 +183,7 @@ describe('the supervisor\'s backoff over an hour, on fake time', () => {
 
   it('a built-in service failing for an hour is tried on the 1 s … 60 s schedule; after a stable minute it starts again from 1 s', async () => {
     const svc = new Breakable();
-    const sup = new Supervisor([svc], new LogRing(100, undefined));
+    const sup = new Supervisor([svc], new LogRing(100, null));
     cleanups.push(() => sup.stop(2000));
     const t0 = Date.now();
     await sup.start();
