@@ -70,7 +70,7 @@ export const SCHEMA: FieldSpec = {
       type: 'object',
       doc: 'who may join, read and command (CURVE keys and an allowlist; README "Securing a mesh")',
       fields: {
-        mode: { type: 'enum', values: ['curve', 'none'], default: 'none', doc: 'curve: encrypted mesh and telemetry, only trusted keys join; none: plain ZRE, as Zyre and pyre without CURVE' },
+        mode: { type: 'enum', values: ['curve', 'none'], default: 'curve', doc: 'curve: encrypted mesh and telemetry, only trusted keys join; none: plain ZRE, as Zyre and pyre without CURVE' },
         identity: { type: 'string', default: '/var/lib/starling/identity', doc: 'directory of this node\'s key pair (node.key, node.key_secret); made on first start' },
         trusted: { type: 'string', default: '/var/lib/starling/trusted', doc: 'directory of trusted public keys (zcert files; starling trust add)' },
         zap_domain: { type: 'string', default: 'global', maxBytes: 200, doc: 'ZAP domain of the mesh inbox' },

@@ -97,6 +97,13 @@ export class Peer {
     this.dealer = c
       ? new Dealer({ linger: 0, sendHighWaterMark, curveServerKey: c.serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey })
       : new Dealer({ linger: 0, sendHighWaterMark });
+    const mechanism = this.dealer.securityMechanism;
+    if (c && mechanism !== 'curve') {
+      // As Zyre checks after setting the keys: never talk to a secure peer in the clear.
+      this.dealer.close();
+      this.dealer = undefined;
+      throw new Error(`the DEALER to ${this.endpoint} runs ${mechanism ?? 'no'} security, not CURVE`);
+    }
     if (c) {
       // The handshake proves the peer at this endpoint holds the secret of the key we dialled with.
       const events = this.dealer.events;

@@ -63,6 +63,7 @@ describe.runIf(runHere)('the single executables and the .deb', () => {
     const config = join(scratch, 'arm.yaml');
     writeFileSync(config, `simulate: true
 node: { name: pi-arm64, iface: eth0 }
+security: { mode: none }
 telemetry: { prefix: arm/ }
 sensors:
   - { platform: sim, name: air, waveform: ramp, min: 0, max: 100, period: 20s, unit: "°C", interval: 250ms }

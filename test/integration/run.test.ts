@@ -19,6 +19,7 @@ function config(dir: string, services: string[]): string {
   writeFileSync(file, [
     'simulate: true',
     `node: { name: sup, iface: lo, port: ${beaconPort()} }`,
+    'security: { mode: none }',
     'sensors:',
     '  - { platform: sim, name: t, interval: 1s }',
     'services:',
@@ -107,6 +108,7 @@ describe('starling run', () => {
       writeFileSync(file, [
         'simulate: true',
         `node: { name: shed, iface: lo, port: ${beaconPort()} }`,
+        'security: { mode: none }',
         'telemetry: { prefix: shed/ }',
         `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}", mesh: false }`,
         'sensors:',
@@ -143,6 +145,7 @@ describe('starling run', () => {
     writeFileSync(file, [
       'simulate: true',
       `node: { name: barn, iface: lo, port: ${beaconPort()} }`,
+      'security: { mode: none }',
       'telemetry: { prefix: barn/ }',
       `mqtt: { url: "${broker.url}", spool: "${spool}", mesh: false }`,
       'sensors:',
@@ -186,6 +189,7 @@ describe('starling run', () => {
     writeFileSync(file, [
       'simulate: true',
       `node: { name: hub, iface: lo, port: ${beaconPort()} }`,
+      'security: { mode: none }',
       'telemetry: { prefix: hub/ }',
       `mqtt: { embedded: true, embedded_listen: "127.0.0.1:${port}", topic: "home/{topic}/state", spool: "${join(dir, 'spool')}", mesh: false }`,
       'sensors:',
@@ -226,11 +230,11 @@ describe('starling run', () => {
       return f;
     };
     const deviceCfg = write('device', [
-      'simulate: true', `node: { name: pond, iface: lo, port: ${port} }`, 'telemetry: { prefix: pond/ }',
+      'simulate: true', `node: { name: pond, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: pond/ }',
       'gpio:', '  - { name: pump, pin: GPIO17, mode: output }', '  - { name: float, pin: GPIO27, mode: input }',
     ]);
     const hubCfg = write('hub', [
-      'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'telemetry: { prefix: hub/ }',
+      'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: hub/ }',
       `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}" }`,
     ]);
     const device = spawn(process.execPath, [cli, 'run', '--config', deviceCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });

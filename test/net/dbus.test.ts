@@ -56,6 +56,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     writeFileSync(join(dir, 'starling.yaml'), [
       'simulate: true',
       `node: { name: sup, iface: lo, port: ${port} }`,
+      'security: { mode: none }',
       // A bridge whose broker never answers, with the smallest spool: it fills and drops (counted).
       `mqtt: { url: "mqtt://127.0.0.1:9", spool: "${dir}/spool", spool_max_mb: 1, spool_fsync: never, discovery: false, mesh: false }`,
       'sensors:',

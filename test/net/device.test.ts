@@ -22,6 +22,7 @@ describe.runIf(runHere)('a device and a viewer on two hosts', () => {
     writeFileSync(config, [
       'simulate: true',
       'node: { name: greenhouse }',
+      'security: { mode: none }',
       'telemetry: { prefix: greenhouse/ }',
       'sensors:',
       '  - { platform: sim, name: air, interval: 100ms, min: 15, max: 25, period: 2s, unit: "°C" }',

@@ -40,6 +40,7 @@ function start(spool: string, brokerUrl: string, sensors = 10): { p: ChildProces
   writeFileSync(file, [
     'simulate: true',
     `node: { name: farm, iface: lo, port: ${beaconPort()} }`,
+    'security: { mode: none }',
     'telemetry: { prefix: farm/ }',
     `mqtt: { url: "${brokerUrl}", spool: "${spool}", mesh: false, spool_fsync: never }`,
     'sensors:',

@@ -32,6 +32,7 @@ describe.runIf(runHere)('an address that changes under a running device', () => 
     writeFileSync(config, [
       'simulate: true',
       'node: { name: mover, iface: eth0 }',
+      'security: { mode: none }',
       'telemetry: { prefix: mover/ }',
       'sensors:',
       '  - { platform: sim, name: level, interval: 100ms, waveform: ramp, min: 0, max: 100, period: 60s }',

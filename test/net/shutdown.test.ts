@@ -25,6 +25,7 @@ describe.runIf(runHere)('SIGTERM under load', () => {
     const services = Array.from({ length: 20 }, (_, i) => `  - { name: deaf${i}, command: sh, args: ["-c", "trap '' TERM; echo up; while true; do sleep 1; done"], stop_timeout: 60s }`);
     writeFileSync(config, [
       `node: { name: box, iface: lo, port: ${beaconPort()} }`,
+      'security: { mode: none }',
       'telemetry: { prefix: box/ }',
       `mqtt: { embedded: true, embedded_listen: "127.0.0.1:${port}", spool: "${join(dir, 'spool')}", mesh: false }`,
       'gpio:',

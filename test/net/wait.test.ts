@@ -38,6 +38,7 @@ describe.runIf(runHere)('a device whose interface is not there yet', () => {
     writeFileSync(config, [
       'simulate: true',
       'node: { name: late, iface: eth0 }',
+      'security: { mode: none }',
       'telemetry: { prefix: late/ }',
       'sensors:',
       '  - { platform: sim, name: temp, interval: 200ms, unit: "°C" }',

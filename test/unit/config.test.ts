@@ -75,6 +75,13 @@ describe('configuration', () => {
     expect(parseConfig('', 'empty.yaml')).toMatchObject({ sensors: [], gpio: [], simulate: false });
   });
 
+  it('security defaults to curve with the state directory\'s identity; epgm with curve is an error at its line', () => {
+    expect(parseConfig('', 'empty.yaml').security).toEqual({ mode: 'curve', identity: '/var/lib/starling/identity', trusted: '/var/lib/starling/trusted', zap_domain: 'global' });
+    expect(parseConfig('security: { mode: none }\ntelemetry: { epgm: "239.192.7.1:5555" }', 'plain.yaml').telemetry.epgm).toBe('239.192.7.1:5555');
+    expect(() => parseConfig('telemetry:\n  epgm: "239.192.7.1:5555"', 'secure.yaml')).toThrow(/secure\.yaml:2:9: telemetry\.epgm cannot be used with security\.mode: curve/);
+    expect(() => parseConfig('security: { mode: tls }', 's.yaml')).toThrow(/s\.yaml:1:/);
+  });
+
   it('parses durations', () => {
     expect([parseDuration('500ms'), parseDuration('10s'), parseDuration('2m'), parseDuration('1h'), parseDuration(3), parseDuration('1.5s')])
       .toEqual([500, 10_000, 120_000, 3_600_000, 3000, 1500]);
