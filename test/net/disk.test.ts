@@ -131,8 +131,12 @@ describe.runIf(runHere)('the spool\'s disk fails', () => {
     await until(() => (seen.get('starling/farm/s0')?.length ?? 0) > 100, 20_000, 'samples at the broker');
     const seqs = seen.get('starling/farm/s0')!;
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
-    // Nothing was lost: held in memory, then on disk, then delivered; the first sample is there.
-    expect(seqs[0]).toBe(0);
+    // Nothing was lost: held in memory, then on disk, then delivered, every sample from the first the bridge
+    // took (it subscribes a moment after the sampler starts: under load the first batches can go before it
+    // does, which a clean-clone run showed — seq 18 first — so the first one is bounded, not 0).
+    expect(seqs[0]).toBeLessThan(100);
+    const once = [...new Set(seqs)]; // QoS 1 may repeat a message; a repeat is not a loss
+    expect(once.every((s, i) => i === 0 || s === once[i - 1]! + 1)).toBe(true);
     expect(p.exitCode).toBeNull();
   }, 90_000);
 });

@@ -112,6 +112,13 @@ describe.runIf(runHere)('a secure mesh: hub, trusted device, stranger', () => {
     const impostor = cli(seg.hosts[2], 'publish', 'greenhouse/air', '99.9', '--uuid', dev.peer, '--name', 'greenhouse', '--iface', 'eth0',
       '--identity', d('impostor-id'), '--trusted', d('s-trusted'), '--wait', '3');
     expect(impostor.status).toBe(1); // nobody subscribed: it was never let in
+    // Neither the hub nor the device lists the stranger (or the impostor) among its peers.
+    const seen = (ns: string, who: string) => (JSON.parse(cli(ns, 'peers', '--iface', 'eth0', '--identity', d(`${who}-id`), '--trusted', d(`${who === 'hub' ? 'hub' : 'dev'}-trusted`), '--wait', '2', '--json').stdout) as { peer: string; name: string }[]);
+    const hubSees = seen(seg.hosts[0]!, 'hub');
+    const devSees = seen(seg.hosts[1]!, 'greenhouse');
+    expect(hubSees.map((p) => p.name).sort()).toEqual(['greenhouse', 'hub']); // the hub itself, and the device
+    expect(devSees.map((p) => p.name).sort()).toEqual(['greenhouse', 'hub']);
+    expect([...hubSees, ...devSees].some((p) => p.peer === stranger.id)).toBe(false);
     expect(stranger.events.filter((e) => e.event === 'ENTER')).toEqual([]);
     expect(watch.events.some(mqtt((t, p) => t === 'starling/greenhouse/air' && p.includes('99.9')))).toBe(false);
     expect(watch.events.some(mqtt((t, p) => t === 'starling/greenhouse/pump' && JSON.parse(p).value === 1))).toBe(false);
