@@ -7,7 +7,7 @@
  *
  * Start it (`Zap.shared()`) before any CURVE server binds. Cost: one inproc round trip per handshake.
  */
-import { Router } from 'zeromq';
+import { Router, capability } from 'zeromq';
 import { z85Encode } from './z85.ts';
 
 export const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
@@ -128,4 +128,34 @@ export class Zap {
       }
     }
   }
+}
+
+/** A CURVE server's side of ZAP: the socket options to use, the handler's counters, and its release. */
+export interface CurveServer {
+  options: { curveServer: true; curvePublicKey: string; curveSecretKey: string; zapDomain: string; zapEnforceDomain: true };
+  stats(): ZapStats;
+  /** Unregisters the domain (the handler closes with its last one). */
+  release(): void;
+}
+
+/**
+ * Registers `allows` with the process's ZAP handler (started on first use) under a domain named like `base`,
+ * and returns the options of a CURVE server socket behind it: the domain enforced, so no handler means
+ * refusal. `onRefused` hears each key refused. Rejects where the loaded libzmq has no CURVE.
+ */
+export async function curveServer(
+  keys: { publicKey: string; secretKey: string }, base: string, allows: (key: string) => boolean, onRefused?: (key: string, address: string) => void,
+): Promise<CurveServer> {
+  if (!capability.curve) throw new Error('the loaded libzmq has no CURVE');
+  const zap = await Zap.shared();
+  const { domain, unregister } = zap.register(base, (key, address) => {
+    if (allows(key)) return true;
+    onRefused?.(key, address);
+    return false;
+  });
+  return {
+    options: { curveServer: true, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey, zapDomain: domain, zapEnforceDomain: true },
+    stats: () => zap.stats(),
+    release: unregister,
+  };
 }

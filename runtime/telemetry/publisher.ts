@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { capability, Router, XPublisher } from 'zeromq';
 import { BoundedQueue } from '../queue.ts';
-import { Zap } from '../security/zap.ts';
+import { curveServer, type CurveServer } from '../security/zap.ts';
 import { Batch, BatchWriter, encodeOne, HEADER_BYTES, sampleBytes, TelemetryFormatError } from './sample.ts';
 
 export class TelemetryError extends Error {
@@ -139,29 +139,23 @@ export class Publisher {
     }
   }
 
-  /** Secure mode: the ZAP domain our sockets use (registered once, kept across rebinds). */
-  private zapDomain: string | undefined;
-  private unregisterZap: (() => void) | undefined;
-  private zap: Zap | undefined;
+  /** Secure mode: our place behind the ZAP handler (registered once, kept across rebinds). */
+  private curveServer: CurveServer | undefined;
   private readonly curveCounters = { subscribersRefused: 0 };
 
   /** ZeroMQ options that make a server socket CURVE (secure mode), else none. */
   private async serverOptions(): Promise<Record<string, unknown>> {
     const c = this.opts.curve;
     if (!c) return {};
-    if (!capability.curve) throw new TelemetryError('secure telemetry needs CURVE, and the loaded libzmq has none');
-    if (!this.zapDomain) {
-      this.zap = await Zap.shared();
-      const reg = this.zap.register(c.zapDomain ?? 'telemetry', (key, address) => {
-        if (c.allows(key)) return true;
+    try {
+      this.curveServer ??= await curveServer(c, c.zapDomain ?? 'telemetry', c.allows, (key, address) => {
         this.curveCounters.subscribersRefused++;
         c.refused?.({ publicKey: key, address, why: 'telemetry subscription' });
-        return false;
       });
-      this.zapDomain = reg.domain;
-      this.unregisterZap = reg.unregister;
+    } catch (e) {
+      throw new TelemetryError(`secure telemetry: ${(e as Error).message}`);
     }
-    return { curveServer: true, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey, zapDomain: this.zapDomain, zapEnforceDomain: true };
+    return this.curveServer.options;
   }
 
   /** The endpoints actually bound (ephemeral ports resolved); empty before start. */
@@ -325,9 +319,8 @@ export class Publisher {
     this.socket = undefined;
     this.snapshot = undefined;
     this.loops = [];
-    this.unregisterZap?.();
-    this.unregisterZap = undefined;
-    this.zapDomain = undefined;
+    this.curveServer?.release();
+    this.curveServer = undefined;
   }
 
   // --- internals -----------------------------------------------------------------------------------------

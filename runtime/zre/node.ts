@@ -12,8 +12,8 @@
 import { EventEmitter } from 'node:events';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomUUID } from 'node:crypto';
-import { Router, capability } from 'zeromq';
-import { Zap } from '../security/zap.ts';
+import { Router } from 'zeromq';
+import { curveServer, type CurveServer } from '../security/zap.ts';
 import { z85Decode, z85Encode, isZ85Key } from '../security/z85.ts';
 import { chooseInterface, type MeshInterface } from '../net/iface.ts';
 import { assertShortString, decodeBeacon, encodeBeacon, decodeZre, ZreDecodeError, type Headers, type ZreMessage } from './codec.ts';
@@ -247,6 +247,8 @@ function dialable(endpoint: string): boolean {
 }
 
 const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
+/** The IPv4 address of a `tcp://IPv4:port` endpoint (undefined for anything else). */
+const hostOf = (endpoint: string): string | undefined => /^tcp:\/\/([\d.]+):/.exec(endpoint)?.[1];
 const now = (): number => performance.now();
 
 export class ZreNode extends EventEmitter<ZreEvents> {
@@ -271,8 +273,6 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   };
   /** Secure mode: the key each UUID was first proven with (bounded: the oldest is forgotten past 4,096). */
   private readonly boundKeys = new Map<string, string>();
-  private zap: Zap | undefined;
-  private unregisterZap: (() => void) | undefined;
   /** Half-open peers (dialled after a beacon, no HELLO yet) by source address, and their total. */
   private readonly halfOpenBySource = new Map<string, number>();
   private halfOpen = 0;
@@ -345,7 +345,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     try {
       bound = await this.bindInbox(iface);
     } catch (e) {
-      this.unregisterZap?.();
+      this.curveServer?.release();
+      this.curveServer = undefined;
       throw e;
     }
     const { router, port } = bound;
@@ -445,8 +446,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     this.router?.close();
     await this.receiving;
     this.router = undefined;
-    this.unregisterZap?.();
-    this.unregisterZap = undefined;
+    this.curveServer?.release();
+    this.curveServer = undefined;
   }
 
   /** Joins a group: JOIN with the next status goes to every peer. Joining a group we are in does nothing. */
@@ -537,7 +538,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return {
       ...this.counters, sendsDropped: this.counters.sendsDropped + dropped, knownPeers: this.peers.size, halfOpen: this.halfOpen,
       ...(this.gossip ? { gossip: this.gossip.stats() } : {}),
-      ...(this.zap ? { zap: this.zap.stats() } : {}),
+      ...(this.curveServer ? { zap: this.curveServer.stats() } : {}),
     };
   }
 
@@ -551,7 +552,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       // changed). Secure mode keeps it with the first: another key's connection under a live peer's UUID would
       // otherwise take that peer's place in our inbox.
       handover: !c, linger: 0, maxMessageSize: this.opts.maxMessageSize,
-      ...(c ? { curveServer: true, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey, zapDomain: this.zapDomain, zapEnforceDomain: true } : {}),
+      ...(c ? this.curveServer!.options : {}),
     });
     try {
       await router.bind(`tcp://${iface.address}:${this.opts.mailboxPort || '*'}`);
@@ -567,25 +568,20 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return { router, port: Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]) };
   }
 
-  /** The inbox's ZAP domain (secure mode). */
-  private zapDomain = 'global';
+  /** Secure mode: the inbox's place behind the process's ZAP handler. */
+  private curveServer: CurveServer | undefined;
 
-  /**
-   * Secure mode's first step: refuse where libzmq has no CURVE, then the process's ZAP handler with our
-   * allowlist under our domain, before the inbox binds.
-   */
+  /** Secure mode's first step: the ZAP handler with our allowlist under our domain, before the inbox binds. */
   private async startZap(c: ZreCurve): Promise<void> {
-    if (!capability.curve) throw new ZreNodeError('secure mode needs CURVE, and the loaded libzmq has none (security.mode: none runs without it)');
     if (!isZ85Key(c.publicKey) || !isZ85Key(c.secretKey)) throw new ZreNodeError('secure mode needs a key pair of two 40-character Z85 keys');
-    this.zap = await Zap.shared();
-    const reg = this.zap.register(c.zapDomain ?? 'global', (key, address) => {
-      if (c.allows(key)) return true;
-      this.counters.keysRefused++;
-      c.refused?.({ publicKey: key, address, why: 'connection to our inbox' });
-      return false;
-    });
-    this.zapDomain = reg.domain;
-    this.unregisterZap = reg.unregister;
+    try {
+      this.curveServer = await curveServer(c, c.zapDomain ?? 'global', c.allows, (key, address) => {
+        this.counters.keysRefused++;
+        c.refused?.({ publicKey: key, address, why: 'connection to our inbox' });
+      });
+    } catch (e) {
+      throw new ZreNodeError(`secure mode: ${(e as Error).message} (security.mode: none runs without it)`);
+    }
   }
 
   /** Our public key (Z85) in secure mode. */
@@ -781,19 +777,24 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return this.opts.curve ? `${this._endpoint}|${this.opts.curve.publicKey}` : this._endpoint;
   }
 
-  /** A gossip tuple (UUID, inbox endpoint) of another node: like a beacon, we dial it and say HELLO. */
-  private onTuple(key: string, raw: string): void {
+  /**
+   * A gossip tuple (UUID, inbox endpoint) of another node: like a beacon, we dial it and say HELLO. `fresh`:
+   * it just arrived (counted when refused); false when the view is looked at again each beacon tick (a tuple
+   * refused once is not counted again every second, but is dialled once its key is trusted).
+   */
+  private onTuple(key: string, raw: string, fresh = true): void {
     if (!this.running || key === this.id || !/^[0-9A-F]{32}$/.test(key)) return;
     const bar = raw.indexOf('|');
     const value = bar < 0 ? raw : raw.slice(0, bar);
     const peerKey = bar < 0 ? undefined : raw.slice(bar + 1);
     if (Boolean(this.opts.curve) !== (peerKey !== undefined)) {
       // A secure node's tuple in plain mode, or a plain one in secure mode: we could not talk to it.
-      this.counters.beaconsOtherVersion++;
+      if (fresh) this.counters.beaconsOtherVersion++;
       return;
     }
-    if (peerKey !== undefined && (!isZ85Key(peerKey) || !this.keyAcceptable(key, peerKey, { address: /^tcp:\/\/([\d.]+):/.exec(value)?.[1], why: 'gossip tuple' }))) return;
+    if (peerKey !== undefined && (!isZ85Key(peerKey) || !this.keyAcceptable(key, peerKey, { address: hostOf(value), why: 'gossip tuple' }, fresh))) return;
     if (!dialable(value)) {
+      if (!fresh) return;
       this.counters.messagesMalformed++;
       this.noteError(`gossip tuple for ${key}: ${JSON.stringify(value.slice(0, 80))} is not tcp://IPv4:port`, 'gossip');
       return;
@@ -883,15 +884,17 @@ export class ZreNode extends EventEmitter<ZreEvents> {
    * Secure mode: may `key` speak for UUID `id`? Not when the allowlist lacks it (refused, remembered as
    * pending), nor when `id` is bound to another key (a conflict: refused, the genuine peer untouched).
    */
-  private keyAcceptable(id: string, key: string, where: { address?: string; name?: string; why: string }): boolean {
+  private keyAcceptable(id: string, key: string, where: { address?: string; name?: string; why: string }, count = true): boolean {
     const c = this.opts.curve!;
     const bound = this.boundKeys.get(id) ?? this.peers.get(id)?.publicKey;
     if (bound !== undefined && bound !== key) {
+      if (!count) return false;
       this.counters.keyConflicts++;
       this.noteError(`${where.why} for ${id} with key ${key.slice(0, 8)}… refused: that UUID belongs to another key`, `conflict ${id}`);
       return false;
     }
     if (!c.allows(key)) {
+      if (!count) return false;
       this.counters.keysRefused++;
       c.refused?.({ publicKey: key, ...where });
       return false;
@@ -921,7 +924,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   /** Dials static endpoints we have no peer for (36/ZRE allows any way of learning an endpoint). */
   private dialStatic(): void {
     // Gossip tuples whose node we do not know (any more): dial them again, as a beacon would make us.
-    if (this.gossip) for (const [key, value] of this.gossip.view()) if (!this.peers.has(key)) this.onTuple(key, value);
+    if (this.gossip) for (const [key, value] of this.gossip.view()) if (!this.peers.has(key)) this.onTuple(key, value, false);
     // Secure mode dials only known keys: static peers are met when they dial us (their HELLO names the key).
     for (const endpoint of this.opts.curve ? [] : this.opts.peers ?? []) {
       if (this.pending.has(endpoint)) continue;
@@ -1008,7 +1011,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
           this.noteError(`HELLO from ${id} without a valid ${HEADER_PUBLICKEY} ignored (secure mode)`, `nokey ${id}`);
           return;
         }
-        if (!this.keyAcceptable(id, key, { name: msg.name, address: /^tcp:\/\/([\d.]+):/.exec(msg.endpoint)?.[1], why: 'HELLO' })) return;
+        if (!this.keyAcceptable(id, key, { name: msg.name, address: hostOf(msg.endpoint), why: 'HELLO' })) return;
       }
       if (peer?.ready) {
         // A second HELLO from a ready peer: it reset its side of us (36/ZRE: HELLO starts a connection's
