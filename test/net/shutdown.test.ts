@@ -64,7 +64,10 @@ describe.runIf(runHere)('SIGTERM under load', () => {
       await until(() => value('pid') !== undefined, 15_000, 'the supervisor');
       await until(() => (runLog().match(/"msg":"started deaf\d+"/g) ?? []).length === 20, 30_000, '20 services started');
       void watcher.start();
-      await until(() => watcher.isConnected, 15_000, 'the MQTT client on the embedded broker');
+      await until(() => watcher.isConnected, 15_000, 'the MQTT client on the embedded broker').catch((e: Error) => {
+        // Say why: the supervisor's lines about the broker (a port taken meanwhile, say).
+        throw new Error(`${e.message}; the run log says: ${runLog().split('\n').filter((l) => /broker|mqtt/.test(l)).slice(-5).join(' | ')}`);
+      });
       const states: number[] = [];
       watcher.on('message', (t, p) => t === 'starling/box/relay' && states.push(JSON.parse(p.toString()).value));
       await watcher.subscribe('starling/box/relay', 1);
