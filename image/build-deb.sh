@@ -5,7 +5,8 @@
 #   image/build-deb.sh x64|arm64      (builds the executable first if it is missing)
 #
 # Contents: /usr/bin/starling (the single executable), /lib/systemd/system/starling.service,
-# /etc/starling/starling.yaml (a conffile: local edits survive upgrades), the D-Bus policy in
+# /etc/starling/starling.yaml (a conffile: local edits survive upgrades) and the same default as
+# /usr/share/starling/starling.yaml (what runs should the one in /etc have problems), the D-Bus policy in
 # /usr/share/dbus-1/system.d, the `starling` system user (/usr/lib/sysusers.d/starling.conf, applied by the
 # postinst, useradd where systemd-sysusers is absent). Depends on libc6 ≥ 2.28 and libstdc++6 only (what the
 # official Node binary needs); recommends libzmq5 (epgm; without it the built-in libzmq is used) and systemd.
@@ -32,6 +33,7 @@ install -D -m 0755 "$exe" "$root/usr/bin/starling"
 install -D -m 0644 image/deb/starling.service "$root/lib/systemd/system/starling.service"
 install -D -m 0644 image/deb/sysusers.conf "$root/usr/lib/sysusers.d/starling.conf"
 install -D -m 0644 image/deb/starling.yaml "$root/etc/starling/starling.yaml"
+install -D -m 0644 image/deb/starling.yaml "$root/usr/share/starling/starling.yaml"   # the unit's --fallback
 install -D -m 0644 image/dbus/org.starling.Supervisor1.conf "$root/usr/share/dbus-1/system.d/org.starling.Supervisor1.conf"
 install -D -m 0644 README.md "$root/usr/share/doc/starling/README.md"
 cat > "$root/usr/share/doc/starling/copyright" <<COPYRIGHT

@@ -1,8 +1,38 @@
 #!/usr/bin/env bash
-# Installs what Starling needs on a Debian machine (Node 20, root): system packages, then npm ci, which builds
-# the `starling` CLI (prepare). Safe to run again: each step is skipped when already done.
+# Installs what Starling needs on a Debian machine with Node 20. Safe to run again: each step is skipped when
+# already done.
+#   image/setup.sh         what the demo needs and no more: npm ci, which builds the `starling` CLI (prepare)
+#                          with zeromq.js's prebuilt addon (tcp and CURVE; no epgm). No system package, no root.
+#   image/setup.sh --all   the test suite's and the packaging's needs as well (root, apt): the system packages,
+#                          zeromq.js against Debian's libzmq (epgm), the single executables, the .deb packages
+#                          and the arm64 board image (.ci/run and the README's test command use this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  --all) all=1 ;;
+  "") all=0 ;;
+  *) echo "usage: image/setup.sh [--all]" >&2; exit 2 ;;
+esac
+
+# npm dependencies, reinstalled only when package-lock.json changed since the last install.
+npm_deps() {
+  stamp=node_modules/.starling-lock.sha256
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: npm ci" >&2
+    # --strict-allow-scripts: a dependency with install scripts not listed in package.json#allowScripts fails the
+    # install. (Not in .npmrc: there it would also stop `npx starling`, which npm 11 runs by linking this project.)
+    npm ci --strict-allow-scripts --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+  else
+    npm run --silent build
+  fi
+}
+if [ "$all" = 0 ]; then
+  npm_deps
+  echo "setup: ready for the demo (npx starling demo); bash image/setup.sh --all for the tests and the packages" >&2
+  exit 0
+fi
 
 # System packages: iproute2 (ip netns, for the multi-host tests); libzmq3-dev, g++ and pkg-config to build
 # zeromq.js against the system libzmq, which has OpenPGM (epgm://); more below.
@@ -25,6 +55,19 @@ command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ -f /usr/lib/aarch64-linux-gnu/pkgconfig/libzmq.pc ] || need+=(libzmq3-dev:arm64 libstdc++6:arm64)
+# The board image (image/build-image.sh) and its boot test: mmdebstrap, the FAT and ext4 tools, xz; the emulated
+# board (qemu-system-aarch64), a DHCP server for its network (dnsmasq), ssh into it.
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v arch-test >/dev/null 2>&1 || need+=(arch-test)
+command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)
+command -v mkfs.vfat >/dev/null 2>&1 || need+=(dosfstools)
+command -v mcopy >/dev/null 2>&1 || need+=(mtools)
+command -v sfdisk >/dev/null 2>&1 || need+=(fdisk)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
@@ -33,18 +76,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# npm dependencies, reinstalled only when package-lock.json changed since the last install.
-stamp=node_modules/.starling-lock.sha256
-want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: npm ci" >&2
-  # --strict-allow-scripts: a dependency with install scripts not listed in package.json#allowScripts fails the
-  # install. (Not in .npmrc: there it would also stop `npx starling`, which npm 11 runs by linking this project.)
-  npm ci --strict-allow-scripts --no-audit --no-fund --loglevel=error
-  echo "$want" > "$stamp"
-else
-  npm run --silent build
-fi
+# arm64 maintainer scripts in the image's Debian root run under qemu-aarch64-static through binfmt_misc.
+[ -d /proc/sys/fs/binfmt_misc ] && ! mountpoint -q /proc/sys/fs/binfmt_misc && $sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+$sudo update-binfmts --enable qemu-aarch64 2>/dev/null || true
+npm_deps
 
 # zeromq.js's addon against the system libzmq (cached; only relinks the manifest when nothing changed), then
 # the bundle again so that dist/native/ has it.
@@ -58,3 +93,5 @@ bash image/fetch-node.sh arm64 >/dev/null
 bash image/debian-root.sh >/dev/null
 # The executables and packages (npm run image; the packaging tests rebuild only what changed since).
 bash image/build-exe.sh x64 && bash image/build-exe.sh arm64 && bash image/build-deb.sh x64 && bash image/build-deb.sh arm64
+# The board image (cached: its Debian root by package list, the image by its inputs).
+bash image/build-image.sh arm64

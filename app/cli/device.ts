@@ -1,6 +1,6 @@
 // `starling check`, `sensors`, `gpio` and `run`: the device described by the YAML configuration.
 import { CliError, intOption, out, parse, untilSignal, type Command } from './common.ts';
-import { ConfigError, loadConfig, type Config } from '../../runtime/config/load.ts';
+import { ConfigError, loadConfig, parseConfig, type Config } from '../../runtime/config/load.ts';
 import { createSensor } from '../../drivers/sensors/index.ts';
 import { GpioDriver } from '../../drivers/gpio/gpio.ts';
 import { STATUS_NAMES } from '../../drivers/driver.ts';
@@ -112,7 +112,7 @@ ${CONFIG_HELP}`,
 
 export const run: Command = {
   summary: 'run the supervisor: the device and the configured services, until stopped',
-  help: `Usage: starling run [--config FILE]
+  help: `Usage: starling run [--config FILE] [--fallback FILE]
 
 The supervisor. Starts, in order: the device described by the configuration (mesh node
 advertising its telemetry, sensors and GPIO sampled onto it, GPIO commands from peers),
@@ -123,11 +123,42 @@ backoff. Logs go to stdout as JSON lines (journald keeps them) and to a RAM ring
 set. SIGTERM or Ctrl-C first sets every output to its safe level, then stops everything at
 once within 12 s (what has not stopped by then is killed).
 
-${CONFIG_HELP}`,
+A configuration with problems stops the start with each problem as FILE:LINE:COL, unless
+--fallback names another: then the problems are logged (journald keeps them), the fallback
+runs, and the status says degraded until the configuration is fixed and Starling restarted.
+The node's name, when the configuration gives none, is $STARLING_NODE_NAME if set (the
+board image sets it to the host name), else 6 hex digits of its UUID.
+
+${CONFIG_HELP}
+  --fallback FILE     the configuration to run when FILE has problems (the .deb's unit
+                      gives /usr/share/starling/starling.yaml, the packaged default)`,
   async run(argv) {
-    const { values } = parse(argv, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
-    const c = load(configFile(values.config));
+    const { values } = parse(argv, { config: { type: 'string' }, fallback: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
+    const file = configFile(values.config);
+    let c: Config;
+    let configProblems: string[] = [];
+    try {
+      c = loadConfig(file);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      if (values.fallback === undefined) throw new CliError(`${e.problems.length} problem(s) in the configuration:\n${e.message}`, 1);
+      configProblems = e.message.split('\n');
+      c = load(values.fallback);
+    }
+    const named = process.env.STARLING_NODE_NAME;
+    if (c.node.name === undefined && named) {
+      try {
+        c.node.name = parseConfig(`node: { name: ${JSON.stringify(named)} }`, '$STARLING_NODE_NAME').node.name;
+      } catch (e) {
+        throw new CliError(`STARLING_NODE_NAME: ${e instanceof ConfigError ? e.problems[0]!.message : (e as Error).message}`, 1);
+      }
+    }
     const log = new LogRing(c.logs.ring);
+    if (configProblems.length) {
+      const n = configProblems.length;
+      log.log('error', 'supervisor', `${file} has ${n} problem(s); running the fallback configuration ${values.fallback} instead:`);
+      for (const p of configProblems) log.log('error', 'supervisor', p);
+    }
     // Secure mode: this node's identity (made on first start) and its allowlist, before anything opens a socket.
     let security: Security | undefined;
     try {
@@ -158,6 +189,7 @@ ${CONFIG_HELP}`,
     // STATUS=: the services, or what is wrong ("degraded: device: waiting for interface wlan0 (retry in 1 s)").
     const summary = () => {
       const problems = sup.problems();
+      if (configProblems.length) problems.unshift(`${file} has ${configProblems.length} problem(s), running ${values.fallback}`);
       return problems.length ? `degraded: ${problems.join('; ')}` : sup.list().map((s) => `${s.name} ${s.state}`).join(', ');
     };
     await notifier.ready(summary());

@@ -57,6 +57,8 @@ export class BridgeService extends ServiceBase {
   readonly name = 'mqtt';
   bridge: Bridge | undefined;
   private sub: Subscriber | undefined;
+  /** The device's publisher this bridge subscribed to; another one means the device restarted under it. */
+  private followed: BridgeDevice['publisher'] | undefined;
   private following: Following | undefined;
   /** GPIO outputs of peers, by telemetry topic: who to whisper a command to. */
   private readonly remote = new Map<string, { peer: string; gpio: string }>();
@@ -114,8 +116,15 @@ export class BridgeService extends ServiceBase {
     };
   }
 
+  /**
+   * Unhealthy while the device it bridges is not the one it started on (the device service restarted: a new
+   * node and publisher, at a new endpoint): the supervisor then restarts the bridge, which subscribes to the
+   * new one. Without this it would stay "running" and forward nothing.
+   */
   override health(): Health {
-    return this.state === 'running' ? { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' } : { healthy: false, detail: this.state };
+    if (this.state !== 'running') return { healthy: false, detail: this.state };
+    if (this.device.publisher !== this.followed) return { healthy: false, detail: 'the device restarted; following it again' };
+    return { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' };
   }
 
   async start(): Promise<void> {
@@ -195,6 +204,7 @@ export class BridgeService extends ServiceBase {
     }
     // This device's own publisher is not among its peers: connect to it directly.
     await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey);
+    this.followed = publisher;
     this.setState('running');
   }
 

@@ -93,7 +93,7 @@ gpio:
 
     expect(sh('chroot', [root, 'dpkg-query', '-W', '-f', '${Status}', 'starling'])).toBe('install ok installed');
     const files = sh('chroot', [root, 'dpkg', '-L', 'starling']).split('\n');
-    for (const f of ['/usr/bin/starling', '/lib/systemd/system/starling.service', '/etc/starling/starling.yaml',
+    for (const f of ['/usr/bin/starling', '/lib/systemd/system/starling.service', '/etc/starling/starling.yaml', '/usr/share/starling/starling.yaml',
       '/usr/share/dbus-1/system.d/org.starling.Supervisor1.conf', '/usr/lib/sysusers.d/starling.conf']) {
       expect(files).toContain(f);
       expect(existsSync(join(root, f))).toBe(true);
@@ -111,7 +111,7 @@ gpio:
     expect(sh('chroot', [root, '/usr/bin/starling', 'check', '/etc/starling/starling.yaml'], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' } })).toMatch(/ok \(3 sensor/);
 
     const unit = readFileSync(join(root, 'lib/systemd/system/starling.service'), 'utf8');
-    for (const line of ['Type=notify', 'NotifyAccess=all', 'WatchdogSec=30s', 'Restart=on-failure', 'User=starling', 'ProtectSystem=strict', 'NoNewPrivileges=yes']) {
+    for (const line of ['Type=notify', 'NotifyAccess=main', 'WatchdogSec=30s', 'Restart=on-failure', 'User=starling', 'ProtectSystem=strict', 'NoNewPrivileges=yes']) {
       expect(unit).toContain(line);
     }
     // Verify against the installed root: the unit's dependencies, its ExecStart binary, its directives.

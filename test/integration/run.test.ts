@@ -57,6 +57,40 @@ describe('starling run', () => {
     expect(got.find((l) => l.includes('STOPPING=1'))!.split(' ')[0]).toBe(String(run.pid));
   }, 30_000);
 
+  it('a configuration with problems: --fallback runs the other one, logs each problem with its place, and STATUS says degraded', async () => {
+    const dir = tempDir();
+    const sock = join(dir, 'notify');
+    const { got } = await notifyReceiver(sock, track);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'node: { iface: lo }\nsensors:\n  - { platform: sim, name: t, interval: often }\n');
+    const fallback = config(dir, []);
+    writeFileSync(fallback, readFileSync(fallback, 'utf8').replace('node: { name: sup,', 'node: {'));
+    // Without --fallback the start fails, naming the problem.
+    const refused = spawn(process.execPath, [cli, 'run', '--config', bad], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(refused);
+    let err = '';
+    refused.stderr!.on('data', (d) => (err += String(d)));
+    expect(await new Promise((r) => refused.once('exit', r))).toBe(1);
+    expect(err).toMatch(/bad\.yaml:3:\d+: sensors\[0\]\.interval is string "often"; expected a duration/);
+    // With it, the fallback runs; its node has no name, so STARLING_NODE_NAME names it.
+    const run = spawn(process.execPath, [cli, 'run', '--config', bad, '--fallback', fallback], {
+      env: { ...process.env, NOTIFY_SOCKET: sock, STARLING_NODE_NAME: 'board-7', DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    track(run);
+    const log = lines(run);
+    await until(() => got.some((l) => l.includes('READY=1')), 15_000, 'READY=1');
+    expect(got.find((l) => l.includes('READY=1'))).toMatch(new RegExp(`STATUS=degraded: ${bad.replace(/[/.]/g, '\\$&')} has 1 problem\\(s\\), running ${fallback.replace(/[/.]/g, '\\$&')}`));
+    await until(() => log.some((l) => l.includes('"name":"board-7"') || l.includes('board-7')), 10_000, 'the node named board-7');
+    const problems = log.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((e) => e.level === 'error');
+    expect(problems.map((e) => e.msg)).toEqual([
+      `${bad} has 1 problem(s); running the fallback configuration ${fallback} instead:`,
+      expect.stringMatching(/bad\.yaml:3:\d+: sensors\[0\]\.interval is string "often"/),
+    ]);
+    run.kill('SIGTERM');
+    expect(await new Promise((r) => run.once('exit', r))).toBe(0);
+  }, 30_000);
+
   it('without the addon (run from TypeScript), notifications go through systemd-notify', async () => {
     const sock = join(tempDir(), 'notify');
     const { got } = await notifyReceiver(sock, track);
