@@ -95,6 +95,7 @@ mqtt:
   afterAll(async () => {
     guest.keepLogs(ARTIFACTS);
     writeFileSync(join(ARTIFACTS, 'figures.json'), JSON.stringify({ failed, ...figures }, null, 2) + '\n');
+    console.log(`board figures (${ARTIFACTS}/figures.json): ${JSON.stringify(figures)}`);
     for (const a of agents) a.kill('SIGKILL');
     await Promise.all(agents.map((a) => a.exited()));
     await stopMosquitto();
