@@ -137,13 +137,15 @@ ${CONFIG_HELP}
     const file = configFile(values.config);
     let c: Config;
     let configProblems: string[] = [];
-    try {
-      c = loadConfig(file);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      if (values.fallback === undefined) throw new CliError(`${e.problems.length} problem(s) in the configuration:\n${e.message}`, 1);
-      configProblems = e.message.split('\n');
-      c = load(values.fallback);
+    if (values.fallback === undefined) c = load(file);
+    else {
+      try {
+        c = loadConfig(file);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        configProblems = e.message.split('\n');
+        c = load(values.fallback);
+      }
     }
     const named = process.env.STARLING_NODE_NAME;
     if (c.node.name === undefined && named) {
