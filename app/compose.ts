@@ -6,7 +6,8 @@
  *   1. the device — mesh node, telemetry publisher, sensors and GPIO (services/device.ts);
  *   2. the embedded MQTT broker, when `mqtt.embedded` and no `mqtt.url`;
  *   3. the MQTT bridge, when there is a broker (the configured one, or the embedded one's address);
- *   4. each external service of `services:`, in the order written.
+ *   4. files and updates (services/files.ts): offers and pushed releases from peers;
+ *   5. each external service of `services:`, in the order written.
  * The configuration is read, never changed.
  *
  * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
@@ -20,6 +21,9 @@ import { Device } from '../services/device.ts';
 import { BridgeService } from '../services/mqtt-bridge/service.ts';
 import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
 import type { Security } from '../runtime/security/context.ts';
+import { FilesService } from '../services/files.ts';
+import { releasesDir } from '../runtime/update/releases.ts';
+import { baseBundle, runningRelease, runningVersion } from './launch.ts';
 
 export interface Composition {
   /** In start order. */
@@ -27,6 +31,7 @@ export interface Composition {
   device: Device;
   broker: EmbeddedBroker | undefined;
   bridge: BridgeService | undefined;
+  files: FilesService;
 }
 
 /**
@@ -37,7 +42,8 @@ export interface Composition {
 export function servicesFrom(config: Config, log: LogRing, security?: Security): Composition {
   if (config.security.mode === 'curve' && !security) throw new Error('security.mode is curve but no identity was opened (openSecurity): refusing to run in the clear');
   const logger = (name: string) => (level: 'info' | 'warn' | 'error', msg: string) => log.log(level, name, msg);
-  const device = new Device(config, logger('device'), security);
+  const version = runningVersion();
+  const device = new Device(config, logger('device'), security, { version, release: runningRelease() });
   const broker = !config.mqtt.url && config.mqtt.embedded ? new EmbeddedBroker(config.mqtt.embedded_listen) : undefined;
   const url = config.mqtt.url ?? broker?.url;
   const bridge = url ? new BridgeService(config, device, logger('mqtt'), url, security) : undefined;
@@ -45,6 +51,7 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
     name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
     backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
   }, log));
-  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...processes];
-  return { services, device, broker, bridge };
+  const files = new FilesService(config, device, { version, releases: releasesDir(), baseBundle: baseBundle() }, logger('files'), security);
+  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), files, ...processes];
+  return { services, device, broker, bridge, files };
 }

@@ -100,7 +100,8 @@ function locate(file: string, s: Sea | undefined): string | undefined {
   }
   // Run from TypeScript (ESM, no __filename) there is no native/ directory: the packages load themselves.
   if (typeof __filename === 'undefined') return undefined;
-  const path = join(dirname(__filename), 'native', `${file}.node`);
+  // A release bundle run by the installed one (app/launch.ts) uses the installed program's addons.
+  const path = join(process.env.STARLING_BASE_DIR || dirname(__filename), 'native', `${file}.node`);
   return existsSync(path) ? path : undefined;
 }
 

@@ -15,10 +15,20 @@ import { ProblemLog } from '../runtime/problems.ts';
 import { CommandError, encodeReply, parseCommand, type GpioReply } from '../runtime/command.ts';
 import { Publisher } from '../runtime/telemetry/publisher.ts';
 import { meshCurve, publisherCurve, type Security } from '../runtime/security/context.ts';
-import { advertise, telemetryHeaders } from '../runtime/telemetry/mesh.ts';
+import { telemetryHeaders } from '../runtime/telemetry/mesh.ts';
 import { Sampler, type SamplerEntry } from './sampler.ts';
 import { createSensor } from '../drivers/sensors/index.ts';
 import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
+import { FileServer } from '../runtime/files/server.ts';
+import { HEADER_FILES, HEADER_RELEASE, HEADER_VERSION } from '../runtime/files/chunks.ts';
+import { FILES_FRAME } from '../runtime/files/messages.ts';
+
+export interface DeviceIdentity {
+  /** The version running (a release's, or the installed program's). */
+  version?: string;
+  /** The SHA-256 of the release bundle running, when it is one. */
+  release?: string;
+}
 
 /** The shortest progress interval health asks of the sampler (reads may run late under load). */
 const MIN_PROGRESS_MS = 5000;
@@ -31,6 +41,8 @@ export class Device extends ServiceBase {
   node: ZreNode | undefined;
   publisher: Publisher | undefined;
   sampler: Sampler | undefined;
+  /** The file server (runtime/files/server.ts): what this node offers its peers, advertised as X-FILES. */
+  files: FileServer | undefined;
   readonly gpio = new Map<string, GpioDriver>();
   /** Mesh commands refused (malformed or failed). */
   commandErrors = 0;
@@ -46,14 +58,14 @@ export class Device extends ServiceBase {
    * Stores the config, where its problems are logged, and in secure mode its identity and allowlist (see
    * app/compose.ts); opens nothing.
    */
-  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, readonly security?: Security) {
+  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, readonly security?: Security, readonly identity: DeviceIdentity = {}) {
     super();
   }
 
   /** The mesh node's and the publisher's counters, and refused mesh commands. */
   override stats(): Counters {
     return {
-      ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), commandErrors: this.commandErrors,
+      ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), ...counters('files', this.files?.stats()), commandErrors: this.commandErrors,
       ...(this.security ? { commandsUnauthorised: this.commandsUnauthorised, ...counters('trust', this.security.trust.stats()) } : {}),
     };
   }
@@ -120,6 +132,11 @@ export class Device extends ServiceBase {
     if (c.telemetry.epgm) endpoints.push(`epgm://${iface.address};${c.telemetry.epgm}`);
     this.publisher = new Publisher({ endpoints, snapshotEndpoint: `tcp://${iface.address}:*`, rate: c.telemetry.rate, ...(sec ? { curve: publisherCurve(sec) } : {}) });
     await this.publisher.start();
+    this.files = new FileServer({
+      maxUploads: c.files.max_uploads,
+      ...(sec ? { curve: { ...publisherCurve(sec), zapDomain: `${sec.zapDomain}.files` } } : {}),
+    });
+    await this.files.start(iface.address);
     const entries: SamplerEntry[] = c.sensors.map((s) => ({ driver: createSensor(s, c, c.simulate), interval: s.interval, filters: s.filters }));
     for (const g of c.gpio) {
       const d = createGpio(g, c.sysfs, c.simulate);
@@ -134,14 +151,27 @@ export class Device extends ServiceBase {
       onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
       ...(sec ? { curve: meshCurve(sec) } : {}),
     });
-    advertise(this.node, this.publisher, c.telemetry.epgm, this.lines());
-    this.node.on('whisper', (m) => void this.command(m.peer, m.content[0]));
+    for (const [k, v] of Object.entries(this.headers())) this.node.setHeader(k, v);
+    this.node.on('whisper', (m) => {
+      if (m.content[0]?.toString() === FILES_FRAME) return; // file transfer and updates: services/files.ts
+      void this.command(m.peer, m.content[0]);
+    });
     await this.node.start();
+    for (const g of c.node.groups) this.node.join(g);
     this.log?.('info', `${this.node.name} on ${iface.name} (${iface.address}); ${c.sensors.length} sensor(s), ${c.gpio.length} GPIO line(s); telemetry at ${this.publisher.endpoints.join(' ')}`);
     for (const s of this.sampler.status()) {
       if (s.status !== 0 || s.error) this.log?.('warn', `${s.name}: ${STATUS_NAMES[s.status]}${s.error ? `: ${s.error}` : ''}`);
     }
     this.addressTimer = setInterval(() => void this.followAddress(), ADDRESS_CHECK_MS);
+  }
+
+  /** Every HELLO header this device advertises: telemetry, GPIO lines, the file server, the version. */
+  private headers(): Record<string, string> {
+    const h = telemetryHeaders(this.publisher!, this.config.telemetry.epgm, this.lines());
+    if (this.files?.endpoint) h[HEADER_FILES] = this.files.endpoint;
+    if (this.identity.version) h[HEADER_VERSION] = this.identity.version;
+    if (this.identity.release) h[HEADER_RELEASE] = this.identity.release;
+    return h;
   }
 
   private lines(): { prefix: string; outputs: string[]; inputs: string[] } {
@@ -171,7 +201,8 @@ export class Device extends ServiceBase {
     this.rebinding = true;
     try {
       await publisher.rebind(next.address);
-      await node.rebind(next, telemetryHeaders(publisher, this.config.telemetry.epgm, this.lines()));
+      await this.rebindFiles(next.address);
+      await node.rebind(next, this.headers());
       this.log?.('info', `address changed from ${was} to ${next.address}: inbox at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
     } catch (e) {
       this.log?.('warn', `address changed from ${was} to ${next.address}, but rebinding failed: ${(e as Error).message}; trying again`);
@@ -192,13 +223,20 @@ export class Device extends ServiceBase {
     this.rebinding = true;
     try {
       await publisher.rebind(node.iface.address);
-      await node.rebind(node.iface, telemetryHeaders(publisher, this.config.telemetry.epgm, this.lines()));
+      await this.rebindFiles(node.iface.address);
+      await node.rebind(node.iface, this.headers());
       this.log?.('info', `trusted keys changed: ${gone} peer(s) dropped; inbox now at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
     } catch (e) {
       this.log?.('warn', `trusted keys changed, but moving the inbox failed: ${(e as Error).message}`);
     } finally {
       this.rebinding = false;
     }
+  }
+
+  /** The file server on a new address (or new port): what it offered stays offered. */
+  private async rebindFiles(address: string): Promise<void> {
+    if (!this.files) return;
+    await this.files.rebind(address);
   }
 
   /**
@@ -257,7 +295,8 @@ export class Device extends ServiceBase {
     await this.node?.stop();
     await this.sampler?.stop(); // closes drivers: outputs go to their safe state
     await this.publisher?.stop();
-    this.node = this.sampler = this.publisher = undefined;
+    await this.files?.stop();
+    this.node = this.sampler = this.publisher = this.files = undefined;
     this.gpio.clear();
   }
 }

@@ -9,6 +9,7 @@ import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../runtime/supervisor/dbus.ts';
 import { servicesFrom } from '../compose.ts';
+import { EXIT_UPDATE } from '../../services/files.ts';
 import { openSecurity, type Security } from '../../runtime/security/context.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
@@ -170,7 +171,7 @@ ${CONFIG_HELP}
     }
     if (security) log.log('info', 'security', `secure mode (CURVE): key ${security.identity.publicKey} (fingerprint ${security.identity.fingerprint}); trusted keys in ${c.security.trusted}`);
     else log.log('info', 'security', 'plain mode (security.mode: none): the mesh and telemetry are not encrypted, and any node may join and command');
-    const { services } = servicesFrom(c, log, security);
+    const { services, files } = servicesFrom(c, log, security);
     // SIGHUP: read the trusted keys again now (they are also read every second).
     const onHup = () => security?.trust.reload();
     process.on('SIGHUP', onHup);
@@ -178,7 +179,10 @@ ${CONFIG_HELP}
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
     // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.
-    const stopped = untilSignal();
+    let restartFor: string | undefined;
+    let restartNow = () => {};
+    const restarting = new Promise<void>((r) => (restartNow = r));
+    const stopped = Promise.race([untilSignal(), restarting]);
     await sup.start();
     let bus: { close(): void } | undefined;
     try {
@@ -198,6 +202,12 @@ ${CONFIG_HELP}
     // WATCHDOG=1 proves the event loop turns, not that every service is healthy: a device waiting for Wi-Fi is
     // retried here, in the process, and a blocked loop gets the process restarted by systemd.
     notifier.startWatchdog();
+    // An installed update: stop as on SIGTERM, then exit 75 so systemd (Restart=) starts the new release.
+    files.watch(() => sup.healthy() && !configProblems.length, (why) => {
+      restartFor = why;
+      log.log('info', 'supervisor', `restarting: ${why}`);
+      restartNow();
+    });
     let said = summary();
     const update = () => {
       const now = summary();
@@ -215,8 +225,9 @@ ${CONFIG_HELP}
     bus?.close();
     // Everything is closed; should anything still hold the event loop (a pipe an escaped grandchild keeps open,
     // a socket a library forgot), exit anyway rather than outlive systemd's stop timeout.
-    setTimeout(() => process.exit(0), 2000).unref();
-    return 0;
+    const code = restartFor ? EXIT_UPDATE : 0;
+    setTimeout(() => process.exit(code), 2000).unref();
+    return code;
   },
 };
 

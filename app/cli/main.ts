@@ -11,9 +11,11 @@ import { publish, tail } from './telemetry.ts';
 import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
 import { version } from './version.ts';
 import { keygen, trust } from './security.ts';
+import { receive, release, send, update } from './files.ts';
 import pkg from '../../package.json' with { type: 'json' };
+import { launchRelease } from '../launch.ts';
 
-const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, keygen, trust, version };
+const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, keygen, trust, send, receive, release, update, version };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
@@ -47,7 +49,9 @@ async function main(argv: string[]): Promise<number> {
   return command.run(rest);
 }
 
-main(process.argv.slice(2)).then(
+// `run` hands over to an installed release when there is one (app/launch.ts: the guard); that release's CLI
+// then runs the command.
+if (!launchRelease(process.argv.slice(2))) main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },

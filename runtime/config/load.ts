@@ -66,7 +66,7 @@ export interface ServiceConfig {
 }
 
 export interface Config {
-  node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
+  node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; groups: string[]; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
   telemetry: { prefix: string; epgm?: string; rate: number };
   security: { mode: 'curve' | 'none'; identity: string; trusted: string; zap_domain: string };
   simulate: boolean;
@@ -76,6 +76,8 @@ export interface Config {
   gpio: GpioConfig[];
   services: ServiceConfig[];
   logs: { ring: number };
+  files: { accept: boolean; inbox: string; quota_mb: number; max_uploads: number };
+  update: { keys: string[]; commit_after: number; max_attempts: number; trial_timeout: number };
   mqtt: {
     url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
     ca?: string; cert?: string; key?: string; topic: string; embedded: boolean; embedded_listen: string; discovery: boolean; discovery_prefix: string;

@@ -54,6 +54,7 @@ export const SCHEMA: FieldSpec = {
         iface: { type: 'string', doc: 'interface name or IPv4 address (default: the first up, non-loopback, with broadcast)' },
         port: { type: 'number', integer: true, min: 1, max: 65535, default: 5670, doc: 'UDP beacon port' },
         headers: { type: 'stringmap', doc: 'extra HELLO headers' },
+        groups: { type: 'list', item: { type: 'string', maxBytes: 255, doc: 'group' }, doc: 'ZRE groups to join (starling update push --to GROUP, starling send … GROUP)' },
         peers: { type: 'list', item: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT', doc: 'endpoint' }, doc: 'static peers' },
         gossip: {
           type: 'object',
@@ -171,6 +172,26 @@ export const SCHEMA: FieldSpec = {
         spool_max_mb: { type: 'number', min: 1, max: 100_000, default: 64, doc: 'the spool\'s bound, MiB' },
         spool_fsync: { type: 'enum', values: ['always', 'interval', 'never'], default: 'interval', doc: 'how often spool writes are forced to the card' },
         mesh: { type: 'boolean', default: true, doc: 'bridge every publisher on the mesh (false: only this device)' },
+      },
+    },
+    files: {
+      type: 'object',
+      doc: 'files sent to this node over the mesh (starling send), and what it serves (README "Files and updates")',
+      fields: {
+        accept: { type: 'boolean', default: false, doc: 'accept files peers send (in secure mode only from keys with the command role)' },
+        inbox: { type: 'string', default: '/var/lib/starling/inbox', doc: 'where received files are put' },
+        quota_mb: { type: 'number', min: 1, max: 1_000_000, default: 256, doc: 'files beyond this much in the inbox (MiB, counting transfers in progress) are refused' },
+        max_uploads: { type: 'number', integer: true, min: 1, max: 64, default: 4, doc: 'peers served at once; the rest are told to wait' },
+      },
+    },
+    update: {
+      type: 'object',
+      doc: 'signed releases pushed over the mesh (starling update push); off while keys is empty',
+      fields: {
+        keys: { type: 'list', item: { type: 'string', pattern: /^(ed25519:)?[A-Za-z0-9+/]{43}=$/, patternDoc: 'the base64 of a 32-byte Ed25519 public key, as starling release keygen prints it', doc: 'release key' }, doc: 'release keys trusted to sign updates' },
+        commit_after: { type: 'duration', default: '60s', min: 1000, doc: 'a new release commits after being healthy this long' },
+        max_attempts: { type: 'number', integer: true, min: 1, max: 20, default: 3, doc: 'failed starts of a new release before the previous one is restored' },
+        trial_timeout: { type: 'duration', default: '3m', min: 1000, doc: 'a new release not committed this long after a start counts as a failed start' },
       },
     },
     logs: {

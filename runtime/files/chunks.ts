@@ -24,6 +24,9 @@ export const CHUNK_SIZE = 256 * 1024;
 export const FILES_PROTOCOL = 'STARLING-FILES/1';
 /** The HELLO header naming a node's file endpoint (tcp://IP:PORT, on the host of its ZRE inbox). */
 export const HEADER_FILES = 'X-FILES';
+/** HELLO headers: the version running, and the SHA-256 of the release bundle it runs (peers may fetch it from us). */
+export const HEADER_VERSION = 'X-VERSION';
+export const HEADER_RELEASE = 'X-RELEASE';
 /** Largest chunk table decoded: 1 GiB of 256 KiB chunks is 4,096 entries (128 KiB of hashes). */
 export const MAX_CHUNKS = 65_536;
 

@@ -45,6 +45,8 @@ export interface FetchOptions {
   chunkTimeoutMs?: number;
   maxChunkTimeoutMs?: number;
   seeds?: string[];
+  /** Reject when every source was dropped (an update from one pusher), instead of waiting for `addSource`. */
+  failWithoutSources?: boolean;
   onProblem?: (message: string) => void;
 }
 
@@ -378,6 +380,9 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
       this.requeued.push(i);
     }
     src.dealer.close();
+    if (this.o.failWithoutSources && [...this.sources.values()].every((s) => s.dropped)) {
+      this.finish(new FileError(`no source left: the last one (${src.name ?? src.endpoint}) ${why}`));
+    }
   }
 
   private async complete(): Promise<void> {

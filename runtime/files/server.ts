@@ -57,11 +57,23 @@ export class FileServer {
         c.refused?.({ publicKey: key, address: addr, why: 'file fetch (needs the read role)' });
       });
     }
+    await this.bind(address);
+  }
+
+  private async bind(address: string): Promise<void> {
     const router = new Router({ linger: 0, sendHighWaterMark: 64, ...(this.curve?.options ?? {}) });
     await router.bind(`tcp://${address}:0`);
     this.endpoint = router.lastEndpoint!.replace(/^tcp:\/\/0\.0\.0\.0/, `tcp://${address}`);
     this.router = router;
     void this.serve(router);
+  }
+
+  /** Moves to `address` (a new port too): offers are kept; transfers in progress reconnect there. */
+  async rebind(address: string): Promise<void> {
+    const old = this.router;
+    this.router = undefined;
+    old?.close();
+    await this.bind(address);
   }
 
   /** Offers `path` (hashed now unless its table is given); returns its table. Served until withdrawn. */
