@@ -8,9 +8,9 @@
  *   (counted), asked for again (from another source when there is one), and a source that sent three bad
  *   chunks is dropped. When every chunk is held the whole file's SHA-256 is checked too, then the file is fsynced.
  * - **No total deadline**: only a per-chunk timeout (first 5 s, doubled on each timeout up to 60 s, back to
- *   5 s after a chunk arrives). On a timeout the outstanding chunks of that source are asked for again one at a
- *   time (the window drops to 1 and grows by one per chunk received), so a link that drops for a while costs
- *   about one duplicate chunk, not a window of them.
+ *   5 s after a chunk arrives). On a timeout only the oldest chunk is asked for again (the others' deadlines are
+ *   extended, and the window drops to 1, growing by one per chunk received), so a link that drops for a while
+ *   costs about one duplicate chunk per timeout, not a window of them.
  * - **Resumable**: chunks already in `dest` (a transfer cut by a restart) are hashed and kept; chunks of the
  *   `seeds` (local files, e.g. the release being replaced) whose hashes match are copied, not fetched.
  * - **Several sources**: given at start or added later (`addSource`); a source that does not hold the file
@@ -348,17 +348,23 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     let late: Outstanding | undefined;
     for (const o of this.outstanding.values()) if (o.deadline <= now && (!late || o.deadline < late.deadline)) late = o;
     if (late) {
-      // This source's outstanding requests are presumed lost: ask again one at a time, waiting longer.
+      // The oldest request is presumed lost: ask for it once more (elsewhere when there is another source),
+      // wait longer, and let the rest run on — their replies may be queued behind a link that came back, and
+      // asking again for all of them would fetch a window of duplicates.
       this.counters.timeouts++;
       const src = late.source;
-      for (const [i, o] of this.outstanding) {
-        if (o.source !== src) continue;
-        this.outstanding.delete(i);
-        this.requeued.push(i);
-      }
-      src.outstanding = 0;
-      this.cwnd = 1;
       this.timeout = Math.min(this.timeout * 2, this.o.maxChunkTimeoutMs ?? 60_000);
+      for (const [i, o] of this.outstanding) {
+        if (o === late) {
+          this.outstanding.delete(i);
+          src.outstanding--;
+          const probe = this.pick(now, src) ?? src;
+          this.outstanding.set(i, { source: probe, deadline: now + this.timeout });
+          probe.outstanding++;
+          void this.send(probe, 'GET', i);
+        } else if (o.source === src) o.deadline = now + this.timeout;
+      }
+      this.cwnd = 1;
       if (this.sources.size > 1) src.busyUntil = now + this.timeout / 2;
     }
     this.fill();
