@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { CliError, MESH_HELP, MESH_OPTIONS, meshSecurity, nodeOptions, out, parse, secondsOption, sleep, startNode, untilSignal, type Command } from './common.ts';
+import { CliError, intOption, MESH_HELP, MESH_OPTIONS, meshSecurity, nodeOptions, out, parse, secondsOption, sleep, startNode, untilSignal, type Command } from './common.ts';
 import type { PeerInfo, ZreNode, ZreNodeOptions } from '../../runtime/zre/node.ts';
 import { chooseInterface } from '../../runtime/net/iface.ts';
 import { FileServer } from '../../runtime/files/server.ts';
@@ -16,7 +16,7 @@ import { FilesService, tableOf } from '../../services/files.ts';
 const WAIT = { wait: { type: 'string' } } as const;
 
 /** A node with a file server advertised in its HELLO (on the interface the node will use). */
-async function serving(opts: ZreNodeOptions, values: Parameters<typeof meshSecurity>[0]): Promise<{ node: ZreNode; server: FileServer }> {
+async function serving(opts: ZreNodeOptions, values: Parameters<typeof meshSecurity>[0], maxUploads?: number): Promise<{ node: ZreNode; server: FileServer }> {
   let address: string;
   try {
     address = chooseInterface(opts.iface).address;
@@ -24,7 +24,7 @@ async function serving(opts: ZreNodeOptions, values: Parameters<typeof meshSecur
     throw new CliError((e as Error).message, 1);
   }
   const sec = meshSecurity(values);
-  const server = new FileServer(sec ? { curve: { ...publisherCurve(sec), zapDomain: `${sec.zapDomain}.files` } } : {});
+  const server = new FileServer({ ...(maxUploads ? { maxUploads } : {}), ...(sec ? { curve: { ...publisherCurve(sec), zapDomain: `${sec.zapDomain}.files` } } : {}) });
   await server.start(address);
   const node = await startNode({ ...opts, iface: opts.iface ?? address, headers: { ...opts.headers, [HEADER_FILES]: server.endpoint } });
   return { node, server };
@@ -78,23 +78,27 @@ async function waitFor(seconds: number, ready: () => boolean): Promise<boolean> 
 
 export const send: Command = {
   summary: 'send a file to a peer or a group (they fetch it in checked chunks)',
-  help: `Usage: starling send FILE NAME|UUID|GROUP [--as NAME] [--wait SEC] [--json] [mesh options]
+  help: `Usage: starling send FILE NAME|UUID|GROUP [--as NAME] [--wait SEC] [--max-uploads N] [--json] [mesh options]
 
 Offers FILE to the peer (or every peer in the group) and serves it until each has
 fetched it — in 256 KiB chunks, each checked by SHA-256 — or refused it. The receiver
 (starling run with files.accept, or starling receive) puts it in its inbox under NAME
 (default: FILE's name). Exits 1 if any receiver refused or failed.
 
-  --as NAME       the name in the receiver's inbox
-  --wait SEC      how long to wait for the target to appear (default 5)
+  --as NAME         the name in the receiver's inbox
+  --wait SEC        how long to wait for the target to appear (default 5)
+  --max-uploads N   receivers served at once (default 4; the rest wait their turn)
+With --json, one line per receiver, then the server's counters (chunks and bytes served,
+uploadsPeak, uploadsBusy).
 ${MESH_HELP}`,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...MESH_OPTIONS, ...WAIT, as: { type: 'string' } });
+    const { values, positionals } = parse(argv, { ...MESH_OPTIONS, ...WAIT, as: { type: 'string' }, 'max-uploads': { type: 'string' } });
     if (positionals.length !== 2) throw new CliError(`send takes FILE and NAME|UUID|GROUP, got ${positionals.length} argument(s)`);
     const [file, target] = positionals as [string, string];
     if (!existsSync(file)) throw new CliError(`${file}: no such file`, 1);
     const wait = secondsOption('--wait', values.wait, 5);
-    const { node, server } = await serving(nodeOptions(values), values);
+    const max = values['max-uploads'] === undefined ? undefined : intOption('--max-uploads', values['max-uploads'] as string, 1, 64);
+    const { node, server } = await serving(nodeOptions(values), values, max);
     const box = inbox(node);
     try {
       const table = await server.offer(resolve(file));
@@ -109,6 +113,7 @@ ${MESH_HELP}`,
         out(values.json ? JSON.stringify({ peer: p.name, ...r }) : r.ok ? `${p.name}: received as ${r.path}` : `${p.name}: refused: ${r.error}`);
         return r.ok;
       }));
+      if (values.json) out(JSON.stringify({ server: server.stats() }));
       return results.every(Boolean) ? 0 : 1;
     } finally {
       box.stop();
@@ -120,27 +125,30 @@ ${MESH_HELP}`,
 
 export const receive: Command = {
   summary: 'a mesh node that accepts files into a directory',
-  help: `Usage: starling receive [--dir DIR] [--quota-mb N] [--seconds S] [mesh options]
+  help: `Usage: starling receive [--dir DIR] [--quota-mb N] [--join GROUP]… [--seconds S] [--json] [mesh options]
 
-Joins the mesh and accepts files peers send (starling send) into DIR (default
-/var/lib/starling/inbox), refusing beyond the quota (default 256 MiB). In secure mode
-only keys with the command role may send. Prints each file received; runs until Ctrl-C
-(or S seconds).
+Joins the mesh (and each GROUP, so senders can name the group) and accepts files peers
+send (starling send) into DIR (default /var/lib/starling/inbox), refusing beyond the
+quota (default 256 MiB). In secure mode only keys with the command role may send.
+Prints each file received (--json: one object per line); runs until Ctrl-C (or S seconds).
 ${MESH_HELP}`,
   async run(argv) {
-    const { values } = parse(argv, { ...MESH_OPTIONS, dir: { type: 'string' }, 'quota-mb': { type: 'string' }, seconds: { type: 'string' } }, false);
+    const { values } = parse(argv, { ...MESH_OPTIONS, dir: { type: 'string' }, 'quota-mb': { type: 'string' }, join: { type: 'string', multiple: true }, seconds: { type: 'string' } }, false);
     const dir = (values.dir as string | undefined) ?? '/var/lib/starling/inbox';
     const quota = Number(values['quota-mb'] ?? 256);
     if (!Number.isFinite(quota) || quota <= 0) throw new CliError(`--quota-mb '${values['quota-mb']}': expected a number of MiB above 0`);
     mkdirSync(dir, { recursive: true });
     const config = parseConfig(`files: { accept: true, inbox: ${JSON.stringify(dir)}, quota_mb: ${quota} }\nsecurity: { mode: none }`, '--dir');
     const { node, server } = await serving(nodeOptions(values), values);
+    for (const g of (values.join as string[] | undefined) ?? []) node.join(g);
+    const json = values.json === true;
     const files = new FilesService(config, { node, files: server }, { version: '' }, (level, msg) => {
-      if (level === 'info' && msg.startsWith('received ')) out(msg);
+      if (level === 'info' && msg.startsWith('received ')) out(json ? JSON.stringify({ event: 'RECEIVED', msg }) : msg);
+      else if (json) out(JSON.stringify({ event: 'PROBLEM', level, msg }));
       else process.stderr.write(`starling: ${msg}\n`);
     }, meshSecurity(values));
     await files.start();
-    out(`receiving into ${dir} as ${node.name} (files at ${server.endpoint})`);
+    out(json ? JSON.stringify({ event: 'STARTED', name: node.name, dir, endpoint: server.endpoint }) : `receiving into ${dir} as ${node.name} (files at ${server.endpoint})`);
     await untilSignal(secondsOption('--seconds', values.seconds as string | undefined, 0));
     await files.stop();
     await node.stop();

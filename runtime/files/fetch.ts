@@ -20,6 +20,7 @@ import { EventEmitter } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { Dealer } from 'zeromq';
+import { releaseYoung } from '../memory.ts';
 import { chunkCount, decodeReply, decodeTable, encodeRequest, FileError, sha256, type ChunkTable } from './chunks.ts';
 
 export interface FetchSource {
@@ -70,6 +71,8 @@ interface Source extends FetchSource {
   strikes: number;
   busyUntil: number;
   dropped: boolean;
+  /** When META was last asked of it (while the table is not known). */
+  metaAt: number;
 }
 
 interface Outstanding {
@@ -94,6 +97,7 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
   private timer: NodeJS.Timeout | undefined;
   private settle: { resolve: (t: ChunkTable) => void; reject: (e: Error) => void } | undefined;
   private done = false;
+  private sinceGc = 0;
   private writing = Promise.resolve();
   private readonly counters = { bytesReceived: 0, chunksResumed: 0, chunksReused: 0, chunksRefused: 0, chunksDuplicate: 0, timeouts: 0, busy: 0, sourcesDropped: 0 };
 
@@ -121,7 +125,7 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     const c = this.o.client;
     const dealer = new Dealer({ linger: 0, receiveHighWaterMark: 64, ...(c && s.serverKey ? { curveServerKey: s.serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey } : {}) });
     dealer.connect(s.endpoint);
-    const src: Source = { ...s, dealer, outstanding: 0, strikes: 0, busyUntil: 0, dropped: false };
+    const src: Source = { ...s, dealer, outstanding: 0, strikes: 0, busyUntil: 0, dropped: false, metaAt: Date.now() };
     this.sources.set(s.endpoint, src);
     void this.receive(src);
     if (this.table) this.fill();
@@ -307,11 +311,14 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     if (r.kind === 'BUSY') {
       this.counters.busy++;
       src.busyUntil = now + Math.min(r.body.length === 4 ? r.body.readUInt32BE(0) : 1000, 30_000);
+      src.metaAt = 0; // a META asked of a busy server is asked again when it may serve
+      if (!this.table) return;
       this.requeued.push(r.index);
       return this.fill();
     }
     if (r.kind === 'NONE') {
       this.drop(src, `does not serve it (${r.body.toString('utf8').slice(0, 80)})`);
+      if (!this.table) return;
       this.requeued.push(r.index);
       return this.fill();
     }
@@ -338,13 +345,24 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     const write = this.writing.then(() => this.fh!.write(r.body, 0, len, r.index * t.chunkSize));
     this.writing = write.then(() => {}, () => {});
     await write;
+    // Chunks are external buffers: give them back every MB (and what was promoted every 16 MB), not when V8 next feels heap pressure.
+    if (++this.sinceGc % 4 === 0) releaseYoung(this.sinceGc % 64 === 0);
     this.emit('progress', this.stats());
     if (this.held === this.have.length) await this.complete();
   }
 
   private tick(): void {
-    if (this.done || !this.table) return;
+    if (this.done) return;
     const now = Date.now();
+    if (!this.table) {
+      // Still asking for the table: again of each source that is not busy, once per timeout.
+      for (const s of this.sources.values()) {
+        if (s.dropped || s.busyUntil > now || now - s.metaAt < this.timeout) continue;
+        s.metaAt = now;
+        void this.send(s, 'META', 0);
+      }
+      return;
+    }
     let late: Outstanding | undefined;
     for (const o of this.outstanding.values()) if (o.deadline <= now && (!late || o.deadline < late.deadline)) late = o;
     if (late) {

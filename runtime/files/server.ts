@@ -30,6 +30,8 @@ export interface FileServerStats {
   fetchersRefused: number;
   /** Fetchers holding an upload slot now (a gauge). */
   uploadsActive: number;
+  /** The most that ever held one at once (never above maxUploads). */
+  uploadsPeak: number;
 }
 
 interface Offered {
@@ -43,7 +45,7 @@ export class FileServer {
   private curve: CurveServer | undefined;
   private readonly files = new Map<string, Offered>();
   private readonly fetchers = new Map<string, number>();
-  private readonly counters = { chunksServed: 0, bytesServed: 0, uploadsBusy: 0, requestsUnknown: 0, requestsMalformed: 0, fetchersRefused: 0 };
+  private readonly counters = { chunksServed: 0, bytesServed: 0, uploadsBusy: 0, requestsUnknown: 0, requestsMalformed: 0, fetchersRefused: 0, uploadsPeak: 0 };
   endpoint = '';
 
   constructor(private readonly o: FileServerOptions = {}) {}
@@ -150,6 +152,7 @@ export class FileServer {
         }
       }
       this.fetchers.set(who, now);
+      if (this.fetchers.size > this.counters.uploadsPeak) this.counters.uploadsPeak = this.fetchers.size;
       const f = this.files.get(req.id.toString('hex'));
       let out: Buffer[];
       if (!f) {

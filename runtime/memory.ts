@@ -1,0 +1,27 @@
+/**
+ * Returning large message buffers early. A received ZeroMQ frame is an external buffer (zeromq.js hands over
+ * libzmq's memory without a copy), which V8 frees only when it collects the Buffer — and it collects on its
+ * own heap's pressure, not on external memory's until tens of MB have piled up. A transfer that receives a
+ * 256 KiB chunk after another would so grow by about 40 MB before a collection. `releaseYoung()` runs a
+ * young-generation collection (a scavenge: about a millisecond with a small young generation), which frees
+ * chunks that are no longer referenced; call it every few MB received. A chunk still referenced at two of them
+ * (a write in progress) is promoted to the old generation and waits for a full collection: `full` runs one
+ * (a few ms on a node's small heap); call that every few tens of MB.
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+type Gc = (options?: { type?: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
+let gc: Gc | undefined | null;
+
+export function releaseYoung(full = false): void {
+  if (gc === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as Gc;
+    } catch {
+      gc = null; // not allowed here: V8 collects on its own schedule
+    }
+  }
+  gc?.({ type: full ? 'major' : 'minor' });
+}
