@@ -320,7 +320,7 @@ ${MESH_HELP}`,
       };
       const first = await phase(canaries);
       if (rest.length && first.some((s) => s.state !== 'committed')) {
-        out(json ? JSON.stringify({ stopped: true, reason: 'a canary did not commit', waiting: rest.map((p) => p.name) }) : `push stopped: a canary did not commit; not pushed to ${rest.map((p) => p.name).join(', ')}`);
+        out(json ? JSON.stringify({ stopped: true, reason: 'a canary did not commit', waiting: rest.map((p) => p.name).sort() }) : `push stopped: a canary did not commit; not pushed to ${rest.map((p) => p.name).join(', ')}`);
         return 1;
       }
       const second = rest.length ? await phase(rest) : [];

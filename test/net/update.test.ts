@@ -64,8 +64,8 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
     cli(pusher(), 'release', 'sign', file, '--key', join(dir, 'keys', 'release.key'), '--version', version);
     return `${file}.manifest.json`;
   };
-  const push = (manifest: string) => {
-    const a = new Agent('push', pusher(), [node, CLI], [manifest, '--to', 'fleet', '--json', '--wait', '4'], ['update', 'push']);
+  const push = (manifest: string, ...extra: string[]) => {
+    const a = new Agent('push', pusher(), [node, CLI], [manifest, '--to', 'fleet', '--json', '--wait', '4', ...extra], ['update', 'push']);
     agents.push(a);
     return a;
   };
@@ -127,4 +127,17 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
       expect(s).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.4.0', error: expect.stringMatching(/did not become healthy in 2 start\(s\) \(last: not committed within 8 s of starting\)/) });
     }
   }, 150_000);
+
+  it('a canary push (--percent 20: d1, by the hash of its name) stops by itself when the canary rolls back', async () => {
+    const file = join(dir, 'crash-0.5.0.cjs');
+    writeFileSync(file, 'process.exit(4);\n');
+    const p = push(sign(file, '0.5.0'), '--percent', '20');
+    expect(await p.exited()).toBe(1);
+    expect(rows(p, 'd1').at(-1)).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.5.0' });
+    expect(p.events.find((e) => e.stopped === true)).toMatchObject({ reason: 'a canary did not commit', waiting: ['d2', 'd3', 'd4'] });
+    for (const i of [2, 3, 4]) {
+      expect(rows(p, `d${i}`)).toEqual([]);
+      expect(JSON.parse(readFileSync(join(dir, `rel${i}`, 'state.json'), 'utf8'))).toMatchObject({ version: '0.4.0', state: 'rolled-back' });
+    }
+  }, 120_000);
 });
