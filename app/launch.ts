@@ -67,6 +67,7 @@ export function launchRelease(argv: string[]): boolean {
       process.exit(1);
     }, trial.deadlineMs).unref();
   }
+  line('info', `running release ${choice.version} (${choice.bundle}); the installed program is ${INSTALLED_VERSION}`);
   try {
     createRequire(choice.bundle)(choice.bundle);
   } catch (e) {

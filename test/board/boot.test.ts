@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, CLI, ROOT_DIR, Segment, requireRootAndBuild, rootTests, type Event } from '../net/netns.ts';
 import { Guest, IMAGE } from './guest.ts';
+import { releaseKeygen } from '../../runtime/update/release.ts';
 
 const runHere = rootTests('the board image boot test (qemu-system-aarch64)');
 const ARTIFACTS = join(ROOT_DIR, 'test-artifacts/board');
@@ -32,6 +33,8 @@ describe.runIf(runHere)('the board image in an emulated board', () => {
   const cli = (...args: string[]) => execFileSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
   let hub: Agent;
   let watch: Agent;
+  // The release key the board trusts for updates (the private half stays here, as on a build machine).
+  const releaseKey = releaseKeygen();
 
   const DEVICE_YAML = `# greenhouse board (from the boot partition)
 node: { iface: eth0 }
@@ -45,6 +48,7 @@ gpio:
 mqtt:
   url: mqtt://${seg.subnet}.1:1883
   mesh: false
+update: { keys: ["${releaseKey.publicKey}"], commit_after: 10s, max_attempts: 2 }
 `;
 
   const startMosquitto = () => {
@@ -248,6 +252,49 @@ mqtt:
     expect(bob.stderr).toMatch(/Rejected send message, \d+ matched rules; type="method_call".*member="Restart"/); // the bus policy refused it
     expect(guest.ssh('runuser -u bob -- starling status').status).toBe(0); // reading is for anyone
   }, 120_000);
+
+  check('an update pushed from the x64 node installs under the real systemd and commits; a release that exits at start is rolled back', async () => {
+    writeFileSync(d('release.key'), releaseKey.privatePem, { mode: 0o600 });
+    const mesh = ['--iface', 'eth0', '--identity', d('hub-id'), '--trusted', d('hub-trusted'), '--json', '--wait', '5'];
+    const pushTo = async (file: string, version: string) => {
+      cli('release', 'sign', file, '--key', d('release.key'), '--version', version);
+      const p = new Agent(`push ${version}`, seg.hosts[0]!, CLI, [`${file}.manifest.json`, '--to', 'greenhouse-pi', ...mesh], ['update', 'push']);
+      agents.push(p);
+      const code = await p.exited();
+      return { code, rows: p.events as unknown as { node: string; version: string; state: string; target?: string; error?: string }[], stderr: p.stderr };
+    };
+    const before = show('starling.service', 'MainPID', 'NRestarts');
+    // 0.2.0: this checkout's bundle (JavaScript: the board's arm64 executable runs it with its own Node and addons).
+    execFileSync('cp', [CLI, d('starling-0.2.0.cjs')]);
+    const t0 = performance.now();
+    const up = await pushTo(d('starling-0.2.0.cjs'), '0.2.0');
+    figures.updateCommitS = Math.round((performance.now() - t0) / 100) / 10;
+    expect(up.code, `${JSON.stringify(up.rows.slice(-5))} ${up.stderr}`).toBe(0);
+    expect(up.rows[0]).toMatchObject({ node: 'greenhouse-pi', state: 'fetching', target: '0.2.0' });
+    expect(up.rows.at(-1)).toMatchObject({ version: '0.2.0', state: 'committed' });
+    expect(guest.run('readlink /var/lib/starling/releases/current').trim()).toBe('0.2.0');
+    expect(guest.run('stat -c %U /var/lib/starling/releases/0.2.0/starling.cjs').trim()).toBe('starling');
+    const after = show('starling.service', 'ActiveState', 'MainPID', 'NRestarts');
+    expect(after.ActiveState).toBe('active');
+    expect(Number(after.NRestarts)).toBe(Number(before.NRestarts) + 1); // exit 75, Restart=on-failure
+    const journal = guest.run('journalctl -b -u starling -o cat --since "-10min"');
+    expect(journal).toMatch(/running release 0\.2\.0 \(\/var\/lib\/starling\/releases\/0\.2\.0\/starling\.cjs\); the installed program is 0\.1\.0/);
+    expect(journal).toMatch(/release 0\.2\.0 committed: healthy for 10 s/);
+    // The package's files are untouched: the update lives in /var/lib/starling.
+    const verify = guest.ssh('dpkg --verify starling');
+    expect({ status: verify.status, out: verify.stdout.trim() }).toEqual({ status: 0, out: '' });
+
+    // 0.3.0 exits at start: two failed starts under systemd's Restart=, then the guard restores 0.2.0.
+    writeFileSync(d('crash-0.3.0.cjs'), 'process.exit(3);\n');
+    const down = await pushTo(d('crash-0.3.0.cjs'), '0.3.0');
+    expect(down.code).toBe(1);
+    expect(down.rows.at(-1)).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.3.0', error: expect.stringMatching(/did not become healthy in 2 start\(s\)/) });
+    expect(guest.run('readlink /var/lib/starling/releases/current').trim()).toBe('0.2.0');
+    const rolled = show('starling.service', 'ActiveState', 'NRestarts');
+    expect(rolled.ActiveState).toBe('active');
+    expect(Number(rolled.NRestarts)).toBe(Number(after.NRestarts) + 3); // exit 75, then two exits 3
+    expect(guest.run('journalctl -b -u starling -o cat --since "-5min"')).toMatch(/release 0\.3\.0 did not become healthy in 2 start\(s\); restoring 0\.2\.0/);
+  }, 600_000);
 
   check(`bytes written to the disk over ${WRITE_WINDOW_S} s with the broker reachable, and with it away`, async () => {
     // Settle: the restarts above write the identity no more, but the journal of the last minutes may flush.
