@@ -331,6 +331,7 @@ export class FilesService extends ServiceBase {
     this.counters.bytesReceived += st.bytesReceived;
     this.counters.chunksRefused += st.chunksRefused;
     this.counters.chunksReused += st.chunksReused;
+    if (this.update?.fetch !== fetch) return; // replaced by a newer push meanwhile
     this.setStatus({ ...this.progress(), state: 'installing' });
     this.update.fetch = undefined;
     try {

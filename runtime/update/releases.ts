@@ -141,8 +141,11 @@ export function install(dir: string, signed: SignedManifest, part: string, runni
   renameSync(tmp, vdir);
   fsyncDir(dir);
   const was = readLink(dir, 'current');
-  // What ran before is what a rollback restores: the release it was, or (no link) the installed program.
-  if (was !== m.version) relink(dir, 'previous', was);
+  // What ran before is what a rollback restores: the release it was, or (no link) the installed program —
+  // unless that one was itself still on trial: then the last good one stays `previous`.
+  const s = readState(dir);
+  const wasOnTrial = s?.version === was && s?.state === 'trying';
+  if (was !== m.version && !wasOnTrial) relink(dir, 'previous', was);
   relink(dir, 'current', m.version);
   writeState(dir, { version: m.version, state: 'trying', attempts: 0, ...trial, from: running, at: new Date().toISOString() });
   // Keep only current and previous.

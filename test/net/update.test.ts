@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, Segment, CLI, rootTests, requireRootAndBuild } from './netns.ts';
+import { Agent, Segment, CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
 import { processesWith } from '../helpers.ts';
 
 const runHere = rootTests('the update test');
@@ -72,13 +72,21 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
   type Row = { node: string; version: string; state: string; target?: string; progress?: number; error?: string };
   const rows = (a: Agent, name: string) => a.events.filter((e) => (e as unknown as Row).node === name) as unknown as Row[];
 
-  it('a release reaches every device, resumes after a 10 s link drop on one (at most 1.1 × the file received) and commits', async () => {
+  it('a release reaches every device, resumes after a 10 s link drop on one (at most 1.1 × the file received), refuses a corrupted chunk and commits', async () => {
     await Promise.all(devices.map((d) => d.waitFor((e) => /^d\d on eth0/.test(String(e.msg)), 20_000, 'the device running')));
     // The release: this bundle with 12 MB more (a comment), so the transfer takes a while on a slow link.
     const file = join(dir, 'starling-0.2.0.cjs');
     writeFileSync(file, Buffer.concat([readFileSync(CLI), Buffer.from(`\n/* ${randomBytes(9 * 1024 * 1024).toString('base64')} */\n`)]));
     const size = readFileSync(file).length;
     const manifest = sign(file, '0.2.0');
+    // A peer that claims to run this release (X-RELEASE) and serves it, but corrupts one chunk per fetcher:
+    // the devices fetch from it and from the pusher in parallel, refuse the bad chunk and fetch it again.
+    const liarFiles = new Agent('liar files', pusher(), [node, join(ROOT_DIR, 'test/net/bad-source.cjs')], [seg.address(DEVICES + 1), file], []);
+    agents.push(liarFiles);
+    const served = await liarFiles.waitFor((e) => e.event === 'listening', 10_000, 'the liar listening');
+    const liar = new Agent('liar', pusher(), CLI, ['--name', 'liar', '--header', `X-FILES=${served.endpoint}`, '--header', `X-RELEASE=${served.sha256}`]);
+    agents.push(liar);
+    await Promise.all(['d1', 'd2', 'd3', 'd4'].map((n) => liar.waitFor((e) => e.event === 'ENTER' && e.name === n, 20_000, `ENTER ${n}`)));
     // Device 1's link: 12 Mbit/s (1.5 MB/s), so its transfer lasts about 8 s.
     execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'add', 'dev', 'p1', 'root', 'tbf', 'rate', '12mbit', 'burst', '32kbit', 'latency', '400ms']);
     const rx0 = rxBytes(1);
@@ -99,6 +107,13 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
       expect(rows(p, `d${i}`).at(-1)).toMatchObject({ version: '0.2.0', target: '0.2.0' });
       expect(readlinkSync(join(dir, `rel${i}`, 'current'))).toBe('0.2.0');
     }
+    // Each device got one corrupted chunk from the liar, refused it and fetched it again.
+    expect(liarFiles.events.filter((e) => e.event === 'corrupted').length).toBe(DEVICES);
+    for (const d of devices) {
+      expect(d.events.some((e) => /liar sent chunk \d+ with the wrong hash: refused, asked for again/.test(String(e.msg)))).toBe(true);
+    }
+    liar.kill();
+    liarFiles.kill();
     // The other states on the way, as seen by the pusher's polling (a second apart: not every one is caught).
     console.log(`states seen for d1: ${rows(p, 'd1').map((r) => `${r.state}${r.progress !== undefined ? ` ${r.progress}` : ''}`).join(', ')}`);
     execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'del', 'dev', 'p1', 'root']);

@@ -82,6 +82,19 @@ describe('the releases directory and its guard', () => {
     expect(readState(rel)).toMatchObject({ version: '0.3.0', state: 'rolled-back' });
   });
 
+  it('a release installed while another is still on trial keeps the last good one as previous', async () => {
+    const rel = tmp();
+    const a = await signed(rel, '0.2.0');
+    install(rel, a.s, a.path, '0.1.0', trial);
+    commit(rel, '0.2.0');
+    const b = await signed(rel, '0.3.0');
+    install(rel, b.s, b.path, '0.2.0', trial);
+    const c = await signed(rel, '0.4.0');
+    install(rel, c.s, c.path, '0.3.0', trial); // 0.3.0 never committed
+    expect(readlinkSync(join(rel, 'previous'))).toBe('0.2.0');
+    expect(existsSync(join(rel, '0.3.0'))).toBe(false);
+  });
+
   it('a bundle that does not match its manifest is not run: the previous one is restored', async () => {
     const rel = tmp();
     const a = await signed(rel, '0.2.0');
