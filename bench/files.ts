@@ -1,9 +1,9 @@
 /**
  * File transfer and update figures, printed as a table (or --json):
- *   - throughput of `starling send` → `starling receive` between two network namespaces over veth, against the
- *     raw TCP rate of the same link in the same run (a file piped into a socket and written to a file on the
- *     other side, as `cat FILE | nc` and `nc -l > FILE` do), each over the raw link and over one shaped to
- *     100 Mbit/s (tc tbf: a fast Wi-Fi);
+ *   - transfer throughput (the file server and a fetch, as `starling send` and `receive` use them) between two
+ *     network namespaces over veth, against the raw TCP rate of the same link in the same run (a file piped
+ *     into a socket and written to a file on the other side, as `cat FILE | nc` and `nc -l > FILE` do), each
+ *     over the raw link and over one shaped to 100 Mbit/s (tc tbf: a fast Wi-Fi), timed on the receiving side;
  *   - bytes moved per device by an update that changes only Starling's code: the bundle release (fetched with
  *     the running bundle's chunks reused), against the full executable's size.
  * Needs root (namespaces, tc). Median of 3 per figure.
@@ -54,41 +54,66 @@ function run(ns: string, args: string[]): Promise<{ code: number | null; out: st
   return new Promise((r) => p.on('exit', (code) => r({ code, out, seconds: (performance.now() - t0) / 1000 })));
 }
 
+/** Starts this script in `ns` with a role; resolves with its first JSON line whose event is `event`, and the process. */
+async function role(ns: string, args: string[], event: string): Promise<{ rec: Record<string, unknown>; proc: ReturnType<typeof spawn>; next(e: string): Promise<Record<string, unknown>> }> {
+  const proc = spawn('ip', ['netns', 'exec', ns, 'env', 'MALLOC_ARENA_MAX=2', process.execPath, self, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const recs: Record<string, unknown>[] = [];
+  let buf = '';
+  proc.stdout!.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      recs.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>);
+      buf = buf.slice(i + 1);
+    }
+  });
+  const next = async (e: string) => {
+    for (;;) {
+      const r = recs.find((x) => x.event === e);
+      if (r) return r;
+      if (proc.exitCode !== null) throw new Error(`bench role ${args.join(' ')} ended before '${e}'`);
+      await new Promise((res) => setTimeout(res, 10));
+    }
+  };
+  return { rec: await next(event), proc, next };
+}
+
+/** Raw TCP: the file piped into a socket, written to a file on the other side; timed by the receiver. */
 async function rawOnce(seg: Segment, file: string, dir: string): Promise<number> {
   const out = join(dir, 'raw.out');
-  const recv = spawn('ip', ['netns', 'exec', seg.hosts[1]!, process.execPath, self, '--role', 'raw-receiver', '--port', '5901', '--out', out], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: string[] = [];
-  recv.stdout.on('data', (d) => lines.push(...String(d).trim().split('\n')));
-  while (!lines.some((l) => l.includes('listening'))) await new Promise((r) => setTimeout(r, 20));
-  const t0 = performance.now();
+  const recv = await role(seg.hosts[1]!, ['--role', 'raw-receiver', '--port', '5901', '--out', out], 'listening');
   await run(seg.hosts[0]!, [process.execPath, self, '--role', 'raw-sender', '--host', seg.address(2), '--port', '5901', '--file', file]);
-  while (!lines.some((l) => l.includes('done'))) await new Promise((r) => setTimeout(r, 5));
-  const seconds = (performance.now() - t0) / 1000;
-  recv.kill();
+  const done = await recv.next('done');
+  recv.proc.kill();
   rmSync(out, { force: true });
-  return statSync(file).size / seconds;
+  return statSync(file).size / (done.seconds as number);
 }
 
-async function starlingOnce(seg: Segment, file: string, dir: string, port: number): Promise<{ rate: number; hashSeconds: number }> {
-  const inbox = join(dir, `inbox-${port}`);
-  const recv = spawn('ip', ['netns', 'exec', seg.hosts[1]!, 'env', 'MALLOC_ARENA_MAX=2', process.execPath, CLI, 'receive', '--dir', inbox, '--name', 'bench-r', '--port', String(port), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  recv.stdout.on('data', (d) => (out += d));
-  while (!out.includes('STARTED')) await new Promise((r) => setTimeout(r, 20));
-  // The sender hashes the file before offering it: timed apart, so the rate is the transfer's.
-  const h0 = performance.now();
-  await hashFile(file);
-  const hashSeconds = (performance.now() - h0) / 1000;
-  const r = await run(seg.hosts[0]!, [process.execPath, CLI, 'send', file, 'bench-r', '--port', String(port), '--json', '--wait', '10']);
-  recv.kill();
-  await new Promise((res) => recv.on('exit', res));
-  rmSync(inbox, { recursive: true, force: true });
-  if (r.code !== 0) throw new Error(`send failed: ${r.out}`);
-  // The command's time includes starting Node, meeting the receiver (beacons, a second apart) and hashing.
-  return { rate: statSync(file).size / Math.max(0.001, r.seconds - hashSeconds - startupSeconds), hashSeconds };
+/** Starling: a file server (runtime/files/server.ts) on one side, a Fetch on the other, timed by the fetcher. */
+async function starlingOnce(seg: Segment, file: string, dir: string): Promise<number> {
+  const server = await role(seg.hosts[0]!, ['--role', 'file-server', '--host', seg.address(1), '--file', file], 'serving');
+  const out = join(dir, 'fetched.bin');
+  const fetcher = await role(seg.hosts[1]!, ['--role', 'fetcher', '--endpoint', String(server.rec.endpoint), '--id', String(server.rec.id), '--size', String(server.rec.size), '--out', out], 'done');
+  server.proc.kill();
+  fetcher.proc.kill();
+  rmSync(out, { force: true });
+  return statSync(file).size / (fetcher.rec.seconds as number);
 }
 
-let startupSeconds = 0;
+async function fileServer(host: string, file: string): Promise<void> {
+  const server = new FileServer();
+  await server.start(host);
+  const t = await server.offer(file);
+  process.stdout.write(JSON.stringify({ event: 'serving', endpoint: server.endpoint, id: t.sha256, size: t.size }) + '\n');
+}
+
+async function fetcher(endpoint: string, id: string, size: number, out: string): Promise<void> {
+  const t0 = performance.now();
+  const f = new Fetch({ id, size, dest: out, sources: [{ endpoint }] });
+  await f.run();
+  process.stdout.write(JSON.stringify({ event: 'done', seconds: (performance.now() - t0) / 1000, ...f.stats() }) + '\n');
+  process.exit(0);
+}
 
 /** Bytes fetched for a bundle release when the running bundle seeds it (loopback, in-process). */
 async function bundleUpdateBytes(dir: string): Promise<{ size: number; fetched: number; reused: number; chunks: number }> {
@@ -125,20 +150,6 @@ async function conduct(): Promise<void> {
     const fd = openSync(file, 'w');
     for (let i = 0; i < mb; i++) writeSync(fd, randomBytes(1024 * 1024));
     closeSync(fd);
-    // What the send command pays besides the transfer: Node's start and meeting the peer, with an empty file.
-    const empty = join(dir, 'empty.bin');
-    writeFileSync(empty, '');
-    const emptyRun = await (async () => {
-      const inbox = join(dir, 'inbox-empty');
-      const recv = spawn('ip', ['netns', 'exec', seg.hosts[1]!, process.execPath, CLI, 'receive', '--dir', inbox, '--name', 'bench-r', '--port', '5891', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      recv.stdout.on('data', (d) => (out += d));
-      while (!out.includes('STARTED')) await new Promise((r) => setTimeout(r, 20));
-      const r = await run(seg.hosts[0]!, [process.execPath, CLI, 'send', empty, 'bench-r', '--port', '5891', '--json', '--wait', '10']);
-      recv.kill();
-      return r.seconds;
-    })();
-    startupSeconds = emptyRun;
     const figures: Record<string, number> = {};
     for (const link of ['veth', 'veth at 100 Mbit/s'] as const) {
       if (link !== 'veth') execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'add', 'dev', 'p2', 'root', 'tbf', 'rate', '100mbit', 'burst', '64kbit', 'latency', '100ms']);
@@ -146,7 +157,7 @@ async function conduct(): Promise<void> {
       const ours: number[] = [];
       for (let i = 0; i < 3; i++) {
         raw.push(await rawOnce(seg, file, dir));
-        ours.push((await starlingOnce(seg, file, dir, 5892 + i)).rate);
+        ours.push(await starlingOnce(seg, file, dir));
       }
       figures[`${link} raw`] = median(raw);
       figures[`${link} starling`] = median(ours);
@@ -163,10 +174,10 @@ async function conduct(): Promise<void> {
     }
     rows.push(['update, only Starling\'s code changed (bytes moved)', `${(upd.fetched / 1e6).toFixed(2)} MB (bundle ${(upd.size / 1e6).toFixed(2)} MB, ${upd.reused} of ${upd.chunks} chunks reused)`, `${(exeSize / 1e6).toFixed(1)} MB (the arm64 executable)`, `${((upd.fetched / exeSize) * 100).toFixed(2)} %`]);
     if (values.json) {
-      process.stdout.write(JSON.stringify({ mb, figures, startupSeconds, update: { ...upd, executableBytes: exeSize } }) + '\n');
+      process.stdout.write(JSON.stringify({ mb, figures, update: { ...upd, executableBytes: exeSize } }) + '\n');
       return;
     }
-    console.log(`File transfer bench — two network namespaces over veth; Node ${process.version}; median of 3; send's start-up and meeting (${startupSeconds.toFixed(2)} s, from an empty file) and hashing taken out`);
+    console.log(`File transfer bench — two network namespaces over veth; Node ${process.version}; median of 3; each timed on the receiving side, from the first request (Starling: the fetch, with every chunk checked and the whole file hashed and fsynced) or the accepted connection (raw TCP) to the file written`);
     const w = [52, 48, 36, 8];
     const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(w[i]!)).join(' | ') + ' |';
     console.log(line(['figure', 'Starling (this run)', 'comparison (same run)', 'ratio']));
@@ -178,7 +189,9 @@ async function conduct(): Promise<void> {
   }
 }
 
-const { values: role } = parseArgs({ options: { role: { type: 'string' }, port: { type: 'string' }, out: { type: 'string' }, host: { type: 'string' }, file: { type: 'string' } }, strict: false });
-if (role.role === 'raw-receiver') await rawReceiver(Number(role.port), String(role.out));
-else if (role.role === 'raw-sender') await rawSender(String(role.host), Number(role.port), String(role.file));
+const { values: r } = parseArgs({ options: { role: { type: 'string' }, port: { type: 'string' }, out: { type: 'string' }, host: { type: 'string' }, file: { type: 'string' }, endpoint: { type: 'string' }, id: { type: 'string' }, size: { type: 'string' } }, strict: false });
+if (r.role === 'raw-receiver') await rawReceiver(Number(r.port), String(r.out));
+else if (r.role === 'raw-sender') await rawSender(String(r.host), Number(r.port), String(r.file));
+else if (r.role === 'file-server') await fileServer(String(r.host), String(r.file));
+else if (r.role === 'fetcher') await fetcher(String(r.endpoint), String(r.id), Number(r.size), String(r.out));
 else await conduct();
