@@ -98,6 +98,7 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
   private settle: { resolve: (t: ChunkTable) => void; reject: (e: Error) => void } | undefined;
   private done = false;
   private sinceGc = 0;
+  private probeGate = 0;
   private writing = Promise.resolve();
   private readonly counters = { bytesReceived: 0, chunksResumed: 0, chunksReused: 0, chunksRefused: 0, chunksDuplicate: 0, timeouts: 0, busy: 0, sourcesDropped: 0 };
 
@@ -340,6 +341,7 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     this.have[r.index] = 1;
     this.held++;
     this.timeout = this.o.chunkTimeoutMs ?? 5000;
+    this.probeGate = 0;
     if (this.cwnd < (this.o.window ?? 10)) this.cwnd++;
     this.fill();
     const write = this.writing.then(() => this.fh!.write(r.body, 0, len, r.index * t.chunkSize));
@@ -365,13 +367,16 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     }
     let late: Outstanding | undefined;
     for (const o of this.outstanding.values()) if (o.deadline <= now && (!late || o.deadline < late.deadline)) late = o;
-    if (late) {
+    if (late && now >= this.probeGate) {
       // The oldest request is presumed lost: ask for it once more (elsewhere when there is another source),
       // wait longer, and let the rest run on — their replies may be queued behind a link that came back, and
       // asking again for all of them would fetch a window of duplicates.
       this.counters.timeouts++;
       const src = late.source;
       this.timeout = Math.min(this.timeout * 2, this.o.maxChunkTimeoutMs ?? 60_000);
+      // One probe per timeout for the whole transfer: when the link itself is down, every source's requests
+      // time out together, and a probe to each would be a duplicate each once it comes back.
+      this.probeGate = now + this.timeout;
       for (const [i, o] of this.outstanding) {
         if (o === late) {
           this.outstanding.delete(i);

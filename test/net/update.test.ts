@@ -98,7 +98,8 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
     const exit = await p.exited();
     expect(exit, `push output: ${JSON.stringify(p.events.slice(-8))} ${p.stderr}`).toBe(0);
     const rx = rxBytes(1) - rx0;
-    console.log(`release ${size} bytes; device 1 received ${rx} bytes on eth0 across a 10 s drop (${(rx / size).toFixed(3)} × the file)`);
+    const fetched = String(devices[0]!.events.find((e) => /^release 0\.2\.0 installed/.test(String(e.msg)))?.msg);
+    console.log(`release ${size} bytes; device 1 received ${rx} bytes on eth0 across a 10 s drop (${(rx / size).toFixed(3)} × the file); ${fetched}`);
     expect(rx).toBeLessThan(1.1 * size);
     for (let i = 1; i <= DEVICES; i++) {
       const seen = rows(p, `d${i}`).map((r) => r.state);
