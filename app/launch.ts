@@ -63,8 +63,15 @@ export function launchRelease(argv: string[]): boolean {
       if (s?.version !== version || s.state !== 'trying' || readLink(dir, 'current') !== version) return;
       const why = `not committed within ${trial.deadlineMs / 1000} s of starting`;
       noteTrialFailure(dir, version, why);
-      line('error', `release ${version} ${why}: exiting so the next start counts it`);
-      process.exit(1);
+      line('error', `release ${version} ${why}: stopping so the next start counts it`);
+      // Stop as on SIGTERM (a working supervisor puts its outputs to their safe level first), but exit 1 so
+      // systemd's Restart=on-failure starts again: a SIGTERM death or exit 0 would count as a clean stop.
+      process.on('exit', () => {
+        process.exitCode = 1;
+      });
+      process.on('SIGTERM', () => {}); // a release without a handler is not killed by it: the exit below ends it
+      process.kill(process.pid, 'SIGTERM');
+      setTimeout(() => process.exit(1), 15_000).unref();
     }, trial.deadlineMs).unref();
   }
   line('info', `running release ${choice.version} (${choice.bundle}); the installed program is ${INSTALLED_VERSION}`);
