@@ -273,7 +273,8 @@ export class FilesService extends ServiceBase {
   }
 
   private async onUpdate(peer: string, body: unknown): Promise<void> {
-    const base: UpdateStatus = { node: this.node?.name ?? '', version: this.o.version, state: 'refused' };
+    const claimed = (body as { manifest?: { version?: unknown } } | undefined)?.manifest?.version;
+    const base: UpdateStatus = { node: this.node?.name ?? '', version: this.o.version, state: 'refused', ...(typeof claimed === 'string' ? { target: claimed.slice(0, 60) } : {}) };
     const refuse = (error: string) => {
       this.counters.updatesRefused++;
       this.log?.('warn', `update from ${this.node?.findPeer(peer)?.name ?? peer} refused: ${error}`);
@@ -347,7 +348,7 @@ export class FilesService extends ServiceBase {
     }
     this.counters.updatesInstalled++;
     this.setStatus({ state: 'restarting' });
-    this.log?.('info', `release ${m.version} installed (${st.bytesReceived} bytes fetched, ${st.chunksReused} chunk(s) reused): restarting into it`);
+    this.log?.('info', `release ${m.version} installed (${st.bytesReceived} bytes fetched, ${st.chunksReused} chunk(s) reused, ${st.chunksResumed} resumed from an earlier transfer): restarting into it`);
     // Give the status a moment to reach whoever asks, then restart (systemd starts the new release).
     setTimeout(() => this.restart?.(`update to ${m.version}`), 1500).unref();
   }

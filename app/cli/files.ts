@@ -299,20 +299,26 @@ ${MESH_HELP}`,
         out(json ? JSON.stringify(s) : row(s));
       };
       const deadline = Date.now() + timeout * 1000;
+      const version = signed.manifest.version;
       const phase = async (group: PeerInfo[]): Promise<UpdateStatus[]> => {
         const done = new Map<string, UpdateStatus>();
-        for (const p of group) {
-          const s = await query(node, box, p, { update: signed });
-          if (s) say(s);
-        }
+        // A state is about our update when it names our version (a refusal of a manifest without one has none).
+        const ours = (s: UpdateStatus) => s.target === version || (s.state === 'refused' && s.target === undefined);
+        const note = (p: PeerInfo, s: UpdateStatus | undefined) => {
+          if (!s) return;
+          say(s);
+          if (ours(s) && FINAL.has(s.state)) done.set(p.name, s);
+        };
+        for (const p of group) note(p, await query(node, box, p, { update: signed }));
         while (done.size < group.length && Date.now() < deadline) {
           await sleep(1000);
           for (const p of group) {
             if (done.has(p.name)) continue;
             const s = await query(node, box, p);
             if (!s) continue; // restarting: not on the mesh for a moment
-            say(s);
-            if (FINAL.has(s.state)) done.set(p.name, s);
+            // A state about another update (or none): the device restarted mid-transfer, or never got ours.
+            // Send it again; the device resumes from the chunks it already holds.
+            note(p, ours(s) ? s : await query(node, box, p, { update: signed }));
           }
         }
         for (const p of group) if (!done.has(p.name)) done.set(p.name, { node: p.name, version: last.get(p.name)?.version ?? '?', state: 'failed', error: `not done within ${timeout} s` });

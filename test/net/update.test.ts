@@ -120,14 +120,35 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
     execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'del', 'dev', 'p1', 'root']);
   }, 180_000);
 
+  it('a device killed mid-transfer resumes from the chunks it held when the push sends the update again', async () => {
+    const file = join(dir, 'starling-0.2.1.cjs');
+    writeFileSync(file, Buffer.concat([readFileSync(CLI), Buffer.from(`\n/* ${randomBytes(6 * 1024 * 1024).toString('base64')} */\n`)]));
+    execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'add', 'dev', 'p1', 'root', 'tbf', 'rate', '12mbit', 'burst', '32kbit', 'latency', '400ms']);
+    const p = push(sign(file, '0.2.1'));
+    await p.waitFor((e) => (e as unknown as Row).node === 'd1' && (e as unknown as Row).state === 'fetching' && ((e as unknown as Row).progress ?? 0) >= 0.3, 60_000, 'd1 fetching, 30 %');
+    // SIGKILL d1's supervisor (its loop starts it again, as Restart= would).
+    const runs = processesWith(join(dir, 'd1.yaml')).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(process.execPath));
+    expect(runs.length).toBe(1);
+    process.kill(runs[0]!, 'SIGKILL');
+    expect(await p.exited()).toBe(0);
+    execFileSync('ip', ['netns', 'exec', seg.hub, 'tc', 'qdisc', 'del', 'dev', 'p1', 'root']);
+    const installed = devices[0]!.events.filter((e) => /^release 0\.2\.1 installed/.test(String(e.msg))).map((e) => String(e.msg));
+    console.log(`after SIGKILL at 30 %: ${installed.join('; ')}`);
+    const m = /\((\d+) bytes fetched, (\d+) chunk\(s\) reused, (\d+) resumed/.exec(installed[0] ?? '');
+    expect(m).not.toBeNull();
+    expect(Number(m![3])).toBeGreaterThan(5);
+    expect(Number(m![1])).toBeLessThan(0.8 * readFileSync(file).length);
+    for (let i = 1; i <= DEVICES; i++) expect(rows(p, `d${i}`).at(-1)).toMatchObject({ version: '0.2.1', state: 'committed' });
+  }, 180_000);
+
   it('a release that exits at start is rolled back on every device after its attempts, and reported as such', async () => {
     const file = join(dir, 'crash-0.3.0.cjs');
     writeFileSync(file, "process.stderr.write('release 0.3.0: exiting at start\\n'); process.exit(3);\n");
     const p = push(sign(file, '0.3.0'));
     expect(await p.exited()).toBe(1);
     for (let i = 1; i <= DEVICES; i++) {
-      expect(rows(p, `d${i}`).at(-1)).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.3.0', error: expect.stringMatching(/^release 0\.3\.0 did not become healthy in 2 start\(s\)/) });
-      expect(readlinkSync(join(dir, `rel${i}`, 'current'))).toBe('0.2.0');
+      expect(rows(p, `d${i}`).at(-1)).toMatchObject({ version: '0.2.1', state: 'rolled-back', target: '0.3.0', error: expect.stringMatching(/^release 0\.3\.0 did not become healthy in 2 start\(s\)/) });
+      expect(readlinkSync(join(dir, `rel${i}`, 'current'))).toBe('0.2.1');
       expect(devices[i - 1]!.events.filter((e) => e.loop === 'exited' && e.code === 3).length).toBe(2);
     }
   }, 120_000);
@@ -140,7 +161,7 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
     const status = JSON.parse(cli(pusher(), 'update', 'status', '--to', 'fleet', '--json', '--wait', '3')) as Row[];
     expect(status.map((s) => s.node).sort()).toEqual(['d1', 'd2', 'd3', 'd4']);
     for (const s of status) {
-      expect(s).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.4.0', error: expect.stringMatching(/did not become healthy in 2 start\(s\) \(last: not committed within 8 s of starting\)/) });
+      expect(s).toMatchObject({ version: '0.2.1', state: 'rolled-back', target: '0.4.0', error: expect.stringMatching(/did not become healthy in 2 start\(s\) \(last: not committed within 8 s of starting\)/) });
     }
   }, 150_000);
 
@@ -149,7 +170,7 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
     writeFileSync(file, 'process.exit(4);\n');
     const p = push(sign(file, '0.5.0'), '--percent', '20');
     expect(await p.exited()).toBe(1);
-    expect(rows(p, 'd1').at(-1)).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.5.0' });
+    expect(rows(p, 'd1').at(-1)).toMatchObject({ version: '0.2.1', state: 'rolled-back', target: '0.5.0' });
     expect(p.events.find((e) => e.stopped === true)).toMatchObject({ reason: 'a canary did not commit', waiting: ['d2', 'd3', 'd4'] });
     for (const i of [2, 3, 4]) {
       expect(rows(p, `d${i}`)).toEqual([]);
