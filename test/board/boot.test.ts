@@ -291,7 +291,12 @@ update: { keys: ["${releaseKey.publicKey}"], commit_after: 10s, max_attempts: 2 
     expect(down.code).toBe(1);
     expect(down.rows.at(-1)).toMatchObject({ version: '0.2.0', state: 'rolled-back', target: '0.3.0', error: expect.stringMatching(/did not become healthy in 2 start\(s\)/) });
     expect(guest.run('readlink /var/lib/starling/releases/current').trim()).toBe('0.2.0');
-    const rolled = show('starling.service', 'ActiveState', 'NRestarts');
+    // The rolled-back release answers on the mesh a moment before it sends READY=1: wait for the unit.
+    let rolled = show('starling.service', 'ActiveState', 'NRestarts');
+    for (let i = 0; i < 60 && rolled.ActiveState !== 'active'; i++) {
+      await sleep(1000);
+      rolled = show('starling.service', 'ActiveState', 'NRestarts');
+    }
     expect(rolled.ActiveState).toBe('active');
     expect(Number(rolled.NRestarts)).toBe(Number(after.NRestarts) + 3); // exit 75, then two exits 3
     expect(guest.run('journalctl -b -u starling -o cat --since "-5min"')).toMatch(/release 0\.3\.0 did not become healthy in 2 start\(s\); restoring 0\.2\.0/);
