@@ -164,6 +164,17 @@ export function processesWith(text: string): number[] {
   }).map(Number);
 }
 
+/** SIGKILLs every process whose command line contains `text` (a test's directory: what it started). */
+export function killProcessesWith(text: string): void {
+  for (const pid of processesWith(text)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
 /**
  * What a (stopped) bridge's spool holds for one state topic: reads a copy made at `copy`, so the original is
  * untouched. Returns the sequence numbers in spool order, the publisher, and the damage the scan found.
@@ -198,13 +209,7 @@ export function processFixture(prefix: string): { track(p: ChildProcess): ChildP
   afterEach(() => {
     for (const p of procs.splice(0)) p.kill('SIGKILL');
     for (const d of dirs.splice(0)) {
-      for (const pid of processesWith(d)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
+      killProcessesWith(d);
       rmSync(d, { recursive: true, force: true });
     }
   });

@@ -207,6 +207,16 @@ export function untilSignal(seconds = 0): Promise<void> {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Polls `ready` every 25 ms until it holds (true) or `seconds` have passed (false). */
+export async function waitUntil(seconds: number, ready: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + seconds * 1000;
+  while (!ready()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(25);
+  }
+  return true;
+}
+
 /** Content frames as text when every frame is valid UTF-8, else as hex (`contentHex`). */
 export function contentFields(content: Buffer[]): { content: string[] } | { contentHex: string[] } {
   const decoder = new TextDecoder('utf-8', { fatal: true });

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { CliError, intOption, MESH_HELP, MESH_OPTIONS, meshSecurity, nodeOptions, out, parse, secondsOption, sleep, startNode, untilSignal, type Command } from './common.ts';
+import { CliError, intOption, MESH_HELP, MESH_OPTIONS, meshSecurity, nodeOptions, out, parse, secondsOption, sleep, startNode, untilSignal, waitUntil, type Command } from './common.ts';
 import type { PeerInfo, ZreNode, ZreNodeOptions } from '../../runtime/zre/node.ts';
 import { chooseInterface } from '../../runtime/net/iface.ts';
 import { FileServer } from '../../runtime/files/server.ts';
@@ -67,15 +67,6 @@ function inbox(node: ZreNode): { next(from: (name: string) => boolean, pred: (m:
   };
 }
 
-async function waitFor(seconds: number, ready: () => boolean): Promise<boolean> {
-  const deadline = Date.now() + seconds * 1000;
-  while (!ready()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
-  return true;
-}
-
 export const send: Command = {
   summary: 'send a file to a peer or a group (they fetch it in checked chunks)',
   help: `Usage: starling send FILE NAME|UUID|GROUP [--as NAME] [--wait SEC] [--max-uploads N] [--json] [mesh options]
@@ -102,7 +93,7 @@ ${MESH_HELP}`,
     const box = inbox(node);
     try {
       const table = await server.offer(resolve(file));
-      if (!(await waitFor(wait, () => targets(node, target).length > 0))) throw new CliError(`no peer named '${target}', nor in a group of that name, within ${wait} s`, 1);
+      if (!(await waitUntil(wait, () => targets(node, target).length > 0))) throw new CliError(`no peer named '${target}', nor in a group of that name, within ${wait} s`, 1);
       await sleep(200);
       const to = targets(node, target);
       const name = (values.as as string | undefined) ?? basename(file);
@@ -257,7 +248,7 @@ ${MESH_HELP}`,
       const node = await startNode(nodeOptions(values));
       const box = inbox(node);
       try {
-        await waitFor(wait, () => false);
+        await sleep(wait * 1000); // gather the devices that answer beacons meanwhile
         const rows = (await Promise.all(targets(node, values.to as string | undefined).map((p) => query(node, box, p, sub === 'cancel' ? { 'update-cancel': {} } : undefined)))).filter((s): s is UpdateStatus => !!s);
         if (json) out(JSON.stringify(rows));
         else for (const r of rows) out(row(r));
@@ -286,7 +277,7 @@ ${MESH_HELP}`,
     const box = inbox(node);
     try {
       await server.offer(resolve(file), tableOf(signed));
-      await waitFor(wait, () => false);
+      await sleep(wait * 1000); // gather the devices that answer beacons meanwhile
       const all = targets(node, values.to as string | undefined);
       if (all.length === 0) throw new CliError(`no device${values.to ? ` named '${values.to}' or in that group` : ''} within ${wait} s`, 1);
       const canaries = percent < 100 ? all.filter((p) => isCanary(p.name, percent)) : all;

@@ -1,17 +1,7 @@
 // `starling shout` and `starling whisper`: join the mesh, wait until the target is known, send, leave.
-import { CliError, MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, secondsOption, sleep, startNode, type Command } from './common.ts';
-import type { ZreNode } from '../../runtime/zre/node.ts';
+import { CliError, MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, secondsOption, sleep, startNode, waitUntil, type Command } from './common.ts';
 
 const SEND_OPTIONS = { ...MESH_OPTIONS, wait: { type: 'string' } } as const;
-
-async function waitUntil(node: ZreNode, seconds: number, ready: () => boolean): Promise<boolean> {
-  const deadline = Date.now() + seconds * 1000;
-  while (!ready()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(25);
-  }
-  return true;
-}
 
 export const shout: Command = {
   summary: 'send a text to every peer in a group',
@@ -30,7 +20,7 @@ ${MESH_HELP}`,
     const node = await startNode(nodeOptions(values));
     try {
       const inGroup = () => node.peerList().filter((p) => p.groups.includes(group));
-      if (!(await waitUntil(node, wait, () => inGroup().length > 0))) throw new CliError(`no peer joined group '${group}' within ${wait} s`, 1);
+      if (!(await waitUntil(wait, () => inGroup().length > 0))) throw new CliError(`no peer joined group '${group}' within ${wait} s`, 1);
       // Give the rest of the group a moment to answer as well.
       await sleep(300);
       const n = node.shout(group, text);
@@ -59,7 +49,7 @@ ${MESH_HELP}`,
     const wait = secondsOption('--wait', values.wait, 5);
     const node = await startNode(nodeOptions(values));
     try {
-      if (!(await waitUntil(node, wait, () => node.findPeer(target) !== undefined))) {
+      if (!(await waitUntil(wait, () => node.findPeer(target) !== undefined))) {
         throw new CliError(`no peer named or with UUID '${target}' within ${wait} s`, 1);
       }
       const peer = node.findPeer(target)!;

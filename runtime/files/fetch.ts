@@ -199,7 +199,9 @@ export class Fetch extends EventEmitter<{ progress: [FetchStats] }> {
     for (let i = 0; i < this.have.length; i++) {
       if (this.have[i]) continue;
       const k = t.hashes[i]!.toString('hex');
-      wanted.set(k, [...(wanted.get(k) ?? []), i]);
+      const at = wanted.get(k);
+      if (at) at.push(i);
+      else wanted.set(k, [i]);
     }
     const buf = Buffer.allocUnsafe(t.chunkSize);
     let copied = 0;

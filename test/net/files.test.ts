@@ -6,7 +6,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeSync, closeSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, Segment, CLI, rootTests, requireRootAndBuild } from './netns.ts';
-import { processesWith } from '../helpers.ts';
+import { killProcessesWith } from '../helpers.ts';
 
 const runHere = rootTests('the file transfer test');
 /** kB of a /proc/PID/status field: VmRSS (all resident), RssAnon (private memory: what a transfer could pile up). */
@@ -24,13 +24,7 @@ describe.runIf(runHere)('a large file to three receivers at once', () => {
   });
   afterAll(async () => {
     for (const a of agents) a.kill('SIGKILL');
-    for (const pid of processesWith(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
+    killProcessesWith(dir);
     seg.destroy();
     rmSync(dir, { recursive: true, force: true });
   });

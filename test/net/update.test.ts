@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, Segment, CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
-import { processesWith } from '../helpers.ts';
+import { killProcessesWith, processesWith } from '../helpers.ts';
 
 const runHere = rootTests('the update test');
 const DEVICES = 4;
@@ -49,13 +49,7 @@ describe.runIf(runHere)('updates pushed to a group of four devices', () => {
 
   afterAll(async () => {
     for (const a of agents) a.kill('SIGKILL');
-    for (const pid of processesWith(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
+    killProcessesWith(dir);
     seg.destroy();
     rmSync(dir, { recursive: true, force: true });
   });
