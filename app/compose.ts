@@ -6,8 +6,9 @@
  *   1. the device — mesh node, telemetry publisher, sensors and GPIO (services/device.ts);
  *   2. the embedded MQTT broker, when `mqtt.embedded` and no `mqtt.url`;
  *   3. the MQTT bridge, when there is a broker (the configured one, or the embedded one's address);
- *   4. files and updates (services/files.ts): offers and pushed releases from peers;
- *   5. each external service of `services:`, in the order written.
+ *   4. the web view (services/web/service.ts), unless `web.listen: off`; the caller hands it the supervisor;
+ *   5. files and updates (services/files.ts): offers and pushed releases from peers;
+ *   6. each external service of `services:`, in the order written.
  * The configuration is read, never changed.
  *
  * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
@@ -22,6 +23,7 @@ import { BridgeService } from '../services/mqtt-bridge/service.ts';
 import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
 import type { Security } from '../runtime/security/context.ts';
 import { FilesService } from '../services/files.ts';
+import { WebService } from '../services/web/service.ts';
 import { releasesDir } from '../runtime/update/releases.ts';
 import { baseBundle, runningRelease, runningVersion } from './launch.ts';
 
@@ -32,6 +34,8 @@ export interface Composition {
   broker: EmbeddedBroker | undefined;
   bridge: BridgeService | undefined;
   files: FilesService;
+  /** The web view; set its `supervisor` once the Supervisor exists. */
+  web: WebService | undefined;
 }
 
 /**
@@ -52,6 +56,7 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
     backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
   }, log));
   const files = new FilesService(config, device, { version, releases: releasesDir(), baseBundle: baseBundle() }, logger('files'), security);
-  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), files, ...processes];
-  return { services, device, broker, bridge, files };
+  const web = config.web.listen === 'off' ? undefined : new WebService(config, device, log, logger('web'), security);
+  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(web ? [web] : []), files, ...processes];
+  return { services, device, broker, bridge, files, web };
 }

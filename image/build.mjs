@@ -16,7 +16,7 @@
 // from node_modules at run time.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -52,6 +52,40 @@ const atomicCopy = (from, to) => {
   renameSync(tmp, to);
 };
 
+// The web view's page (services/web/page/): one minified script and one stylesheet, for browsers, into
+// dist/web/ (read from there when the sources run, as in the tests).
+const webDir = join(root, 'dist/web');
+const page = await build({
+  write: false,
+  entryPoints: [join(root, 'services/web/page/app.ts')],
+  outdir: webDir,
+  bundle: true,
+  platform: 'browser',
+  target: ['chrome100', 'firefox100', 'safari15'],
+  format: 'iife',
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+});
+mkdirSync(webDir, { recursive: true });
+const webFiles = { 'index.html': readFileSync(join(root, 'services/web/page/index.html')) };
+for (const f of page.outputFiles) webFiles[f.path.slice(webDir.length + 1)] = Buffer.from(f.contents);
+for (const [name, data] of Object.entries(webFiles)) atomicWrite(join(webDir, name), data);
+for (const f of readdirSync(webDir)) if (!(f in webFiles) && !f.endsWith('.tmp')) rmSync(join(webDir, f), { force: true });
+
+/** esbuild plugin: services/web/assets.ts, in the bundle, holds the page's files inline. */
+const webAssetsInline = {
+  name: 'web-assets',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]services[\\/]web[\\/]assets\.ts$/ }, async (args) => {
+      const source = readFileSync(args.path, 'utf8');
+      const files = Object.entries(webFiles).map(([n, d]) => `[${JSON.stringify('/' + n)}, asset(${JSON.stringify(n)}, Buffer.from(${JSON.stringify(d.toString('base64'))}, 'base64'))]`);
+      const inline = source.replace(/let cached[^]*$/, `let cached;\nexport function webAssets(): Map<string, Asset> { return (cached ??= new Map([${files.join(',')}])); }\n`);
+      return { contents: inline, loader: 'ts', resolveDir: dirname(args.path) };
+    });
+  },
+};
+
 const main = await build({
   write: false,
   entryPoints: [join(root, 'app/cli/main.ts')],
@@ -64,7 +98,7 @@ const main = await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   logLevel: 'warning',
-  plugins: [nativeAddons],
+  plugins: [nativeAddons, webAssetsInline],
   // dbus-next's optional parts: usocket (a native addon; without it dbus-next connects to the bus socket with
   // node:net, which is all the system bus needs) and x11 (session-bus autolaunch on a desktop). Left out.
   external: ['usocket', 'x11'],

@@ -58,3 +58,49 @@ export function parseCommand(frame: Buffer | undefined): { command: GpioCommand 
   if (o.set !== 0 && o.set !== 1) throw new CommandError(`"set" must be 0 or 1, got ${JSON.stringify(o.set)?.slice(0, 40)}`);
   return { command: { gpio: o.gpio, set: o.set } };
 }
+
+/** What {@link sendCommand} needs of a mesh node (a ZreNode). */
+export interface CommandNode {
+  whisper(peer: string, ...content: string[]): boolean;
+  findPeer(nameOrId: string): { name: string } | undefined;
+  on(event: 'whisper', l: (m: { peer: string; content: Buffer[] }) => void): unknown;
+  on(event: 'exit', l: (e: { peer: string }) => void): unknown;
+  off(event: 'whisper', l: (m: { peer: string; content: Buffer[] }) => void): unknown;
+  off(event: 'exit', l: (e: { peer: string }) => void): unknown;
+}
+
+/**
+ * Sends a GPIO command to a peer and waits up to `timeoutMs` for its reply. Resolves with the value the device
+ * read back after acting (its confirmed state); rejects with a {@link CommandError} when it refused (the reason
+ * it gave: "not authorised" when our key lacks the command role), left, or did not answer in time.
+ */
+export function sendCommand(node: CommandNode, peer: string, command: GpioCommand, timeoutMs = 5000): Promise<number | undefined> {
+  const { gpio } = command;
+  const who = () => node.findPeer(peer)?.name ?? peer;
+  const what = command.set === undefined ? gpio : `${gpio}=${command.set}`;
+  return new Promise((resolve, reject) => {
+    const done = (e: Error | undefined, value?: number) => {
+      clearTimeout(timer);
+      node.off('whisper', onWhisper);
+      node.off('exit', onExit);
+      if (e) reject(e);
+      else resolve(value);
+    };
+    const onWhisper = (m: { peer: string; content: Buffer[] }) => {
+      if (m.peer !== peer) return;
+      let msg;
+      try {
+        msg = parseCommand(m.content[0]);
+      } catch {
+        return;
+      }
+      if (!('reply' in msg) || (msg.reply.gpio !== undefined && msg.reply.gpio !== gpio)) return;
+      done(msg.reply.ok ? undefined : new CommandError(`${who()} refused ${what}: ${msg.reply.error ?? 'no reason given'}`), msg.reply.value);
+    };
+    const onExit = (e: { peer: string }) => e.peer === peer && done(new CommandError(`${gpio}: the peer left before it answered`));
+    const timer = setTimeout(() => done(new CommandError(`${gpio}: no answer from ${who()} within ${timeoutMs / 1000} s`)), timeoutMs);
+    node.on('whisper', onWhisper);
+    node.on('exit', onExit);
+    if (!node.whisper(peer, encodeCommand(command))) done(new CommandError(`${gpio}: the peer is gone or its send queue is full`));
+  });
+}

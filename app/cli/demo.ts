@@ -1,6 +1,7 @@
 // `starling demo`: the whole house on one machine, on loopback — three simulated devices and a hub that bridges
 // their telemetry to an embedded MQTT broker, with every step printed as it happens.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError, intOption, out, parse, secondsOption, sleep, untilSignal, type Command } from './common.ts';
@@ -41,8 +42,9 @@ const DEVICES: { name: string; sensors: string; gpio: string }[] = [
   },
 ];
 
-function deviceConfig(name: string, body: string, iface: string, port: number, keys: string): Config {
+function deviceConfig(name: string, body: string, iface: string, port: number, keys: string, web = 'web: { listen: "off" }'): Config {
   return parseConfig(`simulate: true
+${web}
 node: { name: ${name}, iface: "${iface}", port: ${port} }
 telemetry: { prefix: ${name}/ }
 security: { mode: curve, identity: "${join(keys, `${name}-identity`)}", trusted: "${join(keys, `${name}-trusted`)}" }
@@ -65,14 +67,16 @@ function demoKeys(dir: string, names: string[]): void {
 
 export const demo: Command = {
   summary: 'three simulated devices and a hub bridging them to an embedded MQTT broker, live (the default job)',
-  help: `Usage: starling demo [--seconds S] [--mqtt IP:PORT] [--iface NAME] [--port N] [--json]
+  help: `Usage: starling demo [--seconds S] [--mqtt IP:PORT] [--web IP:PORT|off] [--iface NAME] [--port N] [--json]
 
 Runs, in this one process and on loopback (nothing leaves this machine):
   - an embedded MQTT broker on --mqtt (default 127.0.0.1:1883);
   - three devices — greenhouse, kitchen, garage — each a mesh node with simulated
     sensors and a simulated GPIO output, publishing telemetry;
   - a hub: a node that finds the devices by their beacons, subscribes to their
-    telemetry and bridges it to the broker, with Home Assistant discovery.
+    telemetry and bridges it to the broker, with Home Assistant discovery, and serves
+    the web view (--web, default http://127.0.0.1:8080/): open it in a browser to see
+    the devices live and switch their outputs.
 Prints what the broker receives (states, discovery) and what the mesh does. After a
 few seconds it switches the greenhouse fan on from MQTT, as Home Assistant would:
 the hub whispers the command to the greenhouse, whose new state comes back.
@@ -81,19 +85,22 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
 
   --seconds S         how long to run (default 20, 0 = until interrupted)
   --mqtt IP:PORT      where the embedded broker listens (default 127.0.0.1:1883)
+  --web IP:PORT|off   where the hub's web view listens (default 127.0.0.1:8080; port 0: any)
   --iface NAME|IP     interface for the mesh (default lo)
   --port N            UDP beacon port (default 5670)
   --json              one JSON object per line
   -h, --help          this help`,
   async run(argv) {
     const { values } = parse(argv, {
-      seconds: { type: 'string' }, mqtt: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
+      seconds: { type: 'string' }, mqtt: { type: 'string' }, web: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
       json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     }, false);
     const seconds = secondsOption('--seconds', values.seconds, 20);
     const port = values.port === undefined ? 5670 : intOption('--port', values.port, 1, 65535);
     const listen = values.mqtt ?? '127.0.0.1:1883';
     if (!/^\d+\.\d+\.\d+\.\d+:\d+$/.test(listen)) throw new CliError(`--mqtt '${listen}': expected IPv4:PORT, e.g. 127.0.0.1:1883`);
+    const webListen = values.web ?? '127.0.0.1:8080';
+    if (webListen !== 'off' && !/^\d+\.\d+\.\d+\.\d+:\d+$/.test(webListen)) throw new CliError(`--web '${webListen}': expected IPv4:PORT or off, e.g. 127.0.0.1:8080`);
     const iface = values.iface ?? 'lo';
     const json = Boolean(values.json);
     const say = (note: string) => out(json ? JSON.stringify({ source: 'demo', note }) : `-- ${note}`);
@@ -105,13 +112,17 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     // would run on its board: three devices, and a hub with the embedded broker and the bridge.
     const configs = [
       ...DEVICES.map((d) => deviceConfig(d.name, `sensors:${d.sensors}\ngpio:${d.gpio}`, iface, port, keys)),
-      deviceConfig('hub', `mqtt: { embedded: true, embedded_listen: "${listen}", mesh: true, spool: "${join(spool, 'spool')}", spool_fsync: never }`, iface, port, keys),
+      // The hub's web view: a token of this run's own (the page carries it for its switches).
+      deviceConfig('hub', `mqtt: { embedded: true, embedded_listen: "${listen}", mesh: true, spool: "${join(spool, 'spool')}", spool_fsync: never }`, iface, port, keys,
+        webListen === 'off' ? undefined : `web: { listen: "${webListen}", token: ${randomBytes(18).toString('base64url')} }`),
     ];
     // The supervisors' logs stay in their rings: the demo prints what the broker and the mesh show.
     const boards = configs.map((c) => {
       const log = new LogRing(c.logs.ring, null);
       const composed = servicesFrom(c, log, openSecurity(c.security, { create: false, onProblem: (m) => log.log('warn', 'security', m) }));
-      return { config: c, log, ...composed, supervisor: new Supervisor(composed.services, log) };
+      const supervisor = new Supervisor(composed.services, log);
+      if (composed.web) composed.web.supervisor = supervisor;
+      return { config: c, log, ...composed, supervisor };
     });
     const hub = boards[boards.length - 1]!;
     const watcher = new MqttClient({ url: `mqtt://${listen}`, clientId: 'starling-demo-watcher', clean: true, reconnect: { min: 200, max: 1000 } });
@@ -123,7 +134,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
       const failed = b.supervisor.list().find((s) => s.state !== 'running');
       if (failed) {
         const why = b.log.tail(50).reverse().find((e) => e.level === 'error')?.msg ?? failed.state;
-        throw new CliError(`${what}: ${why}${failed.name === 'broker' ? hint : ''}`, 1);
+        throw new CliError(`${what}: ${why}${failed.name === 'broker' ? hint : failed.name === 'web' ? '; give it another port with --web 127.0.0.1:PORT (or --web off)' : ''}`, 1);
       }
     };
 
@@ -160,6 +171,10 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
       }
       await start(hub, 'demo', '; give it another port with --mqtt 127.0.0.1:PORT');
       say(`hub with an embedded MQTT broker on ${listen}`);
+      if (hub.web?.url) {
+        if (json) out(JSON.stringify({ source: 'demo', note: `web view at ${hub.web.url}`, web: hub.web.url }));
+        else out(`-- web view at ${hub.web.url} (open it in a browser: the devices live, their switches)`);
+      }
       const hubNode = hub.device.node!;
       hubNode.on('enter', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'ENTER', name: p.name, endpoint: p.endpoint })) : out(`mesh  hub sees ${p.name} at ${p.endpoint}`)));
       hubNode.on('exit', (p) => (json ? out(JSON.stringify({ source: 'mesh', node: 'hub', event: 'EXIT', name: p.name })) : out(`mesh  ${p.name} left`)));

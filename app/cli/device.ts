@@ -171,11 +171,12 @@ ${CONFIG_HELP}
     }
     if (security) log.log('info', 'security', `secure mode (CURVE): key ${security.identity.publicKey} (fingerprint ${security.identity.fingerprint}); trusted keys in ${c.security.trusted}`);
     else log.log('info', 'security', 'plain mode (security.mode: none): the mesh and telemetry are not encrypted, and any node may join and command');
-    const { services, files } = servicesFrom(c, log, security);
+    const { services, files, web } = servicesFrom(c, log, security);
     // SIGHUP: read the trusted keys again now (they are also read every second).
     const onHup = () => security?.trust.reload();
     process.on('SIGHUP', onHup);
     const sup = new Supervisor(services, log);
+    if (web) web.supervisor = sup;
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
     // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.

@@ -78,6 +78,7 @@ export interface Config {
   logs: { ring: number };
   files: { accept: boolean; inbox: string; quota_mb: number; max_uploads: number };
   update: { keys: string[]; commit_after: number; max_attempts: number; trial_timeout: number };
+  web: { listen: string; token?: string; token_file: string; hosts: string[]; history: number; max_topics: number; max_clients: number };
   mqtt: {
     url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
     ca?: string; cert?: string; key?: string; topic: string; embedded: boolean; embedded_listen: string; discovery: boolean; discovery_prefix: string;

@@ -194,6 +194,19 @@ export const SCHEMA: FieldSpec = {
         trial_timeout: { type: 'duration', default: '3m', min: 1000, doc: 'a new release not committed this long after a start counts as a failed start' },
       },
     },
+    web: {
+      type: 'object',
+      doc: 'the web view (README "The web view"): live pages of the mesh, sensors, outputs and services',
+      fields: {
+        listen: { type: 'string', default: '127.0.0.1:8080', pattern: /^(off|\d+\.\d+\.\d+\.\d+:\d+)$/, patternDoc: 'IPv4:PORT, or off', doc: 'where the web view listens (port 0: any free port); a non-loopback address requires the token for everything' },
+        token: { type: 'string', pattern: /^[A-Za-z0-9_-]{16,128}$/, patternDoc: '16 to 128 letters, digits, - or _', doc: 'the access token (default: read from token_file, made there on first start)' },
+        token_file: { type: 'string', default: '/var/lib/starling/web-token', doc: 'where the token is kept (0600) when web.token is not set' },
+        hosts: { type: 'list', item: { type: 'string', pattern: /^[A-Za-z0-9.-]{1,253}$/, patternDoc: 'a host name', doc: 'host name' }, doc: 'host names the view may be reached by besides IP addresses and localhost (checked against the Host header)' },
+        history: { type: 'number', integer: true, min: 10, max: 100_000, default: 600, doc: 'recent samples kept per topic (older ones are kept as minute averages, 24 h)' },
+        max_topics: { type: 'number', integer: true, min: 1, max: 100_000, default: 1000, doc: 'topics with a history (the least recently updated goes beyond this)' },
+        max_clients: { type: 'number', integer: true, min: 1, max: 1000, default: 32, doc: 'live connections at once' },
+      },
+    },
     logs: {
       type: 'object',
       doc: 'logging',

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
 import type { ZreNode } from '../../runtime/zre/node.ts';
-import { encodeCommand, parseCommand } from '../../runtime/command.ts';
+import { sendCommand } from '../../runtime/command.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
@@ -156,7 +156,7 @@ export class BridgeService extends ServiceBase {
         // A peer's output: the mesh command (runtime/command.ts) by WHISPER, and its reply.
         const r = this.remote.get(topic);
         if (!r) throw new Error(`no GPIO output for ${topic}`);
-        await this.forward(node, r.peer, r.gpio, value);
+        await sendCommand(node, r.peer, { gpio: r.gpio, set: value }, REPLY_TIMEOUT_MS);
       },
     }, sub);
     await this.bridge.start();
@@ -206,38 +206,6 @@ export class BridgeService extends ServiceBase {
     await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey);
     this.followed = publisher;
     this.setState('running');
-  }
-
-  /**
-   * Sends a command to a peer and waits (up to 5 s) for its reply: a refusal or no answer rejects, so the MQTT
-   * side learns of the failure (counted and logged by the bridge).
-   */
-  private forward(node: ZreNode, peer: string, gpio: string, value: 0 | 1): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const done = (e?: Error) => {
-        clearTimeout(timer);
-        node.off('whisper', onWhisper);
-        node.off('exit', onExit);
-        if (e) reject(e);
-        else resolve();
-      };
-      const onWhisper = (m: { peer: string; content: Buffer[] }) => {
-        if (m.peer !== peer) return;
-        let msg;
-        try {
-          msg = parseCommand(m.content[0]);
-        } catch {
-          return;
-        }
-        if (!('reply' in msg) || (msg.reply.gpio !== undefined && msg.reply.gpio !== gpio)) return;
-        done(msg.reply.ok ? undefined : new Error(`${node.findPeer(peer)?.name ?? peer} refused ${gpio}=${value}: ${msg.reply.error ?? 'no reason given'}`));
-      };
-      const onExit = (e: { peer: string }) => e.peer === peer && done(new Error(`${gpio}: the peer left before it answered`));
-      const timer = setTimeout(() => done(new Error(`${gpio}: no answer from ${node.findPeer(peer)?.name ?? peer} within ${REPLY_TIMEOUT_MS / 1000} s`)), REPLY_TIMEOUT_MS);
-      node.on('whisper', onWhisper);
-      node.on('exit', onExit);
-      if (!node.whisper(peer, encodeCommand({ gpio, set: value }))) done(new Error(`${gpio}: the peer is gone or its send queue is full`));
-    });
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,41 @@
+/**
+ * The web view's files (HTML, JS, CSS), each with its gzip and an ETag. image/build.mjs builds the page from
+ * services/web/page/ into dist/web/ and, in the bundle, replaces this module with one holding those files
+ * inline, so the bundle and the single executable serve them with nothing beside them. Run from the sources
+ * (the tests), they are read from dist/web/ (npm run build makes it).
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+
+export interface Asset {
+  type: string;
+  body: Buffer;
+  gzip: Buffer;
+  etag: string;
+}
+
+const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8', svg: 'image/svg+xml' };
+
+/** An asset from its bytes (the bundle's replacement of this module calls it too). */
+export function asset(name: string, body: Buffer): Asset {
+  const type = TYPES[name.split('.').pop() ?? ''] ?? 'application/octet-stream';
+  return { type, body, gzip: gzipSync(body, { level: 9 }), etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 16)}"` };
+}
+
+let cached: Map<string, Asset> | undefined;
+
+/** Every file of the page by its path (`/index.html`, `/app.js`, …). Throws when the page was not built. */
+export function webAssets(): Map<string, Asset> {
+  if (cached) return cached;
+  const dir = join(import.meta.dirname, '../../dist/web');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    throw new Error(`the web view's page is not built (${dir}): run npm run build`);
+  }
+  cached = new Map(names.map((n) => [`/${n}`, asset(n, readFileSync(join(dir, n)))]));
+  return cached;
+}
