@@ -48,6 +48,7 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)   # the MQTT tests' broker
+command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the web view's tests (headless, DevTools protocol)
 # Packaging (image/build-exe.sh, build-deb.sh and their tests): the arm64 cross compiler, Debian's arm64 libzmq
 # and libraries (multiarch) to build against and to run the arm64 executable under qemu-aarch64-static, and
 # debootstrap for the Debian root the .deb is installed into.

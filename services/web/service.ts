@@ -129,10 +129,10 @@ export class WebService extends ServiceBase {
     this.setState('starting');
     try {
       this.assets = webAssets();
-      this.token = this.resolveToken();
-      this.histories = new Histories(w.history, w.max_topics);
       const [host, port] = splitListen(w.listen);
       this.loopback = host.startsWith('127.');
+      this.token = this.resolveToken();
+      this.histories = new Histories(w.history, w.max_topics);
       const server = createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => this.handle(req, res));
       server.maxConnections = w.max_clients + 16;
       server.keepAliveTimeout = 5000;
@@ -195,11 +195,16 @@ export class WebService extends ServiceBase {
     this.sub = undefined;
   }
 
-  /** The token: web.token, else the one in web.token_file, else a new one written there (0600). */
+  /**
+   * The token: web.token, else the one in web.token_file, else — listening beyond the loopback, where a person
+   * must type it — a new one written there (0600) and shown once; on the loopback a new one for this run only
+   * (the page carries it; a script reads it from the page, or sets web.token).
+   */
   private resolveToken(): string {
     const w = this.config.web;
     if (w.token) return w.token;
     const file = w.token_file;
+    if (this.loopback && !existsSync(file)) return randomBytes(24).toString('base64url');
     if (existsSync(file)) {
       const t = readFileSync(file, 'utf8').trim();
       if (!/^[A-Za-z0-9_-]{16,128}$/.test(t)) throw new Error(`${file}: not a web token (16 to 128 letters, digits, - or _); remove it to have a new one made`);

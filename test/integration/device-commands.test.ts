@@ -13,7 +13,7 @@ afterEach(async () => {
 
 it('a command sets an output only with "set" exactly 0 or 1; "1", true, [1] and 2 are refused with a reason', async () => {
   const port = beaconPort();
-  const config = parseConfig(`simulate: true\nnode: { name: plant, iface: lo, port: ${port} }\nsecurity: { mode: none }\ngpio:\n  - { name: pump, pin: GPIO17, mode: output }`);
+  const config = parseConfig(`simulate: true\nweb: { listen: "off" }\nnode: { name: plant, iface: lo, port: ${port} }\nsecurity: { mode: none }\ngpio:\n  - { name: pump, pin: GPIO17, mode: output }`);
   const logged: string[] = [];
   const device = new Device(config, (_level, msg) => logged.push(msg));
   await device.start();

@@ -25,6 +25,7 @@ it('after the device service restarts, the bridge is restarted onto the new devi
   const spool = mkdtempSync(join(tmpdir(), 'starling-restart-'));
   cleanup.push(() => rmSync(spool, { recursive: true, force: true }));
   const config = parseConfig(`simulate: true
+web: { listen: "off" }
 node: { name: board, iface: lo, port: ${beaconPort()} }
 security: { mode: none }
 telemetry: { prefix: board/ }

@@ -28,7 +28,7 @@ describe('the spool after kill -9', () => {
     const spool = join(dir, 'spool');
     const file = join(dir, 'starling.yaml');
     writeFileSync(file, [
-      'simulate: true',
+      'simulate: true', 'web: { listen: "off" }',
       `node: { name: silo, iface: lo, port: ${beaconPort()} }`,
       'security: { mode: none }',
       'telemetry: { prefix: silo/ }',
@@ -88,7 +88,7 @@ describe('the spool after kill -9', () => {
 describe('children', () => {
   function run(dir: string, services: string[]) {
     const file = join(dir, 'starling.yaml');
-    writeFileSync(file, ['simulate: true', `node: { name: kid, iface: lo, port: ${beaconPort()} }`, 'security: { mode: none }', 'sensors:', '  - { platform: sim, name: t, interval: 1s }', 'services:', ...services].join('\n'));
+    writeFileSync(file, ['simulate: true', 'web: { listen: "off" }', `node: { name: kid, iface: lo, port: ${beaconPort()} }`, 'security: { mode: none }', 'sensors:', '  - { platform: sim, name: t, interval: 1s }', 'services:', ...services].join('\n'));
     const p = spawn(process.execPath, [cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     track(p);
     return { p, log: lines(p) };

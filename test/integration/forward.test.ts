@@ -27,7 +27,7 @@ it('the peer\'s reply decides: ok passes, a refusal or no answer is a logged com
   const port = beaconPort();
   const spool = mkdtempSync(join(tmpdir(), 'starling-forward-'));
   cleanup.push(() => rmSync(spool, { recursive: true, force: true }));
-  const config = parseConfig(`simulate: true\nnode: { name: hub, iface: lo, port: ${port} }\nsecurity: { mode: none }\nmqtt: { url: "${broker.url}", spool: "${spool}" }`);
+  const config = parseConfig(`simulate: true\nweb: { listen: "off" }\nnode: { name: hub, iface: lo, port: ${port} }\nsecurity: { mode: none }\nmqtt: { url: "${broker.url}", spool: "${spool}" }`);
   const log = new LogRing(1000, null);
   const { services, bridge } = servicesFrom(config, log);
   const sup = new Supervisor(services, log);

@@ -33,7 +33,7 @@ describe('a hub under random peers and batches', () => {
     await broker.start();
     const file = join(dir, 'hub.yaml');
     writeFileSync(file, [
-      'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: hub/ }',
+      'simulate: true', 'web: { listen: "off" }', `node: { name: hub, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: hub/ }',
       `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}" }`,
       'sensors:', '  - { platform: sim, name: beat, interval: 100ms }',
     ].join('\n'));

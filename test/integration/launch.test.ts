@@ -26,7 +26,7 @@ it('runs the release on trial and, not committed by its deadline, stops it clean
   const signed = signManifest(manifestOf(await hashFile(bundle), '0.2.0'), releaseKeygen().privatePem);
   install(rel, signed, bundle, '0.1.0', { maxAttempts: 3, commitAfterMs: 60_000, deadlineMs: 2000, peers: 0 });
   const config = join(dir, 'device.yaml');
-  writeFileSync(config, `simulate: true\nnode: { name: trial, iface: lo, port: ${beaconPort()} }\nsecurity: { mode: none }\nsensors:\n  - { platform: sim, name: air, interval: 100ms }\n`);
+  writeFileSync(config, `simulate: true\nweb: { listen: "off" }\nnode: { name: trial, iface: lo, port: ${beaconPort()} }\nsecurity: { mode: none }\nsensors:\n  - { platform: sim, name: air, interval: 100ms }\n`);
   const p = spawn(process.execPath, [CLI, 'run', '--config', config], { env: { ...process.env, STARLING_RELEASES: rel }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   p.stdout.on('data', (d) => (out += d));

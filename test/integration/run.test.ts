@@ -17,7 +17,7 @@ const { track, tempDir, lines } = processFixture('starling-run-');
 function config(dir: string, services: string[]): string {
   const file = join(dir, 'starling.yaml');
   writeFileSync(file, [
-    'simulate: true',
+    'simulate: true', 'web: { listen: "off" }',
     `node: { name: sup, iface: lo, port: ${beaconPort()} }`,
     'security: { mode: none }',
     'sensors:',
@@ -140,7 +140,7 @@ describe('starling run', () => {
       watcher.on('message', (t, p) => got.push([t, p.toString()]));
       const file = join(dir, 'starling.yaml');
       writeFileSync(file, [
-        'simulate: true',
+        'simulate: true', 'web: { listen: "off" }',
         `node: { name: shed, iface: lo, port: ${beaconPort()} }`,
         'security: { mode: none }',
         'telemetry: { prefix: shed/ }',
@@ -177,7 +177,7 @@ describe('starling run', () => {
     const spool = join(dir, 'spool');
     const file = join(dir, 'starling.yaml');
     writeFileSync(file, [
-      'simulate: true',
+      'simulate: true', 'web: { listen: "off" }',
       `node: { name: barn, iface: lo, port: ${beaconPort()} }`,
       'security: { mode: none }',
       'telemetry: { prefix: barn/ }',
@@ -221,7 +221,7 @@ describe('starling run', () => {
     const port = await freePort();
     const file = join(dir, 'starling.yaml');
     writeFileSync(file, [
-      'simulate: true',
+      'simulate: true', 'web: { listen: "off" }',
       `node: { name: hub, iface: lo, port: ${beaconPort()} }`,
       'security: { mode: none }',
       'telemetry: { prefix: hub/ }',
@@ -264,11 +264,11 @@ describe('starling run', () => {
       return f;
     };
     const deviceCfg = write('device', [
-      'simulate: true', `node: { name: pond, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: pond/ }',
+      'simulate: true', 'web: { listen: "off" }', `node: { name: pond, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: pond/ }',
       'gpio:', '  - { name: pump, pin: GPIO17, mode: output }', '  - { name: float, pin: GPIO27, mode: input }',
     ]);
     const hubCfg = write('hub', [
-      'simulate: true', `node: { name: hub, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: hub/ }',
+      'simulate: true', 'web: { listen: "off" }', `node: { name: hub, iface: lo, port: ${port} }`, 'security: { mode: none }', 'telemetry: { prefix: hub/ }',
       `mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}" }`,
     ]);
     const device = spawn(process.execPath, [cli, 'run', '--config', deviceCfg], { env, stdio: ['ignore', 'ignore', 'inherit'] });

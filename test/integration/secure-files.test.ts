@@ -40,6 +40,7 @@ it('only a key with the command role may send a file or push an update; only tru
   const rk = releaseKeygen();
   const port = beaconPort();
   const config = parseConfig(`simulate: true
+web: { listen: "off" }
 node: { name: dev, iface: lo, port: ${port} }
 security: { mode: curve, identity: "${join(dir, 'dev-id')}", trusted: "${join(dir, 'dev-trusted')}" }
 sensors:

@@ -37,6 +37,7 @@ it('the first key to announce a prefix and its outputs owns them; another key is
   trust.add(other.publicKey, { name: 'other' });
   const port = beaconPort();
   const config = parseConfig(`simulate: true
+web: { listen: "off" }
 node: { name: hub, iface: lo, port: ${port} }
 security: { mode: curve, identity: "${join(dir, 'hub-id')}", trusted: "${join(dir, 'hub-trusted')}" }
 mqtt: { url: "${broker.url}", spool: "${join(dir, 'spool')}" }`);

@@ -35,6 +35,7 @@ const key = releaseKeygen();
 async function setup(extra = ''): Promise<{ pusher: ZreNode; server: FileServer; device: string; restarts: string[]; ask(m: FilesMessage, pred: (m: FilesMessage) => boolean, ms?: number): Promise<FilesMessage> }> {
   const port = beaconPort();
   const config = parseConfig(`simulate: true
+web: { listen: "off" }
 node: { name: dev, iface: lo, port: ${port} }
 security: { mode: none }
 sensors:

@@ -90,7 +90,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const obj = await bus.getProxyObject('org.starling.Supervisor1', '/org/starling/Supervisor1');
     const sup = obj.getInterface('org.starling.Supervisor1') as unknown as Record<string, (...a: unknown[]) => Promise<unknown>> & { on(s: string, f: (...a: string[]) => void): void };
     const list = (await sup.List!()) as [string, string, boolean, number, string][];
-    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['mqtt', 'running', true], ['files', 'running', true], ['ticker', 'running', true]]);
+    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['mqtt', 'running', true], ['web', 'running', true], ['files', 'running', true], ['ticker', 'running', true]]);
     const states: string[] = [];
     sup.on('StateChanged', (name, state) => {
       if (name === 'ticker') states.push(state!);
@@ -108,7 +108,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: boolean }> };
     expect((await props.Get('org.starling.Supervisor1', 'Healthy')).value).toBe(true);
     const rows = (await (props as unknown as { Get(i: string, p: string): Promise<{ value: [string, string][] }> }).Get('org.starling.Supervisor1', 'Services')).value;
-    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['mqtt', 'running'], ['files', 'running'], ['ticker', 'running']]);
+    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['mqtt', 'running'], ['web', 'running'], ['files', 'running'], ['ticker', 'running']]);
     await expect(sup.Restart!('nope')).rejects.toThrow(/no service named 'nope'/);
   });
 
