@@ -1,6 +1,6 @@
 // What `starling demo --json` must show, whichever form runs it (the bundle, the x64 executable): the hub meets
 // the three devices, every entity is announced to Home Assistant, every topic's state reaches the broker, and
-// the MQTT command switches the greenhouse fan on (its state goes 0 → 1).
+// the MQTT command switches the greenhouse fan on (its state goes 0 → 1), and the web view says where it is.
 import { expect } from 'vitest';
 
 type Line = Record<string, unknown> & { source: string };
@@ -32,6 +32,9 @@ export function checkDemo(stdout: string): Line[] {
   expect((fan[0]!.state as { value: number }).value).toBe(0);
   const after = lines.slice(command).filter((l) => l.topic === 'starling/greenhouse/fan' && l.state);
   expect(after.map((l) => (l.state as { value: number }).value)).toContain(1);
+
+  // The hub's web view started (its page and assets are inside whichever form runs) and said where.
+  expect(lines.find((l) => l.source === 'demo' && typeof l.web === 'string')?.web).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
 
   expect(String(lines[lines.length - 1]!.note)).toMatch(/^stopped; \d+ states from \d+ topics reached the broker$/);
   return lines;

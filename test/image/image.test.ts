@@ -51,7 +51,7 @@ describe.runIf(runHere)('the single executables and the .deb', () => {
     expect(version.execArgv).toEqual(JSON.parse(readFileSync(join(ROOT_DIR, 'image/sea-flags.json'), 'utf8')).execArgv);
     expect(version.native[0]).toMatch(new RegExp(`^zeromq: zeromq-system from ${scratch}/cache-x64/native/zeromq-system-[0-9a-f]{16}\\.node$`));
     // Run from a directory without node_modules: everything comes from the executable.
-    const out = sh(X64, ['demo', '--seconds', '8', '--port', String(beaconPort()), '--mqtt', `127.0.0.1:${await freeTcpPort()}`, '--json'], { cwd: scratch, env });
+    const out = sh(X64, ['demo', '--seconds', '8', '--web', '127.0.0.1:0', '--port', String(beaconPort()), '--mqtt', `127.0.0.1:${await freeTcpPort()}`, '--json'], { cwd: scratch, env });
     checkDemo(out);
   }, 120_000);
 

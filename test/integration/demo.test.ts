@@ -10,6 +10,6 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 
 it('starling demo: devices meet the hub, states and discovery reach the broker, an MQTT command switches a fan', async () => {
   const mqtt = `127.0.0.1:${await freeTcpPort()}`;
-  const out = execFileSync(process.execPath, [`${root}/dist/starling.cjs`, 'demo', '--seconds', '8', '--port', String(beaconPort()), '--mqtt', mqtt, '--json'], { encoding: 'utf8', timeout: 60_000 });
+  const out = execFileSync(process.execPath, [`${root}/dist/starling.cjs`, 'demo', '--seconds', '8', '--web', '127.0.0.1:0', '--port', String(beaconPort()), '--mqtt', mqtt, '--json'], { encoding: 'utf8', timeout: 60_000 });
   checkDemo(out);
 }, 90_000);
