@@ -11,7 +11,8 @@
  * then its telemetry; while a request is out the switch is marked pending, never shown as already switched.
  *
  * For tests and for the curious, `window.starling` holds render timings: `renders`, and `renderMs` (the time
- * from an event's arrival to the end of the frame that showed it, last 500).
+ * from an event's arrival to the end of the frame that showed it, last 500), and `lagMs` (each point's age when it
+ * arrived: the sample's own timestamp to this page, last 5,000).
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -335,7 +336,7 @@ function addLog(entries: LogEntry[]): void {
 }
 
 // Rendering: everything that changed, once per frame; the timing of each frame goes to window.starling.
-const timing = { renders: 0, renderMs: [] as number[], events: 0 };
+const timing = { renders: 0, renderMs: [] as number[], lagMs: [] as number[], events: 0 };
 (window as unknown as { starling: typeof timing }).starling = timing;
 let queued = false;
 let firstArrival: number | undefined;
@@ -395,12 +396,15 @@ async function load(): Promise<void> {
     const arrival = performance.now();
     timing.events++;
     const { p, u } = JSON.parse((ev as MessageEvent<string>).data) as { p: [string, number, number | null][]; u?: Record<string, string> };
+    const now = Date.now();
     for (const [name, t, v] of p) {
+      timing.lagMs.push(now - t * 1000);
       const tp = topic(name, u?.[name] ?? '');
       tp.add(t, v);
       const d = owner(name);
       d.lines.get(name.slice(d.view.prefix.length))?.confirm(v);
     }
+    if (timing.lagMs.length > 5000) timing.lagMs.splice(0, timing.lagMs.length - 5000);
     schedule(arrival);
   });
   source.addEventListener('peers', (ev) => {
