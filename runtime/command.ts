@@ -6,6 +6,8 @@
  *   command  {"gpio": NAME, "set": 0|1}     sets an output, then reads it
  *            {"gpio": NAME}                 reads a line
  *   reply    {"ok": true, "gpio": NAME, "value": V}   or   {"ok": false, "gpio": NAME?, "error": "…"}
+ *   query    {"peers": 1}                   which peers the device sees (the web view's picture of the mesh)
+ *   reply    {"ok": true, "peers": [UUID, …]}   (at most MAX_PEERS_LISTED)
  *
  * A message that carries "ok" is a reply and is never answered (two nodes would ping-pong).
  */
@@ -21,7 +23,13 @@ export interface GpioReply {
   gpio?: string;
   value?: number;
   error?: string;
+  /** The answer to a peers query. */
+  peers?: string[];
 }
+
+/** UUIDs a peers reply lists at most (and a reader keeps). */
+export const MAX_PEERS_LISTED = 1024;
+const UUID = /^[0-9A-F]{32}$/;
 
 export class CommandError extends Error {
   override name = 'CommandError';
@@ -41,7 +49,7 @@ export function encodeReply(r: GpioReply): string {
  * Reads a received frame: a command, or a reply (to a command we sent). Throws {@link CommandError} saying
  * what is wrong: not JSON, no line name, or a `set` that is not exactly 0 or 1 ("1", true and [1] are not).
  */
-export function parseCommand(frame: Buffer | undefined): { command: GpioCommand } | { reply: GpioReply } {
+export function parseCommand(frame: Buffer | undefined): { command: GpioCommand } | { reply: GpioReply } | { query: 'peers' } {
   let msg: unknown;
   try {
     msg = JSON.parse(frame?.toString('utf8') ?? '');
@@ -51,8 +59,10 @@ export function parseCommand(frame: Buffer | undefined): { command: GpioCommand 
   if (!msg || typeof msg !== 'object' || Array.isArray(msg)) throw new CommandError('expected a JSON object such as {"gpio":"relay","set":1}');
   const o = msg as Record<string, unknown>;
   if ('ok' in o) {
-    return { reply: { ok: o.ok === true, gpio: typeof o.gpio === 'string' ? o.gpio : undefined, value: typeof o.value === 'number' ? o.value : undefined, error: typeof o.error === 'string' ? o.error : undefined } };
+    const peers = Array.isArray(o.peers) ? o.peers.slice(0, MAX_PEERS_LISTED).filter((p): p is string => typeof p === 'string' && UUID.test(p)) : undefined;
+    return { reply: { ok: o.ok === true, gpio: typeof o.gpio === 'string' ? o.gpio : undefined, value: typeof o.value === 'number' ? o.value : undefined, error: typeof o.error === 'string' ? o.error : undefined, ...(peers ? { peers } : {}) } };
   }
+  if ('peers' in o && o.gpio === undefined) return { query: 'peers' };
   if (typeof o.gpio !== 'string' || o.gpio === '') throw new CommandError('command needs "gpio": the line name');
   if (o.set === undefined) return { command: { gpio: o.gpio } };
   if (o.set !== 0 && o.set !== 1) throw new CommandError(`"set" must be 0 or 1, got ${JSON.stringify(o.set)?.slice(0, 40)}`);
@@ -94,7 +104,7 @@ export function sendCommand(node: CommandNode, peer: string, command: GpioComman
       } catch {
         return;
       }
-      if (!('reply' in msg) || (msg.reply.gpio !== undefined && msg.reply.gpio !== gpio)) return;
+      if (!('reply' in msg) || msg.reply.peers !== undefined || (msg.reply.gpio !== undefined && msg.reply.gpio !== gpio)) return;
       done(msg.reply.ok ? undefined : new CommandError(`${who()} refused ${what}: ${msg.reply.error ?? 'no reason given'}`), msg.reply.value);
     };
     const onExit = (e: { peer: string }) => e.peer === peer && done(new CommandError(`${gpio}: the peer left before it answered`));

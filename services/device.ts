@@ -12,7 +12,7 @@ import { counters, progressHealth, ServiceBase, type Counters, type Health } fro
 import type { Config } from '../runtime/config/load.ts';
 import { ZreNode } from '../runtime/zre/node.ts';
 import { ProblemLog } from '../runtime/problems.ts';
-import { CommandError, encodeReply, parseCommand, type GpioReply } from '../runtime/command.ts';
+import { CommandError, encodeReply, MAX_PEERS_LISTED, parseCommand, type GpioReply } from '../runtime/command.ts';
 import { Publisher } from '../runtime/telemetry/publisher.ts';
 import { meshCurve, publisherCurve, type Security } from '../runtime/security/context.ts';
 import { telemetryHeaders } from '../runtime/telemetry/mesh.ts';
@@ -262,6 +262,7 @@ export class Device extends ServiceBase {
     try {
       const msg = parseCommand(frame);
       if ('reply' in msg) return; // an answer to a command we sent: never answer an answer
+      if ('query' in msg) return this.answerPeers(peer);
       gpio = msg.command.gpio;
       if (this.security) {
         // Secure mode: only a key with the command role may read or set a line by mesh command.
@@ -284,6 +285,24 @@ export class Device extends ServiceBase {
       reply = { ok: false, ...(gpio !== undefined ? { gpio } : {}), error: (e as Error).message };
     }
     this.node?.whisper(peer, encodeReply(reply));
+  }
+
+  /**
+   * A peers query: the UUIDs of the peers this node sees. Secure mode: only for a key with the read role (a
+   * key trusted for nothing else learns nothing).
+   */
+  private answerPeers(peer: string): void {
+    const node = this.node;
+    if (!node) return;
+    if (this.security) {
+      const key = node.peerKey(peer);
+      if (!key || !this.security.trust.allows(key, 'read')) {
+        this.commandsUnauthorised++;
+        node.whisper(peer, encodeReply({ ok: false, error: 'not authorised', peers: [] }));
+        return;
+      }
+    }
+    node.whisper(peer, encodeReply({ ok: true, peers: node.peerList().slice(0, MAX_PEERS_LISTED).map((p) => p.peer) }));
   }
 
   private async close(): Promise<void> {

@@ -39,7 +39,7 @@ import { follow, HEADER_PREFIX, type Following } from '../../runtime/telemetry/m
 import type { PeerInfo, ZreNode } from '../../runtime/zre/node.ts';
 import { clientCurve, type Security } from '../../runtime/security/context.ts';
 import { fingerprint, writeAtomic } from '../../runtime/security/identity.ts';
-import { CommandError, sendCommand } from '../../runtime/command.ts';
+import { CommandError, parseCommand, sendCommand } from '../../runtime/command.ts';
 import { HEADER_VERSION } from '../../runtime/files/chunks.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
 import { peerLines } from '../mqtt-bridge/service.ts';
@@ -60,6 +60,8 @@ const HEARTBEAT_MS = 15_000;
 const MAX_BODY = 4096;
 /** How long a switched peer may take to answer. */
 const COMMAND_TIMEOUT_MS = 5000;
+/** How often every peer is asked which peers it sees (the picture of who sees whom). */
+const LINKS_MS = 5000;
 
 /** What the web view shows of the supervisor it runs under (set by the composition root's caller). */
 export interface SupervisorView {
@@ -90,6 +92,8 @@ export class WebService extends ServiceBase {
   private offNode: (() => void) | undefined;
   private assets: Map<string, Asset> | undefined;
   private followed: Device['publisher'];
+  /** Each peer's answer to the peers query: whom it sees (runtime/command.ts). */
+  private readonly links = new Map<string, string[]>();
   private readonly refused: Record<Refusal, number> = { host: 0, token: 0, post: 0, origin: 0, clients: 0, command: 0, request: 0 };
   private readonly counters = { pointsDropped: 0, logLinesDropped: 0, commands: 0, commandErrors: 0, requests: 0 };
   private readonly problems = new ProblemLog((m) => this.log?.('warn', m));
@@ -158,7 +162,9 @@ export class WebService extends ServiceBase {
         setInterval(() => this.flushLog(), 500),
         setInterval(() => this.publishStatus(), STATUS_MS),
         setInterval(() => this.events.heartbeat(), HEARTBEAT_MS),
+        setInterval(() => this.askLinks(), LINKS_MS),
       );
+      this.askLinks();
       this.log?.('info', `web view at ${this.url}${this.loopback ? ' (loopback: viewing needs no token)' : ' (the token is needed to view)'}`);
       this.setState('running');
     } catch (e) {
@@ -237,10 +243,36 @@ export class WebService extends ServiceBase {
     });
     this.following = follow(node, sub, { pgm: Boolean(capability.pgm), onError: (e) => this.problems.note('follow', `web: ${e.message}`) });
     const changed = () => this.publishPeers();
+    const onExit = (e: { peer: string }) => this.links.delete(e.peer);
+    const onEnter = (p: PeerInfo) => p.headers[HEADER_VERSION] && node.whisper(p.peer, PEERS_QUERY);
+    // Answers to the peers query (a peer that lists more than the bound is cut there by parseCommand).
+    const onWhisper = (m: { peer: string; content: Buffer[] }) => {
+      if (!m.content[0] || m.content[0].length > 64 * 1024) return;
+      try {
+        const msg = parseCommand(m.content[0]);
+        if ('reply' in msg && msg.reply.peers && msg.reply.ok) this.links.set(m.peer, msg.reply.peers);
+      } catch {
+        // not a command: the device and the files service have their own readers
+      }
+    };
+    node.on('exit', onExit);
+    node.on('enter', onEnter);
+    node.on('whisper', onWhisper);
     for (const ev of ['enter', 'exit', 'join', 'leave', 'evasive'] as const) node.on(ev, changed);
     this.offNode = () => {
+      node.off('exit', onExit);
+      node.off('enter', onEnter);
+      node.off('whisper', onWhisper);
       for (const ev of ['enter', 'exit', 'join', 'leave', 'evasive'] as const) node.off(ev, changed);
     };
+  }
+
+  /** Asks every peer whom it sees; the answers arrive as whispers (follow()). */
+  private askLinks(): void {
+    const node = this.device.node;
+    if (!node) return;
+    // Only Starling peers (they advertise X-VERSION): a Zyre or pyre application would get the query as a message.
+    for (const p of node.peerList()) if (p.headers[HEADER_VERSION]) node.whisper(p.peer, PEERS_QUERY);
   }
 
   private flushSamples(): void {
@@ -280,9 +312,9 @@ export class WebService extends ServiceBase {
   }
 
   /** This node and its peers, each with what the page shows. */
-  private peersView(): { self: PeerView | undefined; peers: PeerView[] } {
+  private peersView(): { self: PeerView | undefined; peers: PeerView[]; links: Record<string, string[]> } {
     const node = this.device.node;
-    if (!node) return { self: undefined, peers: [] };
+    if (!node) return { self: undefined, peers: [], links: {} };
     const c = this.config;
     const self: PeerView = {
       uuid: node.uuid.toString('hex').toUpperCase(), name: node.name, endpoint: node.endpoint, groups: node.ownGroups(), presence: 'self',
@@ -290,7 +322,12 @@ export class WebService extends ServiceBase {
       prefix: c.telemetry.prefix, outputs: c.gpio.filter((g) => g.mode === 'output').map((g) => g.name), inputs: c.gpio.filter((g) => g.mode === 'input').map((g) => g.name),
     };
     const peers = node.peerList().map((p) => this.peerView(node, p)).sort((a, b) => a.name.localeCompare(b.name));
-    return { self, peers };
+    const links: Record<string, string[]> = {};
+    for (const p of peers) {
+      const sees = this.links.get(p.uuid);
+      if (sees) links[p.uuid] = [...sees].sort();
+    }
+    return { self, peers, links };
   }
 
   private peerView(node: ZreNode, p: PeerInfo): PeerView {
@@ -465,6 +502,8 @@ export interface PeerView {
   outputs: string[];
   inputs: string[];
 }
+
+const PEERS_QUERY = JSON.stringify({ peers: 1 });
 
 /** The only sources the page may use: itself (no inline script, no frames, nothing from elsewhere). */
 const CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'";

@@ -105,6 +105,8 @@ describe.runIf(rootTests('the web view in Chromium'))('the web view in a real br
       // The mesh table has each peer's key fingerprint (the demo's mesh is secure).
       const keys = await page.eval<string[]>(`[...document.querySelectorAll('#peers tbody tr code')].map((c) => c.textContent)`);
       for (const k of keys) expect(k).toMatch(/^[0-9a-f]{4}(:[0-9a-f]{4}){3}$/);
+      // Who sees whom: each device answers the hub's peers query, so the picture has the three links between them.
+      await page.waitFor(`document.querySelector('#graph').dataset.peerLinks === '3'`, 15_000, 'three links between the devices');
       const points = `Number(document.querySelector('[data-topic="greenhouse/air"] .chart')?.dataset.points ?? 0)`;
       const before = await page.waitFor<number>(`${points} >= 2 && ${points}`, 20_000, 'points on the greenhouse air chart');
       await new Promise((r) => setTimeout(r, 3500));

@@ -16,6 +16,7 @@
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import './style.css';
 
 interface PeerView {
   uuid: string; name: string; endpoint: string; groups: string[]; presence: string;
@@ -24,7 +25,7 @@ interface PeerView {
 interface ServiceRow { name: string; state: string; healthy: boolean; restarts: number; detail?: string }
 interface LogEntry { ts: number; level: string; service: string; msg: string }
 interface State {
-  id: number; self?: PeerView; peers: PeerView[];
+  id: number; self?: PeerView; peers: PeerView[]; links: Record<string, string[]>;
   topics: { topic: string; unit: string; value: number | null; status: number; ts: number }[];
   services: ServiceRow[]; stats: Record<string, Record<string, number>>; logs: LogEntry[];
 }
@@ -183,6 +184,8 @@ const devices = new Map<string, DeviceCard>();
 const other: DeviceCard = makeCard({ uuid: '', name: 'other topics', endpoint: '', groups: [], presence: '', prefix: '', outputs: [], inputs: [] });
 let selfView: PeerView | undefined;
 let peerViews: PeerView[] = [];
+/** Whom each peer says it sees (its answer to the peers query), by UUID. */
+let links: Record<string, string[]> = {};
 const byChart = new WeakMap<Element, Topic>();
 const charts = new IntersectionObserver((entries) => {
   for (const e of entries) {
@@ -251,15 +254,16 @@ function topic(name: string, unit: string): Topic {
   return t;
 }
 
-function renderPeers(self: PeerView | undefined, peers: PeerView[]): void {
+function renderPeers(self: PeerView | undefined, peers: PeerView[], seen: Record<string, string[]> = {}): void {
+  links = seen;
   selfView = self;
   peerViews = peers;
   if (self) $('#self').textContent = self.name;
   const all = [...(self ? [self] : []), ...peers];
   const box = $('#devices');
-  const seen = new Set<string>();
+  const present = new Set<string>();
   for (const v of all) {
-    seen.add(v.uuid);
+    present.add(v.uuid);
     let d = devices.get(v.uuid);
     if (!d) {
       d = makeCard(v);
@@ -267,7 +271,7 @@ function renderPeers(self: PeerView | undefined, peers: PeerView[]): void {
     } else updateCard(d, v);
   }
   for (const [uuid, d] of devices) {
-    if (seen.has(uuid)) continue;
+    if (present.has(uuid)) continue;
     // A peer that left: its card stays, marked gone, until it comes back under a new UUID or the page reloads.
     if (d.view.presence !== 'gone') updateCard(d, { ...d.view, presence: 'gone' });
   }
@@ -293,6 +297,24 @@ function renderMesh(): void {
   const n = peerViews.length;
   const colour = (p: string) => (p === 'alive' ? '#1f9d55' : p === 'evasive' ? '#d9822b' : '#d64545');
   const at = peerViews.map((_, i) => [Math.round(85 * Math.sin((2 * Math.PI * i) / Math.max(n, 1))), Math.round(-85 * Math.cos((2 * Math.PI * i) / Math.max(n, 1)))] as const);
+  // Links between peers, as they report them: a grey line for each pair where one says it sees the other.
+  const index = new Map(peerViews.map((p, i) => [p.uuid, i]));
+  const drawn = new Set<string>();
+  let peerLinks = 0;
+  peerViews.forEach((p, i) => {
+    for (const other of links[p.uuid] ?? []) {
+      const j = index.get(other);
+      if (j === undefined || drawn.has(`${Math.min(i, j)}-${Math.max(i, j)}`)) continue;
+      drawn.add(`${Math.min(i, j)}-${Math.max(i, j)}`);
+      const l = document.createElementNS(ns, 'line');
+      l.setAttribute('x1', String(at[i]![0])); l.setAttribute('y1', String(at[i]![1])); l.setAttribute('x2', String(at[j]![0])); l.setAttribute('y2', String(at[j]![1]));
+      l.setAttribute('stroke', '#8d98a6');
+      l.setAttribute('class', 'peer-link');
+      parts.push(l);
+      peerLinks++;
+    }
+  });
+  svg.dataset.peerLinks = String(peerLinks);
   peerViews.forEach((p, i) => {
     const l = document.createElementNS(ns, 'line');
     l.setAttribute('x1', '0'); l.setAttribute('y1', '0'); l.setAttribute('x2', String(at[i]![0])); l.setAttribute('y2', String(at[i]![1]));
@@ -375,7 +397,7 @@ async function load(): Promise<void> {
     setTimeout(() => void load(), 2000);
     return;
   }
-  renderPeers(s.self, s.peers);
+  renderPeers(s.self, s.peers, s.links);
   for (const t of s.topics) {
     const tp = topic(t.topic, t.unit);
     tp.value = t.status === 0 ? t.value : null;
@@ -383,7 +405,7 @@ async function load(): Promise<void> {
     tp.dirty = true;
     place(tp);
   }
-  renderPeers(s.self, s.peers);
+  renderPeers(s.self, s.peers, s.links);
   renderServices(s.services, s.stats);
   $('#lines').replaceChildren();
   addLog(s.logs);
@@ -408,8 +430,8 @@ async function load(): Promise<void> {
     schedule(arrival);
   });
   source.addEventListener('peers', (ev) => {
-    const v = JSON.parse((ev as MessageEvent<string>).data) as { self?: PeerView; peers: PeerView[] };
-    renderPeers(v.self, v.peers);
+    const v = JSON.parse((ev as MessageEvent<string>).data) as { self?: PeerView; peers: PeerView[]; links: Record<string, string[]> };
+    renderPeers(v.self, v.peers, v.links);
   });
   source.addEventListener('services', (ev) => {
     const v = JSON.parse((ev as MessageEvent<string>).data) as { services: ServiceRow[]; stats: Record<string, Record<string, number>> };
