@@ -3,7 +3,7 @@
 // test's own (only its loopback), so neither the demo nor the browser can reach another network.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -173,6 +173,60 @@ describe.runIf(rootTests('the web view in Chromium'))('the web view in a real br
       await phone.close();
     }, 60_000);
   });
+
+  it('beyond the loopback, everything needs the token: made once in web.token_file (0600), never logged; a link with it becomes a cookie', async () => {
+    const ns = netns();
+    const dir = mkdtempSync(join(tmpdir(), 'starling-web-token-'));
+    let browser: Browser | undefined;
+    try {
+      // An address of the namespace's own that is not loopback (on its lo, so nothing leaves the namespace).
+      execFileSync('ip', ['-n', ns.name, 'addr', 'add', '10.77.0.1/32', 'dev', 'lo']);
+      const tokenFile = join(dir, 'web-token');
+      const config = join(dir, 'board.yaml');
+      writeFileSync(config, `simulate: true
+node: { name: board, iface: lo, port: 5670 }
+security: { mode: none }
+telemetry: { prefix: board/ }
+web: { listen: "10.77.0.1:8080", token_file: "${tokenFile}" }
+sensors:
+  - { platform: sim, name: air, interval: 500ms }
+`);
+      const hub = ns.exec([process.execPath, CLI, 'run', '--config', config]);
+      const raw: string[] = [];
+      createInterface({ input: hub.stdout! }).on('line', (l) => raw.push(l));
+      let err = '';
+      hub.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      await until(() => raw.some((l) => l.includes('web view at')), 20_000, 'the web view');
+      const token = readFileSync(tokenFile, 'utf8').trim();
+      expect(token).toMatch(/^[A-Za-z0-9_-]{32}$/);
+      expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+      browser = new Browser();
+      await browser.launch({ netns: ns.name });
+      const page = await browser.open('http://10.77.0.1:8080/');
+      expect(await page.eval<string>('document.body.textContent')).toContain('needs its token');
+      expect(await page.eval<number>(`fetch('/api/state').then((r) => r.status)`)).toBe(401);
+      expect(await page.eval<number>(`new Promise((resolve) => { const s = new EventSource('/events'); s.onerror = () => { s.close(); resolve(401); }; s.onopen = () => { s.close(); resolve(200); }; })`)).toBe(401);
+      const wrong = await browser.open('http://10.77.0.1:8080/?token=not-the-token-at-all-0123');
+      expect(await wrong.eval<string>('document.body.textContent')).toContain('needs its token');
+      const good = await browser.open(`http://10.77.0.1:8080/?token=${token}`);
+      expect(await good.eval<string>('location.href')).toBe('http://10.77.0.1:8080/'); // the token left the address bar
+      await good.waitFor(`document.querySelector('#devices .device[data-node="board"]')`, 15_000, 'the board\'s card');
+      expect(await good.eval<number>(`fetch('/api/state').then((r) => r.status)`)).toBe(200); // the cookie
+      expect(await good.eval<string>('document.cookie')).toBe(''); // HttpOnly: not readable by scripts
+      const stats = await good.eval<Record<string, number>>(`fetch('/api/state').then((r) => r.json()).then((s) => s.stats.web)`);
+      expect(stats['refused.token']).toBeGreaterThanOrEqual(2);
+      hub.kill('SIGTERM');
+      await new Promise((r) => hub.once('exit', r));
+      // Printed once to a terminal only (here stderr is a pipe): never in the log, nor anywhere in its output.
+      expect(raw.join('\n')).not.toContain(token);
+      expect(err).not.toContain(token);
+      expect(raw.some((l) => l.includes(`made a web view token in ${tokenFile}`))).toBe(true);
+    } finally {
+      await browser?.close();
+      ns.remove();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   describe('200 topics from 50 peers', () => {
     let ns: ReturnType<typeof netns>;
