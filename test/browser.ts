@@ -78,6 +78,7 @@ export class Browser {
     await this.send('Runtime.enable', {}, sessionId);
     if (viewport) await this.send('Emulation.setDeviceMetricsOverride', { width: viewport.width, height: viewport.height, deviceScaleFactor: 1, mobile: viewport.mobile ?? false }, sessionId);
     const loaded = this.event('Page.loadEventFired', sessionId);
+    loaded.catch(() => {}); // awaited below; a timeout while navigate is still pending must not go unhandled
     await this.send('Page.navigate', { url }, sessionId);
     await loaded;
     return page;

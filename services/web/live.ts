@@ -17,6 +17,7 @@ export const REPLAY_EVENTS = 2000;
 export const REPLAY_BYTES = 2 * 1024 * 1024;
 /** Bytes waiting behind one client's socket before the client is dropped as too slow. */
 export const CLIENT_QUEUE_BYTES = 1024 * 1024;
+const HEARTBEAT = Buffer.from(': \n\n');
 /** Minute averages kept per topic (24 h). */
 const MINUTES = 24 * 60;
 
@@ -156,21 +157,21 @@ export class Histories {
 
 /** What {@link EventLog} writes to: an HTTP response, or anything with the same three methods. */
 export interface EventSink {
-  write(chunk: string): boolean;
+  write(chunk: Buffer): boolean;
   once(event: 'drain', l: () => void): unknown;
   destroy(): void;
 }
 
 /** One live client: its socket, and what waits behind it (bounded). */
 class Client {
-  private readonly queue: string[] = [];
+  private readonly queue: Buffer[] = [];
   private queued = 0;
   private blocked = false;
   dropped = false;
 
   constructor(readonly sink: EventSink, private readonly onSlow: () => void) {}
 
-  send(chunk: string): void {
+  send(chunk: Buffer): void {
     if (this.dropped) return;
     if (this.blocked) {
       this.queue.push(chunk);
@@ -218,10 +219,13 @@ export interface EventLogStats {
   eventsSent: number;
 }
 
-/** Numbered events, kept for resumption and sent to every live client (the same text to each). */
+/**
+ * Numbered events, kept for resumption and sent to every live client: each is serialised and encoded once,
+ * and the same bytes are written to every socket (nothing is copied per client).
+ */
 export class EventLog {
   private seq = 0;
-  private readonly kept: { id: number; text: string }[] = [];
+  private readonly kept: { id: number; text: Buffer }[] = [];
   private keptBytes = 0;
   private readonly clients = new Set<Client>();
   private readonly counters = { slowClientsDropped: 0, resumed: 0, resets: 0, eventsSent: 0 };
@@ -234,7 +238,7 @@ export class EventLog {
   /** Appends an event and sends it to every client. `data` is serialised once. */
   publish(event: string, data: unknown): void {
     const id = ++this.seq;
-    const text = `id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    const text = Buffer.from(`id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     this.kept.push({ id, text });
     this.keptBytes += text.length;
     while (this.kept.length > REPLAY_EVENTS || (this.keptBytes > REPLAY_BYTES && this.kept.length > 1)) this.keptBytes -= this.kept.shift()!.text.length;
@@ -252,7 +256,7 @@ export class EventLog {
       this.counters.slowClientsDropped++;
       this.clients.delete(client);
     });
-    client.send(': starling\nretry: 2000\n\n');
+    client.send(Buffer.from(': starling\nretry: 2000\n\n'));
     if (after !== undefined && after <= this.seq) {
       const first = this.kept[0]?.id ?? this.seq + 1;
       if (after >= first - 1) {
@@ -260,12 +264,12 @@ export class EventLog {
         for (const e of this.kept) if (e.id > after) client.send(e.text);
       } else {
         this.counters.resets++;
-        client.send(`id: ${this.seq}\nevent: reset\ndata: {}\n\n`);
+        client.send(Buffer.from(`id: ${this.seq}\nevent: reset\ndata: {}\n\n`));
       }
     } else if (after !== undefined) {
       // An id from before a restart of this process: its events are gone.
       this.counters.resets++;
-      client.send(`id: ${this.seq}\nevent: reset\ndata: {}\n\n`);
+      client.send(Buffer.from(`id: ${this.seq}\nevent: reset\ndata: {}\n\n`));
     }
     this.clients.add(client);
     return () => this.clients.delete(client);
@@ -273,7 +277,7 @@ export class EventLog {
 
   /** A comment line to every client, so proxies and browsers keep idle streams open. */
   heartbeat(): void {
-    for (const c of this.clients) c.send(': \n\n');
+    for (const c of this.clients) c.send(HEARTBEAT);
   }
 
   /** Disconnects every client. */

@@ -168,7 +168,7 @@ export class WebService extends ServiceBase {
       this.log?.('info', `web view at ${this.url}${this.loopback ? ' (loopback: viewing needs no token)' : ' (the token is needed to view)'}`);
       this.setState('running');
     } catch (e) {
-      await this.close();
+      await this.close().catch(() => {});
       this.setState('failed');
       if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new Error(`web.listen ${w.listen} is in use (another Starling?); choose another port, or web.listen: off`);
       throw e;
@@ -237,7 +237,7 @@ export class WebService extends ServiceBase {
         const status = b.status(i);
         const v = status === 0 ? b.value(i) : NaN;
         if (h.add(b.topic, b.unit, ts, v, status)) this.units.set(b.topic, b.unit);
-        if (this.pending.length < MAX_PENDING_POINTS) this.pending.push([b.topic, ts / 1000, Number.isNaN(v) ? null : v]);
+        if (this.pending.length < MAX_PENDING_POINTS) this.pending.push([b.topic, ts / 1000, Number.isNaN(v) ? null : shown(v)]);
         else this.counters.pointsDropped++;
       }
     });
@@ -379,7 +379,7 @@ export class WebService extends ServiceBase {
           const h = this.histories?.get(url.searchParams.get('topic') ?? '');
           if (!h) return send(res, 404, { error: 'no history for that topic' });
           const [ts, vs] = h.points();
-          return send(res, 200, { id: this.events.last, topic: h.topic, unit: h.unit, ts, vs }, undefined, req);
+          return send(res, 200, { id: this.events.last, topic: h.topic, unit: h.unit, ts, vs: vs.map((v) => (v === null ? null : shown(v))) }, undefined, req);
         }
         default: return this.asset(req, res, url.pathname);
       }
@@ -512,6 +512,9 @@ const LOGIN_PAGE = `<!doctype html><meta charset=utf-8><meta name=viewport conte
 <body style="font:16px system-ui;margin:2em"><h1>Starling</h1><p>This web view needs its token.</p>
 <form method=get action="/"><input name=token size=40 autocomplete=off placeholder="token"> <button>Open</button></form>
 <p>It is in <code>web.token</code> or <code>web.token_file</code> (default /var/lib/starling/web-token) on the board.</p></body>`;
+
+/** A value as the page shows it: 7 significant digits (shorter events; a chart cannot show more). */
+const shown = (v: number): number => (Number.isFinite(v) ? Number(v.toPrecision(7)) : v);
 
 function splitListen(listen: string): [string, number] {
   const i = listen.lastIndexOf(':');

@@ -125,7 +125,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     expect(refused.stderr).toMatch(/AccessDenied.*Rejected send message.*member="Restart"/s);
     const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 20_000 });
     expect(cli('restart', 'ticker').stdout.trim()).toBe('restarted ticker');
-    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'mqtt', 'files', 'ticker']);
+    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'mqtt', 'web', 'files', 'ticker']);
     expect(cli('logs', 'ticker', '-n', '2').stdout.trim().split('\n')).toHaveLength(2);
     expect(cli('restart', 'nope')).toMatchObject({ status: 1, stderr: expect.stringMatching(/^starling: .*no service named 'nope'/) });
   });
