@@ -9,7 +9,7 @@ import type { Config } from '../../runtime/config/load.ts';
 import type { ZreNode } from '../../runtime/zre/node.ts';
 import { sendCommand } from '../../runtime/command.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow, type Following, HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
+import { follow, peerLines, type Following, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo } from '../../runtime/zre/node.ts';
 import { clientCurve, type Security } from '../../runtime/security/context.ts';
 
@@ -29,29 +29,6 @@ const REPLY_TIMEOUT_MS = 5000;
 import { counters, ServiceBase, type Counters, type Health } from '../../runtime/supervisor/service.ts';
 import { Bridge } from './bridge.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
-
-/** GPIO lines one peer may advertise (outputs and inputs each); a HELLO listing more is not bridged. */
-export const MAX_PEER_LINES = 64;
-const LINE_NAME = /^[a-z0-9_]{1,64}$/;
-const PREFIX = /^(?!\$)[^+#\u0000-\u001f\u007f-\u009f]{0,128}$/;
-
-/**
- * A peer's advertised telemetry prefix and GPIO lines, checked as the schema checks our own: names of
- * lower-case letters, digits and _ (at most 64 bytes), at most {@link MAX_PEER_LINES} of each kind, and a
- * prefix that can be part of an MQTT topic. Throws an Error saying what is wrong.
- */
-export function peerLines(p: PeerInfo): { prefix: string; outputs: string[]; inputs: string[] } {
-  const prefix = p.headers[HEADER_PREFIX] ?? '';
-  if (!PREFIX.test(prefix)) throw new Error(`${HEADER_PREFIX} ${JSON.stringify(prefix.slice(0, 60))} cannot be part of an MQTT topic`);
-  const list = (header: string): string[] => {
-    const names = (p.headers[header] ?? '').split(',').filter(Boolean);
-    if (names.length > MAX_PEER_LINES) throw new Error(`${header} lists ${names.length} lines (at most ${MAX_PEER_LINES})`);
-    const bad = names.find((n) => !LINE_NAME.test(n));
-    if (bad !== undefined) throw new Error(`${header} holds ${JSON.stringify(bad.slice(0, 60))}; expected lower-case letters, digits and _`);
-    return names;
-  };
-  return { prefix, outputs: list(HEADER_OUTPUTS), inputs: list(HEADER_INPUTS) };
-}
 
 export class BridgeService extends ServiceBase {
   readonly name = 'mqtt';

@@ -237,8 +237,13 @@ export class EventLog {
 
   /** Appends an event and sends it to every client. `data` is serialised once. */
   publish(event: string, data: unknown): void {
+    this.publishJson(event, JSON.stringify(data));
+  }
+
+  /** {@link publish} for data already serialised (one line of JSON). */
+  publishJson(event: string, json: string): void {
     const id = ++this.seq;
-    const text = Buffer.from(`id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const text = Buffer.from(`id: ${id}\nevent: ${event}\ndata: ${json}\n\n`);
     this.kept.push({ id, text });
     this.keptBytes += text.length;
     while (this.kept.length > REPLAY_EVENTS || (this.keptBytes > REPLAY_BYTES && this.kept.length > 1)) this.keptBytes -= this.kept.shift()!.text.length;

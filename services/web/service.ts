@@ -35,14 +35,13 @@ import { ServiceBase, type Counters, type Health } from '../../runtime/superviso
 import type { LogEntry, LogRing } from '../../runtime/supervisor/log.ts';
 import type { ServiceStatus } from '../../runtime/supervisor/supervisor.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow, HEADER_PREFIX, type Following } from '../../runtime/telemetry/mesh.ts';
+import { follow, HEADER_PREFIX, peerLines, type Following } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo, ZreNode } from '../../runtime/zre/node.ts';
 import { clientCurve, type Security } from '../../runtime/security/context.ts';
 import { fingerprint, writeAtomic } from '../../runtime/security/identity.ts';
 import { CommandError, parseCommand, sendCommand } from '../../runtime/command.ts';
 import { HEADER_VERSION } from '../../runtime/files/chunks.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
-import { peerLines } from '../mqtt-bridge/service.ts';
 import type { Device } from '../device.ts';
 import { EventLog, Histories } from './live.ts';
 import { webAssets, type Asset } from './assets.ts';
@@ -149,8 +148,7 @@ export class WebService extends ServiceBase {
         });
       });
       server.on('error', (e) => this.problems.note('server', `web: ${e.message}`));
-      this.follow(node, publisher);
-      const sub = this.sub!;
+      const sub = this.follow(node);
       await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey);
       this.followed = publisher;
       this.offLog = this.ring.follow((e) => {
@@ -210,13 +208,13 @@ export class WebService extends ServiceBase {
     const w = this.config.web;
     if (w.token) return w.token;
     const file = w.token_file;
-    if (this.loopback && !existsSync(file)) return randomBytes(24).toString('base64url');
     if (existsSync(file)) {
       const t = readFileSync(file, 'utf8').trim();
       if (!/^[A-Za-z0-9_-]{16,128}$/.test(t)) throw new Error(`${file}: not a web token (16 to 128 letters, digits, - or _); remove it to have a new one made`);
       return t;
     }
     const t = randomBytes(24).toString('base64url');
+    if (this.loopback) return t;
     mkdirSync(dirname(file), { recursive: true });
     writeAtomic(file, `${t}\n`, 0o600);
     // Printed once, to a person at a terminal; never to the log (which journald keeps).
@@ -225,8 +223,11 @@ export class WebService extends ServiceBase {
     return t;
   }
 
-  /** Follows the mesh's telemetry (and this device's own) into the histories; peers into `peers` events. */
-  private follow(node: ZreNode, _publisher: NonNullable<Device['publisher']>): void {
+  /**
+   * Follows the mesh's telemetry into the histories (the caller connects the device's own publisher to the
+   * subscriber returned), and the node's peer events into `peers` events and the links.
+   */
+  private follow(node: ZreNode): Subscriber {
     const sub = new Subscriber({ onProblem: (m) => this.problems.note('telemetry', `web: ${m}`), ...(this.security ? { curve: clientCurve(this.security) } : {}) });
     sub.start();
     this.sub = sub;
@@ -265,6 +266,7 @@ export class WebService extends ServiceBase {
       node.off('whisper', onWhisper);
       for (const ev of ['enter', 'exit', 'join', 'leave', 'evasive'] as const) node.off(ev, changed);
     };
+    return sub;
   }
 
   /** Asks every peer whom it sees; the answers arrive as whispers (follow()). */
@@ -293,17 +295,16 @@ export class WebService extends ServiceBase {
     const s = JSON.stringify(this.servicesView());
     if (s !== this.lastServices) {
       this.lastServices = s;
-      this.events.publish('services', JSON.parse(s));
+      this.events.publishJson('services', s);
     }
     this.publishPeers();
   }
 
   private publishPeers(): void {
-    const view = this.peersView();
-    const s = JSON.stringify(view);
+    const s = JSON.stringify(this.peersView());
     if (s === this.lastPeers) return;
     this.lastPeers = s;
-    this.events.publish('peers', view);
+    this.events.publishJson('peers', s);
   }
 
   private servicesView(): { services: ServiceStatus[]; stats: Record<string, Counters> } {
@@ -334,8 +335,8 @@ export class WebService extends ServiceBase {
     let lines: { prefix: string; outputs: string[]; inputs: string[] } = { prefix: p.headers[HEADER_PREFIX] ?? '', outputs: [], inputs: [] };
     try {
       lines = peerLines(p);
-    } catch {
-      // shown without lines; the bridge logs why (and counts it)
+    } catch (e) {
+      this.problems.note(`lines ${p.peer}`, `web: ${p.name || p.peer} shown without its GPIO lines: ${(e as Error).message}`);
     }
     const key = node.peerKey(p.peer);
     return {

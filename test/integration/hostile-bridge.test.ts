@@ -13,7 +13,7 @@ import { MqttClient, PacketSizes } from '../../services/mqtt-bridge/client.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { BatchWriter } from '../../runtime/telemetry/sample.ts';
 import { Mosquitto } from '../mosquitto.ts';
-import { MAX_PEER_LINES, peerLines } from '../../services/mqtt-bridge/service.ts';
+import { MAX_PEER_LINES, peerLines } from '../../runtime/telemetry/mesh.ts';
 import { HEADER_INPUTS, HEADER_OUTPUTS, HEADER_PREFIX } from '../../runtime/telemetry/mesh.ts';
 import { until } from '../helpers.ts';
 

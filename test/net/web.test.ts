@@ -298,9 +298,9 @@ async function hubRss(ns: string): Promise<number> {
   const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean);
   for (const pid of pids) {
     try {
-      const cmd = execFileSync('cat', [`/proc/${pid}/cmdline`], { encoding: 'utf8' });
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       if (!cmd.includes('starling.cjs\0run')) continue;
-      const m = /VmRSS:\s+(\d+) kB/.exec(execFileSync('cat', [`/proc/${pid}/status`], { encoding: 'utf8' }));
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
       if (m) return Number(m[1]) * 1024;
     } catch {
       // gone

@@ -241,7 +241,10 @@ function place(t: Topic): void {
     line.confirm(t.value);
     return;
   }
-  if (t.card.parentElement !== d.grid) d.grid.append(t.card);
+  if (t.card.parentElement !== d.grid) {
+    d.grid.append(t.card);
+    if (d === other) other.card.hidden = false;
+  }
 }
 
 function topic(name: string, unit: string): Topic {
@@ -278,7 +281,6 @@ function renderPeers(self: PeerView | undefined, peers: PeerView[], seen: Record
   const order = [...devices.values()].sort((a, b) => (a.view.presence === 'self' ? -1 : b.view.presence === 'self' ? 1 : a.view.name.localeCompare(b.view.name)));
   for (const d of order) if (d.card.parentElement !== box || box.lastElementChild !== d.card) box.append(d.card);
   box.append(other.card);
-  other.card.hidden = other.grid.childElementCount === 0;
   for (const t of topics.values()) place(t);
   other.card.hidden = other.grid.childElementCount === 0;
   renderMesh();
@@ -403,9 +405,9 @@ async function load(): Promise<void> {
     tp.value = t.status === 0 ? t.value : null;
     tp.status = t.status;
     tp.dirty = true;
-    place(tp);
+    place(tp); // again, now with its value: a line's switch shows it
   }
-  renderPeers(s.self, s.peers, s.links);
+  other.card.hidden = other.grid.childElementCount === 0;
   renderServices(s.services, s.stats);
   $('#lines').replaceChildren();
   addLog(s.logs);
