@@ -15,7 +15,7 @@ import { Publisher } from '../runtime/telemetry/publisher.ts';
 import { Subscriber } from '../runtime/telemetry/subscriber.ts';
 import { Bridge } from '../services/mqtt-bridge/bridge.ts';
 import { MqttClient } from '../services/mqtt-bridge/client.ts';
-import { Spool } from '../services/mqtt-bridge/spool.ts';
+import { Spool } from '../runtime/spool.ts';
 import { Mosquitto } from '../test/mosquitto.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, samples: { type: 'string' } } });

@@ -49,6 +49,10 @@ command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)   # the MQTT tests' broker
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the web view's tests (headless, DevTools protocol)
+# The metrics tests' real servers (each started by the test on the loopback, never as a system service).
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+[ -x /usr/bin/influxd ] || need+=(influxdb)
+[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 # Packaging (image/build-exe.sh, build-deb.sh and their tests): the arm64 cross compiler, Debian's arm64 libzmq
 # and libraries (multiarch) to build against and to run the arm64 executable under qemu-aarch64-static, and
 # debootstrap for the Debian root the .deb is installed into.
@@ -74,7 +78,12 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  # No package may start its service on this machine (prometheus, influxdb, victoria-metrics would listen on
+  # the host): invoke-rc.d asks policy-rc.d, and 101 means "not now". The file is removed afterwards.
+  policy=/usr/sbin/policy-rc.d; made_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null; $sudo chmod 755 "$policy"; made_policy=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null || { [ "$made_policy" = 1 ] && $sudo rm -f "$policy"; exit 1; }
+  if [ "$made_policy" = 1 ]; then $sudo rm -f "$policy"; fi
 fi
 
 # arm64 maintainer scripts in the image's Debian root run under qemu-aarch64-static through binfmt_misc.

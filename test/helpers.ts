@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach } from 'vitest';
-import { Spool } from '../services/mqtt-bridge/spool.ts';
+import { Spool } from '../runtime/spool.ts';
 import { createServer } from 'node:net';
 import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../runtime/zre/node.ts';
 

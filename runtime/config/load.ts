@@ -79,6 +79,10 @@ export interface Config {
   files: { accept: boolean; inbox: string; quota_mb: number; max_uploads: number };
   update: { keys: string[]; commit_after: number; max_attempts: number; trial_timeout: number };
   web: { listen: string; token?: string; token_file: string; hosts: string[]; history: number; max_topics: number; max_clients: number };
+  influx: {
+    url?: string; db?: string; bucket?: string; org?: string; token?: string; username?: string; password?: string; measurement: string;
+    batch: number; interval: number; timeout: number; spool: string; spool_max_mb: number; spool_fsync: 'always' | 'interval' | 'never'; mesh: boolean;
+  };
   mqtt: {
     url?: string; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
     ca?: string; cert?: string; key?: string; topic: string; embedded: boolean; embedded_listen: string; discovery: boolean; discovery_prefix: string;
@@ -272,6 +276,15 @@ export function parseConfig(text: string, file = '<config>'): Config {
         if (other) v.problem(node, `${list}[${i}].name '${item.name}' is already used by ${other}; names must be unique`);
         else names.set(item.name, `${what} ${list}[${i}]`);
       });
+    }
+    // The Influx sink writes to exactly one place: a database (1.x, VictoriaMetrics) or a bucket of an org (2.x).
+    const influx = config.influx;
+    if (influx.url) {
+      const inf = items?.get('influx', true);
+      const at = (k: string) => (inf && isMap(inf) ? ((inf.get(k, true) as Node | undefined) ?? inf) : undefined);
+      if (influx.db === undefined && influx.bucket === undefined) v.problem(at('url'), 'influx.url is set but neither influx.db (InfluxDB 1.x, VictoriaMetrics) nor influx.bucket (InfluxDB 2.x) is');
+      if (influx.db !== undefined && influx.bucket !== undefined) v.problem(at('bucket'), 'influx.db and influx.bucket are both set; a sink writes to one (db: InfluxDB 1.x or VictoriaMetrics; bucket with org: InfluxDB 2.x)');
+      if (influx.bucket !== undefined && influx.org === undefined) v.problem(at('bucket'), 'influx.bucket needs influx.org (InfluxDB 2.x writes to a bucket of an organisation)');
     }
     // epgm has no CURVE in libzmq: a secure device must not multicast in the clear.
     if (config.security.mode === 'curve' && config.telemetry.epgm) {

@@ -12,6 +12,8 @@ export const HEADER_SNAPSHOT = 'X-TELEMETRY-SNAPSHOT';
 export const HEADER_EPGM = 'X-TELEMETRY-EPGM';
 /** The device's telemetry prefix, so a bridge can tell its topics. */
 export const HEADER_PREFIX = 'X-TELEMETRY-PREFIX';
+/** The publisher's id (32 upper-case hex digits, as in every batch), so a reader can name a batch's node. */
+export const HEADER_PUBLISHER = 'X-TELEMETRY-ID';
 /** Comma-separated names of the device's GPIO outputs, which peers may set by WHISPER. */
 export const HEADER_OUTPUTS = 'X-GPIO-OUTPUTS';
 /** Comma-separated names of the device's GPIO inputs. */
@@ -31,6 +33,7 @@ export function telemetryHeaders(pub: Publisher, epgm?: string, device?: { prefi
   }
   const unicast = pub.endpoints.filter((e) => e.startsWith('tcp://'));
   if (unicast.length > 0) h[HEADER_ENDPOINTS] = unicast.join(' ');
+  h[HEADER_PUBLISHER] = pub.id.toString('hex').toUpperCase();
   if (pub.snapshotEndpoint) h[HEADER_SNAPSHOT] = pub.snapshotEndpoint;
   if (epgm) h[HEADER_EPGM] = epgm;
   return h;
@@ -138,6 +141,21 @@ export function follow(
       return refused;
     },
   };
+}
+
+/**
+ * Which node each publisher belongs to, by the id every batch carries: this node's own publisher (`own`) and
+ * each peer's advertised X-TELEMETRY-ID → the node's name (its UUID when it has none). A label, not a proof:
+ * in secure mode what a publisher may send is bounded by its prefix ({@link follow}), not by this.
+ */
+export function publisherNames(node: ZreNode, own: Buffer | undefined): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const p of node.peerList()) {
+    const id = p.headers[HEADER_PUBLISHER];
+    if (id) names.set(id, p.name || p.peer);
+  }
+  if (own) names.set(own.toString('hex').toUpperCase(), node.name);
+  return names;
 }
 
 /** GPIO lines one peer may advertise (outputs and inputs each); a HELLO listing more is not bridged. */

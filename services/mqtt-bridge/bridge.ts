@@ -21,7 +21,7 @@
  *   a log line, so it cannot hold back everything behind it.
  */
 import { MqttClient, type MqttOptions } from './client.ts';
-import { Spool, type SpooledMessage } from './spool.ts';
+import { Spool, type SpooledMessage } from '../../runtime/spool.ts';
 import { discoveryMessage, type Entity, type EntityKind } from './discovery.ts';
 import type { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import type { Batch } from '../../runtime/telemetry/sample.ts';

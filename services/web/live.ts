@@ -70,6 +70,8 @@ export class TopicHistory {
   updated = 0;
   value: number | undefined;
   status = 0;
+  /** The publisher (32 hex digits) of the last sample. */
+  publisher = '';
 
   constructor(readonly topic: string, public unit: string, recent: number) {
     this.recent = new Ring(recent);
@@ -120,7 +122,7 @@ export class Histories {
   constructor(private readonly recent: number, private readonly maxTopics: number) {}
 
   /** Adds a sample; returns true when the topic is new. */
-  add(topic: string, unit: string, ts: number, value: number, status: number): boolean {
+  add(topic: string, unit: string, ts: number, value: number, status: number, publisher = ''): boolean {
     let h = this.topics.get(topic);
     const fresh = !h;
     if (!h) {
@@ -129,6 +131,7 @@ export class Histories {
       this.topics.set(topic, h);
     }
     h.unit = unit;
+    h.publisher = publisher;
     h.add(ts, value, status);
     return fresh;
   }

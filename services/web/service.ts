@@ -6,6 +6,7 @@
  *   GET  /api/history?topic=T   one topic's kept history (JSON: ts in seconds, values)
  *   GET  /events           Server-Sent Events: samples (new points only, every 100 ms), peers, services, log;
  *                          resumes after Last-Event-ID (or ?after=ID), else `reset` (live.ts has the bounds)
+ *   GET  /metrics          the Prometheus text exposition of the last samples and the counters (metrics.ts)
  *   POST /api/gpio         {"node": UUID, "gpio": NAME, "set": 0|1}: switches an output, answers with the
  *                          value the device read back after acting (its confirmed state)
  *
@@ -35,7 +36,7 @@ import { ServiceBase, type Counters, type Health } from '../../runtime/superviso
 import type { LogEntry, LogRing } from '../../runtime/supervisor/log.ts';
 import type { ServiceStatus } from '../../runtime/supervisor/supervisor.ts';
 import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
-import { follow, HEADER_PREFIX, peerLines, type Following } from '../../runtime/telemetry/mesh.ts';
+import { follow, HEADER_PREFIX, peerLines, publisherNames, type Following } from '../../runtime/telemetry/mesh.ts';
 import type { PeerInfo, ZreNode } from '../../runtime/zre/node.ts';
 import { clientCurve, type Security } from '../../runtime/security/context.ts';
 import { fingerprint, writeAtomic } from '../../runtime/security/identity.ts';
@@ -45,6 +46,7 @@ import { ProblemLog } from '../../runtime/problems.ts';
 import type { Device } from '../device.ts';
 import { EventLog, Histories } from './live.ts';
 import { webAssets, type Asset } from './assets.ts';
+import { exposition, METRICS_TYPE } from './metrics.ts';
 
 /** New samples are sent to the browsers this often, together (one event per interval, not one per sample). */
 const SAMPLE_FLUSH_MS = 100;
@@ -237,7 +239,7 @@ export class WebService extends ServiceBase {
         const ts = b.ts(i);
         const status = b.status(i);
         const v = status === 0 ? b.value(i) : NaN;
-        if (h.add(b.topic, b.unit, ts, v, status)) this.units.set(b.topic, b.unit);
+        if (h.add(b.topic, b.unit, ts, v, status, b.publisher)) this.units.set(b.topic, b.unit);
         if (this.pending.length < MAX_PENDING_POINTS) this.pending.push([b.topic, ts / 1000, Number.isNaN(v) ? null : shown(v)]);
         else this.counters.pointsDropped++;
       }
@@ -376,6 +378,7 @@ export class WebService extends ServiceBase {
       switch (url.pathname) {
         case '/events': return this.stream(req, res, url);
         case '/api/state': return send(res, 200, this.stateView(), undefined, req);
+        case '/metrics': return send(res, 200, this.metrics(), METRICS_TYPE, req);
         case '/api/history': {
           const h = this.histories?.get(url.searchParams.get('topic') ?? '');
           if (!h) return send(res, 404, { error: 'no history for that topic' });
@@ -439,6 +442,15 @@ export class WebService extends ServiceBase {
     res.socket?.setNoDelay(true);
     const detach = this.events.attach(res, after);
     res.on('close', detach);
+  }
+
+  /** `/metrics`: each topic labelled with the name of the node whose publisher sent it (X-TELEMETRY-ID). */
+  private metrics(): string {
+    const node = this.device.node;
+    const names = node ? publisherNames(node, this.device.publisher?.id) : new Map<string, string>();
+    const topics = [...(this.histories?.values() ?? [])].map((h) => ({ topic: h.topic, unit: h.unit, value: h.value, status: h.status, updated: h.updated, node: names.get(h.publisher) ?? h.publisher }));
+    const { services, stats } = this.servicesView();
+    return exposition(topics, services, stats);
   }
 
   private stateView(): unknown {

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Spool } from '../../services/mqtt-bridge/spool.ts';
+import { Spool } from '../../runtime/spool.ts';
 
 const dirs: string[] = [];
 afterEach(() => {

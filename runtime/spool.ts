@@ -28,9 +28,9 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Backoff } from '../../runtime/backoff.ts';
-import { BoundedQueue } from '../../runtime/queue.ts';
-import type { ProblemSink } from '../../runtime/problems.ts';
+import { Backoff } from './backoff.ts';
+import { BoundedQueue } from './queue.ts';
+import type { ProblemSink } from './problems.ts';
 // zlib is loaded on first use: only a bridge with a spool needs it.
 const crc32 = (b: Buffer): number => (process.getBuiltinModule('node:zlib') as typeof import('node:zlib')).crc32(b);
 
