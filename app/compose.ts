@@ -6,9 +6,10 @@
  *   1. the device — mesh node, telemetry publisher, sensors and GPIO (services/device.ts);
  *   2. the embedded MQTT broker, when `mqtt.embedded` and no `mqtt.url`;
  *   3. the MQTT bridge, when there is a broker (the configured one, or the embedded one's address);
- *   4. the web view (services/web/service.ts), unless `web.listen: off`; the caller hands it the supervisor;
- *   5. files and updates (services/files.ts): offers and pushed releases from peers;
- *   6. each external service of `services:`, in the order written.
+ *   4. the Influx sink (services/influx.ts), when `influx.url` is set;
+ *   5. the web view (services/web/service.ts), unless `web.listen: off`; the caller hands it the supervisor;
+ *   6. files and updates (services/files.ts): offers and pushed releases from peers;
+ *   7. each external service of `services:`, in the order written.
  * The configuration is read, never changed.
  *
  * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
@@ -24,6 +25,7 @@ import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
 import type { Security } from '../runtime/security/context.ts';
 import { FilesService } from '../services/files.ts';
 import { WebService } from '../services/web/service.ts';
+import { InfluxService } from '../services/influx.ts';
 import { releasesDir } from '../runtime/update/releases.ts';
 import { baseBundle, runningRelease, runningVersion } from './launch.ts';
 
@@ -33,6 +35,7 @@ export interface Composition {
   device: Device;
   broker: EmbeddedBroker | undefined;
   bridge: BridgeService | undefined;
+  influx: InfluxService | undefined;
   files: FilesService;
   /** The web view; set its `supervisor` once the Supervisor exists. */
   web: WebService | undefined;
@@ -51,12 +54,13 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
   const broker = !config.mqtt.url && config.mqtt.embedded ? new EmbeddedBroker(config.mqtt.embedded_listen) : undefined;
   const url = config.mqtt.url ?? broker?.url;
   const bridge = url ? new BridgeService(config, device, logger('mqtt'), url, security) : undefined;
+  const influx = config.influx.url ? new InfluxService(config, device, logger('influx'), security) : undefined;
   const processes = config.services.map((s) => new ProcessService({
     name: s.name, command: s.command, args: s.args, env: s.env ?? {}, cwd: s.cwd, restart: s.restart,
     backoffMin: s.backoff_min, backoffMax: s.backoff_max, stableAfter: s.stable_after, stopTimeout: s.stop_timeout, progressInterval: s.progress_interval,
   }, log));
   const files = new FilesService(config, device, { version, releases: releasesDir(), baseBundle: baseBundle() }, logger('files'), security);
   const web = config.web.listen === 'off' ? undefined : new WebService(config, device, log, logger('web'), security);
-  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(web ? [web] : []), files, ...processes];
-  return { services, device, broker, bridge, files, web };
+  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(influx ? [influx] : []), ...(web ? [web] : []), files, ...processes];
+  return { services, device, broker, bridge, influx, files, web };
 }
