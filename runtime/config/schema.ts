@@ -155,6 +155,7 @@ export const SCHEMA: FieldSpec = {
       doc: 'the MQTT bridge (on when url is set)',
       fields: {
         url: { type: 'string', pattern: /^mqtts?:\/\/[^\s/]+(:\d+)?\/?$/, patternDoc: 'mqtt://HOST[:PORT] or mqtts://HOST[:PORT]', doc: 'the broker' },
+        failover: { type: 'list', item: { type: 'string', pattern: /^mqtts?:\/\/[^\s/]+(:\d+)?\/?$/, patternDoc: 'mqtt://HOST[:PORT] or mqtts://HOST[:PORT]', doc: 'a broker' }, doc: 'brokers to fail over to, in order, when url (or the one in use) fails; the spool and its order are kept' },
         client_id: { type: 'string', maxBytes: 128, doc: 'MQTT client id (default starling-<node name>)' },
         username: { type: 'string', doc: 'user name' },
         password: { type: 'string', doc: 'password' },

@@ -9,6 +9,11 @@
  *   means the link is dead, and we reconnect ([MQTT-3.1.2-24] gives the broker 1.5 ×).
  * - Reconnect with the one backoff helper; a last will for availability; username/password; TLS with a CA
  *   and client certificates.
+ * - Failover: `failover` lists more brokers after `url`. A connection lost, or an attempt that fails, moves to
+ *   the next one in order (wrapping round), at once while some broker of the list has not failed since the last
+ *   good connection, after the backoff's delay once they all have. The client stays on the broker it has
+ *   until that one fails. Everything in flight is sent again to the next broker (a QoS 1 message may then
+ *   arrive at both: MQTT's at-least-once).
  * - In-flight QoS 1 messages are bounded (`maxInflight`); `publish` waits for room.
  * - Nothing the broker does can wedge or bloat it: a packet whose remaining length passes `maxPacketSize` ends
  *   the connection before it is buffered; no CONNACK within `connackTimeout`, or no PUBACK for the oldest
@@ -36,6 +41,8 @@ let mqtt: MqttPacketLib;
 export interface MqttOptions {
   /** mqtt://host:port or mqtts://host:port */
   url: string;
+  /** Brokers to fail over to, in order, after `url` (the same client id, credentials and TLS settings). */
+  failover?: string[];
   clientId: string;
   protocolVersion?: 4 | 5;
   /** seconds; 0 disables. Default 30. */
@@ -112,6 +119,13 @@ export class MqttClient extends EventEmitter<{
   private probing = false;
   private stableTimer: NodeJS.Timeout | undefined;
   private pubackTimer: NodeJS.Timeout | undefined;
+  /** The brokers, `url` first, and which one is in use (or being tried). */
+  private readonly urls: string[];
+  private at = 0;
+  /** Brokers that failed since the last accepted connection: the backoff applies once all have. */
+  private failedInRound = 0;
+  /** Moves to another broker of the list. */
+  failovers = 0;
   /** Connection attempts that failed, and the last reason. */
   failures = 0;
   lastError: string | undefined;
@@ -122,6 +136,17 @@ export class MqttClient extends EventEmitter<{
     super();
     this.version = options.protocolVersion ?? 4;
     this.backoff = new Backoff(options.reconnect ?? { min: 1000, max: 60_000 });
+    this.urls = [options.url, ...(options.failover ?? [])];
+  }
+
+  /** The broker in use, or being tried. */
+  get url(): string {
+    return this.urls[this.at]!;
+  }
+
+  /** Its place in the list: 0 for `url`, 1 for the first of `failover`, … */
+  get broker(): number {
+    return this.at;
   }
 
   get isConnected(): boolean {
@@ -163,7 +188,7 @@ export class MqttClient extends EventEmitter<{
   async publish(topic: string, payload: string | Buffer, opts: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
     const qos = opts.qos ?? 0;
     if (qos === 0) {
-      if (!this.connected) throw new MqttError(`not connected to ${this.options.url}`);
+      if (!this.connected) throw new MqttError(`not connected to ${this.url}`);
       this.send({ cmd: 'publish', topic, payload, qos: 0, retain: opts.retain ?? false, dup: false });
       return;
     }
@@ -182,7 +207,7 @@ export class MqttClient extends EventEmitter<{
 
   /** Subscribes (QoS 0 or 1); resolves with the granted QoS. Needs a connection. */
   subscribe(topic: string, qos: 0 | 1 = 1): Promise<number[]> {
-    if (!this.connected) return Promise.reject(new MqttError(`not connected to ${this.options.url}`));
+    if (!this.connected) return Promise.reject(new MqttError(`not connected to ${this.url}`));
     const messageId = this.allocateId();
     return new Promise((resolve) => {
       this.subacks.set(messageId, resolve);
@@ -210,7 +235,7 @@ export class MqttClient extends EventEmitter<{
   }
 
   private open(): void {
-    const url = new URL(this.options.url);
+    const url = new URL(this.url);
     const port = Number(url.port || (url.protocol === 'mqtts:' ? 8883 : 1883));
     const host = url.hostname;
     const t = this.options.tls;
@@ -270,7 +295,16 @@ export class MqttClient extends EventEmitter<{
       for (const w of this.roomWaiters.splice(0)) w();
       return;
     }
-    this.reconnectTimer = setTimeout(() => this.open(), this.backoff.next());
+    let delay: number;
+    if (this.urls.length > 1) {
+      this.failedInRound++;
+      this.at = (this.at + 1) % this.urls.length;
+      this.failovers++;
+      // The next broker at once, while one has not failed in this round; the backoff once all have.
+      delay = this.failedInRound < this.urls.length ? 0 : this.backoff.next();
+      if (this.failedInRound >= this.urls.length) this.failedInRound = 0;
+    } else delay = this.backoff.next();
+    this.reconnectTimer = setTimeout(() => this.open(), delay);
   }
 
   private onPacket(p: MqttPacket): void {
@@ -283,6 +317,7 @@ export class MqttClient extends EventEmitter<{
         }
         clearTimeout(this.connackTimer);
         this.connected = true;
+        this.failedInRound = 0;
         // Reset the backoff only once this connection has lasted: a broker that accepts and then drops us at
         // once must not be hammered at the minimum delay.
         this.stableTimer = setTimeout(() => this.backoff.reset(), this.options.stableAfter ?? 10_000);

@@ -88,6 +88,7 @@ export class BridgeService extends ServiceBase {
     return {
       ...counters('bridge', bridge), connected: connected ? 1 : 0, ...counters('spool', spool),
       ...counters('mqtt', this.bridge?.client.faults), 'mqtt.connectFailures': this.bridge?.client.failures ?? 0,
+      ...(this.config.mqtt.failover.length ? { 'mqtt.broker': this.bridge?.client.broker ?? 0, 'mqtt.failovers': this.bridge?.client.failovers ?? 0 } : {}),
       ...counters('telemetry', this.sub?.stats()), 'mesh.followRefused': this.following?.refused ?? 0, 'mesh.linesRefused': this.linesRefused,
       ...(this.security ? { 'mesh.pinsRefused': this.pinsRefused } : {}),
     };
@@ -101,7 +102,8 @@ export class BridgeService extends ServiceBase {
   override health(): Health {
     if (this.state !== 'running') return { healthy: false, detail: this.state };
     if (this.device.publisher !== this.followed) return { healthy: false, detail: 'the device restarted; following it again' };
-    return { healthy: true, detail: this.bridge?.client.isConnected ? 'connected' : 'spooling' };
+    const c = this.bridge?.client;
+    return { healthy: true, detail: c?.isConnected ? (this.config.mqtt.failover.length ? `connected to ${c.url}` : 'connected') : 'spooling' };
   }
 
   async start(): Promise<void> {
@@ -121,7 +123,7 @@ export class BridgeService extends ServiceBase {
     const inputs = this.config.gpio.filter((g) => g.mode === 'input').map((g) => prefix + g.name);
     this.bridge = new Bridge({
       mqtt: {
-        url, clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
+        url, failover: url === m.url ? m.failover : [], clientId: m.client_id ?? `starling-${node.name}`, protocolVersion: m.protocol, keepalive: m.keepalive / 1000,
         username: m.username, password: m.password, tls: url.startsWith('mqtts:') ? { ca: file(m.ca), cert: file(m.cert), key: file(m.key) } : undefined,
       },
       node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,

@@ -130,4 +130,65 @@ describe('MQTT bridge', () => {
     (bridge.client as unknown as { socket: { destroy(): void } }).socket.destroy();
     await until(() => got.some(([t, p]) => t === 'starling/bridge/hub/status' && p === 'offline'), 10_000, 'offline');
   }, 20_000);
+
+  it('fails over to the next broker when the one in use goes, and back round the list; every sample arrives, in order', async () => {
+    const a = new Mosquitto();
+    const b = new Mosquitto();
+    await Promise.all([a.start(), b.start()]);
+    cleanup.push(() => a.destroy(), () => b.destroy());
+    const pub = new Publisher({ endpoints: ['tcp://127.0.0.1:*'], batchMs: 5, batchSamples: 16 });
+    await pub.start();
+    const sub = new Subscriber();
+    sub.start();
+    await sub.connect(pub.endpoints[0]!);
+    await pub.waitForSubscriber('x', 5000);
+    const spoolDir = mkdtempSync(join(tmpdir(), 'starling-bridge-'));
+    const bridge = new Bridge({ mqtt: { url: a.url, failover: [b.url], clientId: 'bridge-failover', reconnect: { min: 100, max: 300 }, keepalive: 2 }, node: 'hub', spoolDir }, sub);
+    await bridge.start();
+    cleanup.push(async () => {
+      await bridge.stop(200);
+      await sub.stop();
+      await pub.stop(100);
+      rmSync(spoolDir, { recursive: true, force: true });
+    });
+    // A watcher on each broker: what the bridge published there, by sequence number.
+    const seen: number[][] = [[], []];
+    for (const [i, broker] of [a, b].entries()) {
+      const w = new MqttClient({ url: broker.url, clientId: `watcher-${i}`, reconnect: { min: 100, max: 300 } });
+      await w.start();
+      w.on('message', (t, p) => t === 'starling/yard/count' && seen[i]!.push(JSON.parse(p.toString()).seq as number));
+      await w.subscribe('starling/yard/count', 1);
+      cleanup.push(() => w.stop());
+    }
+    let n = 0;
+    const tick = setInterval(() => {
+      for (let k = 0; k < 5; k++) pub.publish('yard/count', n++);
+    }, 10);
+    cleanup.push(() => clearInterval(tick));
+    await until(() => seen[0]!.length > 100, 5000, 'samples at the first broker');
+    expect(bridge.client.broker).toBe(0);
+    await a.stop();
+    await until(() => bridge.client.isConnected && bridge.client.broker === 1 && seen[1]!.length > 100, 10_000, 'the bridge on the second broker');
+    // The first comes back and the second goes: round the list to the first again.
+    await a.start();
+    await b.stop();
+    const before = seen[0]!.length;
+    await until(() => bridge.client.isConnected && bridge.client.broker === 0 && seen[0]!.length > before + 100, 10_000, 'the bridge on the first broker again');
+    clearInterval(tick);
+    const last = n - 1;
+    await until(() => seen[0]!.includes(last), 10_000, `sample ${last}`);
+    await until(() => bridge.stats().spool.queued === 0, 5000, 'the spool to empty');
+    // What each broker got is in order (repeats allowed: QoS 1 re-sends what was in flight when a broker went),
+    // and together they hold every sample.
+    for (const got of seen) {
+      const firsts = got.filter((v, i) => got.indexOf(v) === i);
+      for (let i = 1; i < firsts.length; i++) expect(firsts[i]!).toBeGreaterThan(firsts[i - 1]!);
+    }
+    const all = new Set([...seen[0]!, ...seen[1]!]);
+    const first = Math.min(...all);
+    expect(first).toBe(0);
+    expect(all.size).toBe(last + 1);
+    expect(bridge.stats().spool.dropped).toBe(0);
+    expect(bridge.client.failovers).toBeGreaterThanOrEqual(2);
+  }, 60_000);
 });
