@@ -9,7 +9,8 @@
  *   4. the Influx sink (services/influx.ts), when `influx.url` is set;
  *   5. the web view (services/web/service.ts), unless `web.listen: off`; the caller hands it the supervisor;
  *   6. files and updates (services/files.ts): offers and pushed releases from peers;
- *   7. each external service of `services:`, in the order written.
+ *   7. the fleet service (services/fleet.ts): this node's status on the mesh, and every peer's;
+ *   8. each external service of `services:`, in the order written.
  * The configuration is read, never changed.
  *
  * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
@@ -26,6 +27,7 @@ import type { Security } from '../runtime/security/context.ts';
 import { FilesService } from '../services/files.ts';
 import { WebService } from '../services/web/service.ts';
 import { InfluxService } from '../services/influx.ts';
+import { FleetService } from '../services/fleet.ts';
 import { releasesDir } from '../runtime/update/releases.ts';
 import { baseBundle, runningRelease, runningVersion } from './launch.ts';
 
@@ -39,6 +41,8 @@ export interface Composition {
   files: FilesService;
   /** The web view; set its `supervisor` once the Supervisor exists. */
   web: WebService | undefined;
+  /** Status across the mesh; set its `supervisor` once the Supervisor exists. */
+  fleet: FleetService;
 }
 
 /**
@@ -61,6 +65,7 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
   }, log));
   const files = new FilesService(config, device, { version, releases: releasesDir(), baseBundle: baseBundle() }, logger('files'), security);
   const web = config.web.listen === 'off' ? undefined : new WebService(config, device, log, logger('web'), security);
-  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(influx ? [influx] : []), ...(web ? [web] : []), files, ...processes];
-  return { services, device, broker, bridge, influx, files, web };
+  const fleet = new FleetService(config, device, logger('fleet'), security);
+  const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(influx ? [influx] : []), ...(web ? [web] : []), files, fleet, ...processes];
+  return { services, device, broker, bridge, influx, files, web, fleet };
 }

@@ -122,6 +122,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
       const composed = servicesFrom(c, log, openSecurity(c.security, { create: false, onProblem: (m) => log.log('warn', 'security', m) }));
       const supervisor = new Supervisor(composed.services, log);
       if (composed.web) composed.web.supervisor = supervisor;
+      composed.fleet.supervisor = supervisor;
       return { config: c, log, ...composed, supervisor };
     });
     const hub = boards[boards.length - 1]!;

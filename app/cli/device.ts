@@ -1,4 +1,5 @@
 // `starling check`, `sensors`, `gpio` and `run`: the device described by the YAML configuration.
+import type { MeshRow } from '../../services/fleet.ts';
 import { CliError, intOption, out, parse, untilSignal, type Command } from './common.ts';
 import { ConfigError, loadConfig, parseConfig, type Config } from '../../runtime/config/load.ts';
 import { createSensor } from '../../drivers/sensors/index.ts';
@@ -171,12 +172,13 @@ ${CONFIG_HELP}
     }
     if (security) log.log('info', 'security', `secure mode (CURVE): key ${security.identity.publicKey} (fingerprint ${security.identity.fingerprint}); trusted keys in ${c.security.trusted}`);
     else log.log('info', 'security', 'plain mode (security.mode: none): the mesh and telemetry are not encrypted, and any node may join and command');
-    const { services, files, web } = servicesFrom(c, log, security);
+    const { services, files, web, fleet } = servicesFrom(c, log, security);
     // SIGHUP: read the trusted keys again now (they are also read every second).
     const onHup = () => security?.trust.reload();
     process.on('SIGHUP', onHup);
     const sup = new Supervisor(services, log);
     if (web) web.supervisor = sup;
+    fleet.supervisor = sup;
     const notifier = new Notifier();
     if (notifier.enabled) log.log('info', 'supervisor', `systemd notifications ${notifier.via === 'addon' ? 'from this process (sd_notify addon)' : 'through systemd-notify'}`);
     // Listen for SIGTERM/SIGINT from the start: one that arrives while starting stops everything once started.
@@ -187,7 +189,7 @@ ${CONFIG_HELP}
     await sup.start();
     let bus: { close(): void } | undefined;
     try {
-      bus = await exportSupervisor(sup, log, security?.identity);
+      bus = await exportSupervisor(sup, log, security?.identity, () => fleet.mesh());
     } catch (e) {
       log.log('warn', 'supervisor', `no D-Bus control: ${(e as Error).message}`);
     }
@@ -235,17 +237,29 @@ ${CONFIG_HELP}
 export const status: Command = {
   summary: 'show the running supervisor\'s services (over D-Bus)',
   help: `Usage: starling status [--json [--identity]]
+       starling status --mesh [--json]
 
 Asks the running supervisor (org.starling.Supervisor1 on the system bus) for its identity
 (public key and fingerprint in secure mode), each service's state, health and restart
 count, and below each its counters that are not zero: what every bound dropped or
 refused (sequence gaps, refused peers and keys, malformed telemetry, spool drops, broker
 faults …). --json gives every counter (a list of services; with --identity, an object
-{identity, services}).`,
+{identity, services}).
+
+--mesh prints one row per node of the mesh instead, as the supervisor hears them (each
+node publishes its status every fleet.status_interval, default 10 s): presence, version,
+uptime, health, RSS, CPU temperature, load, messages spooled, drops, and how long ago it
+reported. Nodes that left show as gone. --json gives the rows as a JSON list.`,
   async run(argv) {
-    const { values } = parse(argv, { json: { type: 'boolean' }, identity: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
+    const { values } = parse(argv, { json: { type: 'boolean' }, identity: { type: 'boolean' }, mesh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
     const sup = await reach();
     try {
+      if (values.mesh) {
+        const rows = JSON.parse((await sup.call('Mesh')) as string) as MeshRow[];
+        if (values.json) out(JSON.stringify(rows));
+        else for (const line of meshTable(rows, Date.now())) out(line);
+        return 0;
+      }
       const rows = (await sup.call('List')) as [string, string, boolean, number, string][];
       const stats = (await sup.call('Stats')) as Record<string, Record<string, number>>;
       const [publicKey, fingerprint] = ((await sup.call('Identity').catch(() => [])) as string[]);
@@ -324,4 +338,20 @@ async function reach() {
   } catch (e) {
     throw new CliError((e as Error).message, 1);
   }
+}
+
+/** `starling status --mesh`: a header and one line per node; a blank for what a node did not report. */
+export function meshTable(rows: MeshRow[], now: number): string[] {
+  const f = (v: number | undefined, digits = 0, unit = '') => (v === undefined ? '-' : `${v.toFixed(digits)}${unit}`);
+  const age = (r: MeshRow) => (r.updated === undefined ? '-' : r.presence === 'self' ? 'now' : `${Math.max(0, Math.round((now - r.updated) / 1000))}s ago`);
+  const uptime = (s: number | undefined) => (s === undefined ? '-' : s >= 86_400 ? `${(s / 86_400).toFixed(1)}d` : s >= 3600 ? `${(s / 3600).toFixed(1)}h` : `${Math.round(s)}s`);
+  const table = [['NODE', 'PRESENCE', 'VERSION', 'UPTIME', 'HEALTH', 'RSS', 'TEMP', 'LOAD', 'SPOOL', 'DROPPED', 'REPORTED']];
+  for (const r of rows) {
+    table.push([
+      r.name, r.presence, r.version ?? '-', uptime(r.uptime), r.healthy === undefined ? '-' : r.healthy ? 'healthy' : 'UNHEALTHY',
+      f(r.rss, 1, 'MB'), f(r.cpu_temp, 1, '°C'), f(r.load, 2), f(r.spool), f(r.dropped), age(r),
+    ]);
+  }
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  return table.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
 }

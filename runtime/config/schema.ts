@@ -229,6 +229,13 @@ export const SCHEMA: FieldSpec = {
         max_clients: { type: 'number', integer: true, min: 1, max: 1000, default: 32, doc: 'live connections at once' },
       },
     },
+    fleet: {
+      type: 'object',
+      doc: 'status across the mesh (README "A fleet you can see")',
+      fields: {
+        status_interval: { type: 'duration', default: '10s', doc: 'how often this node publishes its status topics (<prefix>@node/…); 0: never (it still shows the others)' },
+      },
+    },
     logs: {
       type: 'object',
       doc: 'logging',

@@ -5,6 +5,7 @@
  *   List()            → a(ssbus)  name, state, healthy, restarts, detail
  *   Start(s) Stop(s) Restart(s)  mutating: only root or the starling group (image/dbus policy)
  *   Logs(s service, u count) → as  JSON lines from the RAM ring ('' for all services)
+ *   Mesh()            → s   JSON: one row per node of the mesh (services/fleet.ts), [] when not known
  *   Identity()        → as  [public key (Z85), fingerprint] in secure mode, [] in plain mode (never a secret)
  *   Healthy           property b: every running service healthy
  *   Services          property a(ssbus): the rows of List()
@@ -34,8 +35,12 @@ export const INTERFACE = 'org.starling.Supervisor1';
 /** The D-Bus interface class, made once dbus-next is loaded (it extends dbus-next's Interface). */
 function interfaceClass(dbus: DBus) {
   const SupervisorInterface = class extends dbus.interface.Interface {
-    constructor(private readonly sup: Supervisor, private readonly log: LogRing, private readonly identity?: { publicKey: string; fingerprint: string }) {
+    constructor(private readonly sup: Supervisor, private readonly log: LogRing, private readonly identity?: { publicKey: string; fingerprint: string }, private readonly meshRows?: () => unknown[]) {
       super(INTERFACE);
+    }
+
+    Mesh(): string {
+      return JSON.stringify(this.meshRows?.() ?? []);
     }
 
     Identity(): string[] {
@@ -106,6 +111,7 @@ function interfaceClass(dbus: DBus) {
       Logs: { inSignature: 'su', outSignature: 'as' },
       Stats: { outSignature: 'a{sa{sd}}' },
       Identity: { outSignature: 'as' },
+      Mesh: { outSignature: 's' },
     },
     signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
   });
@@ -117,13 +123,13 @@ export class DbusError extends Error {
 }
 
 /** Exports the supervisor on the system bus. Rejects (with the bus's reason) if the bus or the name cannot be had. */
-export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?: { publicKey: string; fingerprint: string }): Promise<{ close(): void }> {
+export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?: { publicKey: string; fingerprint: string }, mesh?: () => unknown[]): Promise<{ close(): void }> {
   const dbus = await loadDbus();
   const bus = dbus.systemBus();
   // dbus-next reports connection failures as 'error' events; make them a rejection here.
   const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
   // Only the public half: the Identity object's secret never reaches the bus.
-  const iface = new (interfaceClass(dbus))(sup, log, identity ? { publicKey: identity.publicKey, fingerprint: identity.fingerprint } : undefined);
+  const iface = new (interfaceClass(dbus))(sup, log, identity ? { publicKey: identity.publicKey, fingerprint: identity.fingerprint } : undefined, mesh);
   bus.export(OBJECT_PATH, iface);
   const reply = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), failed]);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {

@@ -12,6 +12,11 @@ export const HEADER_SNAPSHOT = 'X-TELEMETRY-SNAPSHOT';
 export const HEADER_EPGM = 'X-TELEMETRY-EPGM';
 /** The device's telemetry prefix, so a bridge can tell its topics. */
 export const HEADER_PREFIX = 'X-TELEMETRY-PREFIX';
+/**
+ * What follows a device's prefix in its status topics (`<prefix>@node/rss`, …: services/fleet.ts). Sensor and
+ * line names cannot hold `@` or `/`, so no sensor topic can be one.
+ */
+export const STATUS_SEGMENT = '@node/';
 /** The publisher's id (32 upper-case hex digits, as in every batch), so a reader can name a batch's node. */
 export const HEADER_PUBLISHER = 'X-TELEMETRY-ID';
 /** Comma-separated names of the device's GPIO outputs, which peers may set by WHISPER. */
@@ -92,7 +97,11 @@ export interface Following {
  */
 export function follow(
   node: ZreNode, sub: Subscriber,
-  opts: { transport?: Transport; pgm: boolean; snapshot?: boolean; accept?: (peer: PeerInfo) => boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void },
+  opts: {
+    transport?: Transport; pgm: boolean; snapshot?: boolean; accept?: (peer: PeerInfo) => boolean; onConnect?: (endpoint: string, peer: PeerInfo) => void; onError?: (e: Error) => void;
+    /** Take only the topics under each peer's prefix followed by this (e.g. its status topics), in either mode. */
+    under?: string;
+  },
 ): Following {
   const byPeer = new Map<string, string[]>();
   const transport = opts.transport ?? 'auto';
@@ -115,7 +124,7 @@ export function follow(
     // Secure mode: the publisher's key is the one its node was proven with (X-PUBLICKEY).
     // Its topics are then taken only under its own prefix, which the bridge pins to that key.
     const key = node.peerKey(peer.peer);
-    const only = key === undefined ? undefined : (peer.headers[HEADER_PREFIX] ?? '');
+    const only = key === undefined && opts.under === undefined ? undefined : (peer.headers[HEADER_PREFIX] ?? '') + (opts.under ?? '');
     for (const endpoint of chosen) {
       opts.onConnect?.(endpoint, peer);
       sub.connect(endpoint, snapshot, key, only).catch((e: Error) => opts.onError?.(e));

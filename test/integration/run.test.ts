@@ -44,7 +44,7 @@ describe('starling run', () => {
     const log = lines(run);
     await until(() => got.filter((l) => l.includes('WATCHDOG=1')).length >= 3, 15_000, 'three WATCHDOG=1');
     const ready = got.find((l) => l.includes('READY=1'));
-    expect(ready).toMatch(/STATUS=device running, files running, idle running/);
+    expect(ready).toMatch(/STATUS=device running, files running, fleet running, idle running/);
     expect(got.indexOf(ready!)).toBeLessThan(got.findIndex((l) => l.includes('WATCHDOG=1')));
     // Sent by the supervisor's own process through its sd_notify addon (it says so), not by a helper process.
     // (As root, systemd-notify would also claim the parent's pid, so the log line is what tells them apart.)

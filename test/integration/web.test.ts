@@ -92,7 +92,7 @@ it('answers only to IP addresses, localhost and web.hosts; the page carries the 
   const state = JSON.parse((await http('/api/state')).body) as { self: { name: string; outputs: string[] }; topics: { topic: string }[]; services: { name: string }[] };
   expect(state.self).toMatchObject({ name: 'porch', outputs: ['lamp'] });
   expect(state.topics.map((t) => t.topic).sort()).toEqual(['porch/air', 'porch/lamp']);
-  expect(state.services.map((s) => s.name)).toEqual(['device', 'web', 'files']);
+  expect(state.services.map((s) => s.name)).toEqual(['device', 'web', 'files', 'fleet']);
   const history = async () => JSON.parse((await http('/api/history?topic=porch/air')).body) as { ts: number[]; vs: number[] };
   let h = await history();
   for (let i = 0; i < 50 && h.ts.length < 3; i++) {

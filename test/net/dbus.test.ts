@@ -90,7 +90,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const obj = await bus.getProxyObject('org.starling.Supervisor1', '/org/starling/Supervisor1');
     const sup = obj.getInterface('org.starling.Supervisor1') as unknown as Record<string, (...a: unknown[]) => Promise<unknown>> & { on(s: string, f: (...a: string[]) => void): void };
     const list = (await sup.List!()) as [string, string, boolean, number, string][];
-    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['mqtt', 'running', true], ['web', 'running', true], ['files', 'running', true], ['ticker', 'running', true]]);
+    expect(list.map(([n, s, h]) => [n, s, h])).toEqual([['device', 'running', true], ['mqtt', 'running', true], ['web', 'running', true], ['files', 'running', true], ['fleet', 'running', true], ['ticker', 'running', true]]);
     const states: string[] = [];
     sup.on('StateChanged', (name, state) => {
       if (name === 'ticker') states.push(state!);
@@ -108,7 +108,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     const props = obj.getInterface('org.freedesktop.DBus.Properties') as unknown as { Get(i: string, p: string): Promise<{ value: boolean }> };
     expect((await props.Get('org.starling.Supervisor1', 'Healthy')).value).toBe(true);
     const rows = (await (props as unknown as { Get(i: string, p: string): Promise<{ value: [string, string][] }> }).Get('org.starling.Supervisor1', 'Services')).value;
-    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['mqtt', 'running'], ['web', 'running'], ['files', 'running'], ['ticker', 'running']]);
+    expect(rows.map(([name, state]) => [name, state])).toEqual([['device', 'running'], ['mqtt', 'running'], ['web', 'running'], ['files', 'running'], ['fleet', 'running'], ['ticker', 'running']]);
     await expect(sup.Restart!('nope')).rejects.toThrow(/no service named 'nope'/);
   });
 
@@ -125,8 +125,14 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
     expect(refused.stderr).toMatch(/AccessDenied.*Rejected send message.*member="Restart"/s);
     const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 20_000 });
     expect(cli('restart', 'ticker').stdout.trim()).toBe('restarted ticker');
-    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'mqtt', 'web', 'files', 'ticker']);
+    expect(JSON.parse(cli('status', '--json').stdout).map((x: { name: string }) => x.name)).toEqual(['device', 'mqtt', 'web', 'files', 'fleet', 'ticker']);
     expect(cli('logs', 'ticker', '-n', '2').stdout.trim().split('\n')).toHaveLength(2);
+    // Status across the mesh: this node's row (it is alone here; test/integration/fleet.test.ts has several),
+    // for anyone (the policy lets Mesh through like List).
+    const mesh = JSON.parse(cli('status', '--mesh', '--json').stdout) as Record<string, unknown>[];
+    expect(mesh[0]).toMatchObject({ name: 'sup', presence: 'self', healthy: 1, rss: expect.any(Number), uptime: expect.any(Number), spool: expect.any(Number) });
+    expect(cli('status', '--mesh').stdout).toMatch(/^NODE +PRESENCE +VERSION +UPTIME +HEALTH +RSS .*\nsup +self +\S+ +\d+s +healthy +\d+\.\dMB/);
+    expect(send('Mesh').stdout).toMatch(/"presence":"self"/);
     expect(cli('restart', 'nope')).toMatchObject({ status: 1, stderr: expect.stringMatching(/^starling: .*no service named 'nope'/) });
   });
 

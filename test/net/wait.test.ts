@@ -66,7 +66,7 @@ describe.runIf(runHere)('a device whose interface is not there yet', () => {
     expect(sample).toMatchObject({ unit: '°C' });
     expect(took).toBeLessThan(5000);
     console.log(`interface created and addressed → first sample at a peer: ${took} ms`);
-    await until(() => got.some((l) => / STATUS=device running, web running, files running$/.test(l)), 5000, 'STATUS=device running, web running, files running');
+    await until(() => got.some((l) => / STATUS=device running, web running, files running, fleet running$/.test(l)), 5000, 'STATUS=device running, web running, files running, fleet running');
     expect(log.some((l) => l.includes('"msg":"device is running again"') || l.includes('is running again'))).toBe(true);
 
     // The event loop stopped: no WATCHDOG=1 while it is; it comes back with SIGCONT.
