@@ -23,7 +23,8 @@ import type { Service } from '../runtime/supervisor/service.ts';
 import { Device } from '../services/device.ts';
 import { BridgeService } from '../services/mqtt-bridge/service.ts';
 import { EmbeddedBroker } from '../services/mqtt-bridge/broker.ts';
-import type { Security } from '../runtime/security/context.ts';
+import { publisherCurve, type Security } from '../runtime/security/context.ts';
+import { LogStream } from '../runtime/supervisor/logstream.ts';
 import { FilesService } from '../services/files.ts';
 import { WebService } from '../services/web/service.ts';
 import { InfluxService } from '../services/influx.ts';
@@ -54,7 +55,11 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
   if (config.security.mode === 'curve' && !security) throw new Error('security.mode is curve but no identity was opened (openSecurity): refusing to run in the clear');
   const logger = (name: string) => (level: 'info' | 'warn' | 'error', msg: string) => log.log(level, name, msg);
   const version = runningVersion();
-  const device = new Device(config, logger('device'), security, { version, release: runningRelease() });
+  // This node's log ring on the mesh (read role in secure mode, like telemetry); off with fleet.log_rate 0.
+  const logStream = config.fleet.log_rate > 0
+    ? new LogStream(log, config.fleet.log_rate, security ? { ...publisherCurve(security), zapDomain: `${security.zapDomain}.logs` } : undefined)
+    : undefined;
+  const device = new Device(config, logger('device'), security, { version, release: runningRelease() }, logStream);
   const broker = !config.mqtt.url && config.mqtt.embedded ? new EmbeddedBroker(config.mqtt.embedded_listen) : undefined;
   const url = config.mqtt.url ?? broker?.url;
   const bridge = url ? new BridgeService(config, device, logger('mqtt'), url, security) : undefined;
@@ -65,7 +70,7 @@ export function servicesFrom(config: Config, log: LogRing, security?: Security):
   }, log));
   const files = new FilesService(config, device, { version, releases: releasesDir(), baseBundle: baseBundle() }, logger('files'), security);
   const web = config.web.listen === 'off' ? undefined : new WebService(config, device, log, logger('web'), security);
-  const fleet = new FleetService(config, device, logger('fleet'), security);
+  const fleet = new FleetService(config, device, logger('fleet'), security, log);
   const services: Service[] = [device, ...(broker ? [broker] : []), ...(bridge ? [bridge] : []), ...(influx ? [influx] : []), ...(web ? [web] : []), files, fleet, ...processes];
   return { services, device, broker, bridge, influx, files, web, fleet };
 }

@@ -22,6 +22,7 @@ import { createGpio, type GpioDriver } from '../drivers/gpio/gpio.ts';
 import { FileServer } from '../runtime/files/server.ts';
 import { HEADER_FILES, HEADER_RELEASE, HEADER_VERSION } from '../runtime/files/chunks.ts';
 import { FILES_FRAME } from '../runtime/files/messages.ts';
+import { HEADER_LOGS, type LogStream } from '../runtime/supervisor/logstream.ts';
 
 export interface DeviceIdentity {
   /** The version running (a release's, or the installed program's). */
@@ -58,14 +59,18 @@ export class Device extends ServiceBase {
    * Stores the config, where its problems are logged, and in secure mode its identity and allowlist (see
    * app/compose.ts); opens nothing.
    */
-  constructor(readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, readonly security?: Security, readonly identity: DeviceIdentity = {}) {
+  constructor(
+    readonly config: Config, private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, readonly security?: Security, readonly identity: DeviceIdentity = {},
+    /** This node's log ring on the mesh (runtime/supervisor/logstream.ts): bound beside the inbox, advertised as X-LOGS. */
+    private readonly logStream?: LogStream,
+  ) {
     super();
   }
 
   /** The mesh node's and the publisher's counters, and refused mesh commands. */
   override stats(): Counters {
     return {
-      ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), ...counters('files', this.files?.stats()), commandErrors: this.commandErrors,
+      ...counters('mesh', this.node?.stats()), ...counters('telemetry', this.publisher?.stats()), ...counters('files', this.files?.stats()), ...counters('logs', this.logStream?.stats()), commandErrors: this.commandErrors,
       ...(this.security ? { commandsUnauthorised: this.commandsUnauthorised, ...counters('trust', this.security.trust.stats()) } : {}),
     };
   }
@@ -137,6 +142,7 @@ export class Device extends ServiceBase {
       ...(sec ? { curve: { ...publisherCurve(sec), zapDomain: `${sec.zapDomain}.files` } } : {}),
     });
     await this.files.start(iface.address);
+    await this.logStream?.bind(iface.address);
     const entries: SamplerEntry[] = c.sensors.map((s) => ({ driver: createSensor(s, c, c.simulate), interval: s.interval, filters: s.filters }));
     for (const g of c.gpio) {
       const d = createGpio(g, c.sysfs, c.simulate);
@@ -147,6 +153,7 @@ export class Device extends ServiceBase {
     await this.sampler.start();
     this.node = new ZreNode({
       name: c.node.name, iface: iface.address, beaconPort: c.node.port, headers: c.node.headers, peers: c.node.peers,
+      evasiveTimeout: c.node.evasive, expiredTimeout: Math.max(c.node.expired, c.node.evasive),
       gossip: c.node.gossip.bind || c.node.gossip.connect.length ? { bind: c.node.gossip.bind, connect: c.node.gossip.connect, ttl: c.node.gossip.ttl / 1000 } : undefined,
       onProblem: (msg) => this.log?.('warn', `mesh: ${msg}`),
       ...(sec ? { curve: meshCurve(sec) } : {}),
@@ -169,6 +176,7 @@ export class Device extends ServiceBase {
   private headers(): Record<string, string> {
     const h = telemetryHeaders(this.publisher!, this.config.telemetry.epgm, this.lines());
     if (this.files?.endpoint) h[HEADER_FILES] = this.files.endpoint;
+    if (this.logStream?.endpoint) h[HEADER_LOGS] = this.logStream.endpoint;
     if (this.identity.version) h[HEADER_VERSION] = this.identity.version;
     if (this.identity.release) h[HEADER_RELEASE] = this.identity.release;
     return h;
@@ -202,6 +210,7 @@ export class Device extends ServiceBase {
     try {
       await publisher.rebind(next.address);
       await this.rebindFiles(next.address);
+      await this.logStream?.bind(next.address);
       await node.rebind(next, this.headers());
       this.log?.('info', `address changed from ${was} to ${next.address}: inbox at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
     } catch (e) {
@@ -224,6 +233,7 @@ export class Device extends ServiceBase {
     try {
       await publisher.rebind(node.iface.address);
       await this.rebindFiles(node.iface.address);
+      await this.logStream?.bind(node.iface.address);
       await node.rebind(node.iface, this.headers());
       this.log?.('info', `trusted keys changed: ${gone} peer(s) dropped; inbox now at ${node.endpoint}, telemetry at ${publisher.endpoints.join(' ')}`);
     } catch (e) {
@@ -315,6 +325,7 @@ export class Device extends ServiceBase {
     await this.sampler?.stop(); // closes drivers: outputs go to their safe state
     await this.publisher?.stop();
     await this.files?.stop();
+    await this.logStream?.close();
     this.node = this.sampler = this.publisher = this.files = undefined;
     this.gpio.clear();
   }

@@ -18,7 +18,9 @@ import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { capability } from 'zeromq';
 import type { Config } from '../runtime/config/load.ts';
-import { ServiceBase, type Counters, type Health } from '../runtime/supervisor/service.ts';
+import { counters, ServiceBase, type Counters, type Health } from '../runtime/supervisor/service.ts';
+import type { LogEntry, LogRing } from '../runtime/supervisor/log.ts';
+import { MeshLogs, type MeshLogLine } from '../runtime/supervisor/logstream.ts';
 import type { ServiceStatus } from '../runtime/supervisor/supervisor.ts';
 import { Subscriber } from '../runtime/telemetry/subscriber.ts';
 import { follow, HEADER_PUBLISHER, STATUS_SEGMENT, type Following } from '../runtime/telemetry/mesh.ts';
@@ -105,12 +107,40 @@ export class FleetService extends ServiceBase {
   constructor(
     private readonly config: Config, private readonly device: FleetDevice,
     private readonly log?: (level: 'info' | 'warn' | 'error', msg: string) => void, private readonly security?: Security,
+    /** This node's own log ring: its lines are part of the mesh's logs. */
+    private readonly ring?: LogRing,
   ) {
     super();
   }
 
+  /** Every peer's log lines (runtime/supervisor/logstream.ts), while running. */
+  private logs: MeshLogs | undefined;
+  private readonly meshListeners = new Set<(l: MeshLogLine) => void>();
+
+  /** The last `count` lines of the mesh's logs (this node's included), by time. */
+  meshTail(count: number): MeshLogLine[] {
+    const own = (this.ring?.tail(count) ?? []).map((e) => this.ownLine(e));
+    return [...own, ...(this.logs?.tail(count) ?? [])].sort((a, b) => a.ts - b.ts).slice(-count);
+  }
+
+  /** Calls `listener` for each new line of the mesh's logs (this node's included); returns the function that stops it. */
+  meshFollow(listener: (l: MeshLogLine) => void): () => void {
+    // Kept here, not on the MeshLogs of one run: a follower stays through a restart of this service.
+    const offOwn = this.ring?.follow((e) => listener(this.ownLine(e)));
+    this.meshListeners.add(listener);
+    return () => {
+      offOwn?.();
+      this.meshListeners.delete(listener);
+    };
+  }
+
+  private ownLine(e: LogEntry): MeshLogLine {
+    const node = this.device.node;
+    return { node: node?.name ?? '', uuid: node?.uuid.toString('hex').toUpperCase() ?? '', seq: -1, ts: e.ts, level: e.level, service: e.service, msg: e.msg };
+  }
+
   override stats(): Counters {
-    return { ...this.counters, nodes: this.heard.size };
+    return { ...this.counters, nodes: this.heard.size, ...counters('logs', this.logs?.stats()) };
   }
 
   override health(): Health {
@@ -139,6 +169,11 @@ export class FleetService extends ServiceBase {
     this.following = follow(node, sub, { pgm: Boolean(capability.pgm), under: STATUS_SEGMENT, onError: (e) => this.problems.note('follow', `fleet: ${e.message}`) });
     await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey, this.config.telemetry.prefix + STATUS_SEGMENT);
     this.followed = publisher;
+    this.logs = new MeshLogs(this.config.fleet.log_lines, this.security ? clientCurve(this.security) : undefined, (m) => this.problems.note('logs', `fleet: ${m}`));
+    this.logs.follow((l) => {
+      for (const f of this.meshListeners) f(l);
+    });
+    this.logs.start(node);
     const every = this.config.fleet.status_interval;
     if (every > 0) {
       this.timer = setInterval(() => this.report(), every);
@@ -151,6 +186,7 @@ export class FleetService extends ServiceBase {
     if (this.state === 'stopped') return;
     this.setState('stopping');
     clearInterval(this.timer);
+    this.logs?.stop();
     this.following?.stop();
     this.following = undefined;
     await this.sub?.stop();

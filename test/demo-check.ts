@@ -13,11 +13,12 @@ export function checkDemo(stdout: string): Line[] {
   const entered = lines.filter((l) => l.source === 'mesh' && l.event === 'ENTER').map((l) => l.name);
   expect(new Set(entered)).toEqual(new Set(['greenhouse', 'kitchen', 'garage']));
 
-  const announced = lines.filter((l) => l.discovery).map((l) => {
-    const d = l.discovery as { kind: string; device: string; name: string };
-    return `${d.kind} ${d.device}/${d.name}`;
-  });
+  const discovered = lines.filter((l) => l.discovery).map((l) => l.discovery as { kind: string; device: string; name: string; diagnostic?: boolean });
+  const announced = discovered.filter((d) => !d.diagnostic).map((d) => `${d.kind} ${d.device}/${d.name}`);
   expect(new Set(announced)).toEqual(new Set([...SENSORS.map((s) => `sensor ${s}`), ...SWITCHES.map((s) => `switch ${s}`)]));
+  // Each node's status (services/fleet.ts) comes as diagnostic entities, e.g. its RSS.
+  const diagnostics = new Set(discovered.filter((d) => d.diagnostic).map((d) => `${d.device}/${d.name}`));
+  for (const device of ['greenhouse', 'kitchen', 'garage']) expect(diagnostics, `${device}'s status`).toContain(`${device}/rss`);
 
   const states = (topic: string) => lines.filter((l) => l.topic === `starling/${topic}` && l.state).map((l) => l.state as { value: number; unit: string; seq: number });
   for (const t of [...SENSORS, ...SWITCHES]) expect(states(t).length, `states of ${t}`).toBeGreaterThan(0);

@@ -144,10 +144,12 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
     watcher.on('message', (topic, payload) => {
       const text = payload.toString();
       if (topic.startsWith('homeassistant/')) {
-        const c = JSON.parse(text) as { name?: string; device?: { name?: string } };
+        const c = JSON.parse(text) as { name?: string; device?: { name?: string }; entity_category?: string };
         const kind = topic.split('/')[1];
-        if (json) out(JSON.stringify({ source: 'mqtt', topic, discovery: { kind, device: c.device?.name, name: c.name } }));
-        else out(`mqtt  discovery  ${kind} ${c.device?.name}/${c.name}`);
+        // A node's own status (<prefix>@node/…) is a diagnostic entity.
+        const diagnostic = c.entity_category === 'diagnostic';
+        if (json) out(JSON.stringify({ source: 'mqtt', topic, discovery: { kind, device: c.device?.name, name: c.name, ...(diagnostic ? { diagnostic } : {}) } }));
+        else out(`mqtt  discovery  ${kind} ${c.device?.name}/${c.name}${diagnostic ? ' (diagnostic)' : ''}`);
         return;
       }
       if (topic.endsWith('/set')) return;

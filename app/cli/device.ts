@@ -189,7 +189,7 @@ ${CONFIG_HELP}
     await sup.start();
     let bus: { close(): void } | undefined;
     try {
-      bus = await exportSupervisor(sup, log, security?.identity, () => fleet.mesh());
+      bus = await exportSupervisor(sup, log, security?.identity, fleet);
     } catch (e) {
       log.log('warn', 'supervisor', `no D-Bus control: ${(e as Error).message}`);
     }
@@ -307,13 +307,25 @@ root and to members of the group starling only.`,
 export const logs: Command = {
   summary: 'print the running supervisor\'s recent logs (from RAM, over D-Bus)',
   help: `Usage: starling logs [SERVICE] [-n COUNT] [-f] [--json]
+       starling logs --mesh [-n COUNT] [--follow|-f] [--node NAME] [--level LEVEL] [--json]
 
 Prints the last COUNT (default 100) log entries of SERVICE (default: all) from the
-supervisor's RAM ring; -f keeps following new ones.`,
+supervisor's RAM ring; -f keeps following new ones.
+
+--mesh prints every node's lines instead (each node sends its ring to the mesh, at most
+fleet.log_rate lines a second), merged by time, each with its node's name; lines that
+did not arrive (a link that dropped, a node over its rate) are marked as a gap.
+--node keeps one node's, --level those at LEVEL (debug, info, warn, error) or above.
+Nothing is written to disk for this.`,
   async run(argv) {
-    const { values, positionals } = parse(argv, { n: { type: 'string', short: 'n' }, f: { type: 'boolean', short: 'f' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+    const { values, positionals } = parse(argv, {
+      n: { type: 'string', short: 'n' }, f: { type: 'boolean', short: 'f' }, follow: { type: 'boolean' }, json: { type: 'boolean' }, mesh: { type: 'boolean' },
+      node: { type: 'string' }, level: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    });
     const service = positionals[0] ?? '';
     const count = values.n === undefined ? 100 : intOption('-n', values.n, 1, 1_000_000);
+    if (values.mesh) return meshLogs(values, count, service);
+    if (values.node !== undefined || values.level !== undefined) throw new CliError('--node and --level go with --mesh');
     const show = (json: string) => {
       const e = JSON.parse(json) as { ts: number; level: string; service: string; msg: string };
       if (service && e.service !== service) return;
@@ -331,6 +343,33 @@ supervisor's RAM ring; -f keeps following new ones.`,
     }
   },
 };
+
+const LEVELS = ['debug', 'info', 'warn', 'error'];
+
+/** `starling logs --mesh`: the supervisor's merged lines of every node, then (--follow) new ones as they come. */
+async function meshLogs(values: { f?: boolean; follow?: boolean; json?: boolean; node?: string; level?: string }, count: number, service: string): Promise<number> {
+  if (values.level !== undefined && !LEVELS.includes(values.level)) throw new CliError(`--level ${values.level}: expected one of ${LEVELS.join(', ')}`);
+  const least = values.level === undefined ? 0 : LEVELS.indexOf(values.level);
+  const show = (json: string) => {
+    const l = JSON.parse(json) as { node: string; ts: number; level: string; service: string; msg: string; gap?: number };
+    if (values.node !== undefined && l.node !== values.node) return;
+    if (service && l.service !== service && l.gap === undefined) return;
+    if (l.gap === undefined && Math.max(0, LEVELS.indexOf(l.level)) < least) return;
+    if (values.json) return out(json);
+    const when = new Date(l.ts).toISOString();
+    out(l.gap !== undefined ? `${when} ----- ${l.node}: … ${l.gap} line(s) missed …` : `${when} ${l.level.padEnd(5)} ${l.node} ${l.service}: ${l.msg}`);
+  };
+  const sup = await reach();
+  try {
+    for (const line of (await sup.call('MeshLogs', count)) as string[]) show(line);
+    if (!values.f && !values.follow) return 0;
+    sup.on('MeshLog', (json) => show(String(json)));
+    await untilSignal();
+    return 0;
+  } finally {
+    sup.close();
+  }
+}
 
 async function reach() {
   try {

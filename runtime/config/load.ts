@@ -66,7 +66,7 @@ export interface ServiceConfig {
 }
 
 export interface Config {
-  node: { name?: string; iface?: string; port: number; headers?: Record<string, string>; groups: string[]; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
+  node: { name?: string; iface?: string; port: number; evasive: number; expired: number; headers?: Record<string, string>; groups: string[]; peers?: string[]; gossip: { bind?: string; connect: string[]; ttl: number } };
   telemetry: { prefix: string; epgm?: string; rate: number };
   security: { mode: 'curve' | 'none'; identity: string; trusted: string; zap_domain: string };
   simulate: boolean;
@@ -76,7 +76,7 @@ export interface Config {
   gpio: GpioConfig[];
   services: ServiceConfig[];
   logs: { ring: number };
-  fleet: { status_interval: number };
+  fleet: { status_interval: number; log_rate: number; log_lines: number };
   files: { accept: boolean; inbox: string; quota_mb: number; max_uploads: number };
   update: { keys: string[]; commit_after: number; max_attempts: number; trial_timeout: number };
   web: { listen: string; token?: string; token_file: string; hosts: string[]; history: number; max_topics: number; max_clients: number };

@@ -56,6 +56,8 @@ export const SCHEMA: FieldSpec = {
         headers: { type: 'stringmap', doc: 'extra HELLO headers' },
         groups: { type: 'list', item: { type: 'string', maxBytes: 255, doc: 'group' }, doc: 'ZRE groups to join (starling update push --to GROUP, starling send … GROUP)' },
         peers: { type: 'list', item: { type: 'string', pattern: /^tcp:\/\/\d+\.\d+\.\d+\.\d+:\d+$/, patternDoc: 'tcp://IPv4:PORT', doc: 'endpoint' }, doc: 'static peers' },
+        evasive: { type: 'duration', default: '5s', min: 100, doc: 'a peer silent this long is pinged (Zyre\'s evasive timeout)' },
+        expired: { type: 'duration', default: '30s', min: 200, doc: 'a peer silent this long has left (Zyre\'s expired timeout)' },
         gossip: {
           type: 'object',
           doc: 'gossip discovery instead of UDP beacons (zgossip, as Zyre\'s gossip mode), for networks without broadcast',
@@ -234,6 +236,8 @@ export const SCHEMA: FieldSpec = {
       doc: 'status across the mesh (README "A fleet you can see")',
       fields: {
         status_interval: { type: 'duration', default: '10s', doc: 'how often this node publishes its status topics (<prefix>@node/…); 0: never (it still shows the others)' },
+        log_rate: { type: 'number', integer: true, min: 0, max: 10_000, default: 50, doc: 'log lines a second this node sends to the mesh at most (a burst of twice that); 0: none' },
+        log_lines: { type: 'number', integer: true, min: 100, max: 1_000_000, default: 5000, doc: 'lines of the mesh\'s logs kept in RAM for starling logs --mesh' },
       },
     },
     logs: {

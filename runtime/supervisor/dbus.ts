@@ -6,10 +6,11 @@
  *   Start(s) Stop(s) Restart(s)  mutating: only root or the starling group (image/dbus policy)
  *   Logs(s service, u count) → as  JSON lines from the RAM ring ('' for all services)
  *   Mesh()            → s   JSON: one row per node of the mesh (services/fleet.ts), [] when not known
+ *   MeshLogs(u count) → as  JSON lines of the mesh's logs, every node's, by time (runtime/supervisor/logstream.ts)
  *   Identity()        → as  [public key (Z85), fingerprint] in secure mode, [] in plain mode (never a secret)
  *   Healthy           property b: every running service healthy
  *   Services          property a(ssbus): the rows of List()
- *   StateChanged(s name, s state), Log(s json)   signals
+ *   StateChanged(s name, s state), Log(s json), MeshLog(s json)   signals
  *
  * Also reads NetworkManager's Connectivity where NetworkManager runs, and carries on without it.
  */
@@ -17,6 +18,13 @@ import type { Supervisor } from './supervisor.ts';
 import type { LogRing } from './log.ts';
 
 type DBus = typeof import('dbus-next');
+
+/** What D-Bus shows of the mesh (services/fleet.ts implements it). */
+export interface FleetView {
+  mesh(): unknown[];
+  meshTail(count: number): { seq: number }[];
+  meshFollow(listener: (l: { seq: number }) => void): () => void;
+}
 let loaded: DBus | undefined;
 
 /** dbus-next, loaded on first use: a command or device that never touches D-Bus does not pay for it. */
@@ -35,12 +43,20 @@ export const INTERFACE = 'org.starling.Supervisor1';
 /** The D-Bus interface class, made once dbus-next is loaded (it extends dbus-next's Interface). */
 function interfaceClass(dbus: DBus) {
   const SupervisorInterface = class extends dbus.interface.Interface {
-    constructor(private readonly sup: Supervisor, private readonly log: LogRing, private readonly identity?: { publicKey: string; fingerprint: string }, private readonly meshRows?: () => unknown[]) {
+    constructor(private readonly sup: Supervisor, private readonly log: LogRing, private readonly identity?: { publicKey: string; fingerprint: string }, private readonly fleet?: FleetView) {
       super(INTERFACE);
     }
 
     Mesh(): string {
-      return JSON.stringify(this.meshRows?.() ?? []);
+      return JSON.stringify(this.fleet?.mesh() ?? []);
+    }
+
+    MeshLogs(count: number): string[] {
+      return (this.fleet?.meshTail(count || 100) ?? []).map((l) => JSON.stringify(l));
+    }
+
+    MeshLog(json: string): string {
+      return json;
     }
 
     Identity(): string[] {
@@ -112,8 +128,9 @@ function interfaceClass(dbus: DBus) {
       Stats: { outSignature: 'a{sa{sd}}' },
       Identity: { outSignature: 'as' },
       Mesh: { outSignature: 's' },
+      MeshLogs: { inSignature: 'u', outSignature: 'as' },
     },
-    signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' } },
+    signals: { StateChanged: { signature: 'ss' }, Log: { signature: 's' }, MeshLog: { signature: 's' } },
   });
   return SupervisorInterface;
 }
@@ -123,13 +140,13 @@ export class DbusError extends Error {
 }
 
 /** Exports the supervisor on the system bus. Rejects (with the bus's reason) if the bus or the name cannot be had. */
-export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?: { publicKey: string; fingerprint: string }, mesh?: () => unknown[]): Promise<{ close(): void }> {
+export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?: { publicKey: string; fingerprint: string }, fleet?: FleetView): Promise<{ close(): void }> {
   const dbus = await loadDbus();
   const bus = dbus.systemBus();
   // dbus-next reports connection failures as 'error' events; make them a rejection here.
   const failed = new Promise<never>((_, reject) => bus.once('error', (e: Error) => reject(new DbusError(`system bus: ${e.message}`))));
   // Only the public half: the Identity object's secret never reaches the bus.
-  const iface = new (interfaceClass(dbus))(sup, log, identity ? { publicKey: identity.publicKey, fingerprint: identity.fingerprint } : undefined, mesh);
+  const iface = new (interfaceClass(dbus))(sup, log, identity ? { publicKey: identity.publicKey, fingerprint: identity.fingerprint } : undefined, fleet);
   bus.export(OBJECT_PATH, iface);
   const reply = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), failed]);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {
@@ -139,11 +156,14 @@ export async function exportSupervisor(sup: Supervisor, log: LogRing, identity?:
   bus.on('error', () => {});
   const onState = (name: string, state: string) => iface.StateChanged(name, state);
   const stopFollow = log.follow((e) => iface.Log(JSON.stringify(e)));
+  // Every node's lines, this one's included (with its name), for `starling logs --mesh --follow`.
+  const stopMesh = fleet?.meshFollow((l) => iface.MeshLog(JSON.stringify(l)));
   sup.on('state', onState);
   return {
     close() {
       sup.off('state', onState);
       stopFollow();
+      stopMesh?.();
       bus.disconnect();
     },
   };

@@ -9,7 +9,8 @@
  *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
  *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
  * - Availability: a retained `online` at `<prefix>bridge/<node>/status` on every connect, `offline` as the
- *   last will. Discovery configs are published for each topic when first seen and again after every
+ *   last will; and for each peer with a telemetry prefix, `<state topic of its prefix>@node/availability`,
+ *   `online` while it is on the mesh and `offline` after its EXIT, which its entities' configs also name. Discovery configs are published for each topic when first seen and again after every
  *   (re)connect and every Home Assistant birth message (`<discovery prefix>/status` = online), since a broker
  *   restart can lose retained messages — the Zigbee2MQTT bug the issue recalls.
  * - Commands: Home Assistant's `<state topic>/set` for switchable topics is handed to `onCommand` when its
@@ -77,6 +78,8 @@ export class Bridge {
   private draining = false;
   private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0, refusedTopics: 0, givenUp: 0 };
   private readonly problems: ProblemLog;
+  /** Peers' telemetry prefixes and whether each is on the mesh: their retained availability (bounded). */
+  private readonly devices = new Map<string, boolean>();
   /** Topics whose discovery config the broker would not take (given up): not announced again. */
   private readonly refusedConfigs = new Set<string>();
   private readonly before: string;
@@ -158,6 +161,7 @@ export class Bridge {
       c.publish(this.availability, 'online', { qos: 1, retain: true }).catch((e: Error) => {
         if (e instanceof MqttGiveUpError) this.gaveUp(e);
       });
+      for (const prefix of this.devices.keys()) this.publishAvailability(prefix);
       if (this.o.discovery !== false) for (const e of this.entities.values()) this.announce(e);
     } catch {
       // the connection went again; the next connect repeats this
@@ -167,7 +171,11 @@ export class Bridge {
 
   private announce(e: Entity): void {
     if (this.refusedConfigs.has(e.topic)) return;
-    const [topic, payload] = discoveryMessage(e, { stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability });
+    const device = this.deviceOf(e.topic);
+    const [topic, payload] = discoveryMessage(e, {
+      stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability,
+      ...(device !== undefined ? { deviceAvailability: this.availabilityTopic(device) } : {}),
+    });
     if (this.client.isConnected && this.listening) {
       this.client.publish(topic, payload, { qos: 1, retain: true }).catch((err: Error) => {
         if (!(err instanceof MqttGiveUpError)) return;
@@ -176,6 +184,38 @@ export class Bridge {
         this.gaveUp(err);
       });
     }
+  }
+
+  /** The retained availability topic of a peer's telemetry prefix: `<state topic of prefix>@node/availability`. */
+  availabilityTopic(prefix: string): string {
+    return this.stateTopic(`${prefix}@node/availability`);
+  }
+
+  /** The prefix of the peer a topic belongs to (the longest that matches), if any. */
+  private deviceOf(topic: string): string | undefined {
+    let best: string | undefined;
+    for (const p of this.devices.keys()) if (topic.startsWith(p) && (best === undefined || p.length > best.length)) best = p;
+    return best;
+  }
+
+  /**
+   * A peer with telemetry prefix `prefix` entered (`online`) or left the mesh: its retained availability says
+   * so, and its entities' discovery configs name it (Home Assistant then shows them unavailable while it is
+   * gone). An empty prefix cannot be told apart from others: ignored. At most 4,096 prefixes (the oldest go).
+   */
+  setDeviceAvailability(prefix: string, online: boolean): void {
+    if (!prefix || this.devices.get(prefix) === online) return;
+    if (!this.acceptable(`${prefix}@node/availability`)) return;
+    if (!this.devices.has(prefix) && this.devices.size >= 4096) this.devices.delete(this.devices.keys().next().value as string);
+    this.devices.set(prefix, online);
+    this.publishAvailability(prefix);
+  }
+
+  private publishAvailability(prefix: string): void {
+    if (!this.client.isConnected) return; // sent on the next connect
+    this.client.publish(this.availabilityTopic(prefix), this.devices.get(prefix) ? 'online' : 'offline', { qos: 1, retain: true }).catch((e: Error) => {
+      if (e instanceof MqttGiveUpError) this.gaveUp(e);
+    });
   }
 
   /** Announces a telemetry topic as a switch or binary sensor (a GPIO line, here or on a peer). */

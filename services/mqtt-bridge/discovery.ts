@@ -2,7 +2,8 @@
  * Home Assistant MQTT discovery: one retained config message per entity at
  * `<discovery prefix>/<component>/<object id>/config`, so sensors and switches appear without manual setup.
  * Fields used: name, unique_id, state_topic, unit_of_measurement, device_class, state_class,
- * availability_topic (with payload_available/not_available), device {identifiers, name, manufacturer},
+ * availability_topic (with payload_available/not_available) or, for a peer's entities, an availability list
+ * of the bridge's topic and the peer's (availability_mode all), entity_category for status topics, device {identifiers, name, manufacturer},
  * value_template (states are JSON), for switches command_topic, payload_on/off, state_on/off, and for binary
  * sensors payload_on/off. state_topic is the one field HA requires of each (and command_topic of a switch).
  */
@@ -31,10 +32,12 @@ export function deviceClass(unit: string, name: string): string | undefined {
   }
 }
 
-const objectId = (topic: string): string => `starling_${topic.replace(/[^A-Za-z0-9_-]+/g, '_')}`;
+// A status topic's `@node/` becomes `-node-`: sensor names cannot hold `-`, so `shed/@node/rss` and a sensor
+// `shed/node_rss` keep different ids.
+const objectId = (topic: string): string => `starling_${topic.replace(/@node\//g, '-node-').replace(/[^A-Za-z0-9_-]+/g, '_')}`;
 
 /** The (topic, retained payload) of an entity's discovery config. */
-export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPrefix: string; availabilityTopic: string }): [string, string] {
+export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPrefix: string; availabilityTopic: string; deviceAvailability?: string }): [string, string] {
   const parts = e.topic.split('/');
   const name = parts[parts.length - 1]!;
   const deviceName = parts.length > 1 ? parts[0]! : 'starling';
@@ -46,11 +49,15 @@ export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPr
     state_topic: stateTopic,
     // States are JSON (value, unit, ts, seq): Home Assistant takes the value.
     value_template: '{{ value_json.value }}',
-    availability_topic: o.availabilityTopic,
-    payload_available: 'online',
-    payload_not_available: 'offline',
+    // A peer's entity is available while the bridge is and the peer is on the mesh (Zigbee2MQTT's per-device
+    // availability); this device's own, while the bridge is.
+    ...(o.deviceAvailability
+      ? { availability: [o.availabilityTopic, o.deviceAvailability].map((topic) => ({ topic, payload_available: 'online', payload_not_available: 'offline' })), availability_mode: 'all' }
+      : { availability_topic: o.availabilityTopic, payload_available: 'online', payload_not_available: 'offline' }),
     device: { identifiers: [`starling_${deviceName.replace(/[^A-Za-z0-9_-]+/g, '_')}`], name: deviceName, manufacturer: 'Starling' },
   };
+  // A node's own status (services/fleet.ts: <prefix>@node/rss …) is diagnostics, not a reading of the world.
+  if (e.topic.includes('@node/')) config.entity_category = 'diagnostic';
   if (e.kind === 'switch') {
     // value_template turns the JSON state into 1/0, which state_on/state_off then match.
     Object.assign(config, { command_topic: `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });

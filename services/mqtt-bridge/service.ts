@@ -41,6 +41,8 @@ export class BridgeService extends ServiceBase {
   private readonly remote = new Map<string, { peer: string; gpio: string }>();
   private onEnter: ((p: PeerInfo) => void) | undefined;
   private onExit: ((e: { peer: string }) => void) | undefined;
+  /** Each peer's telemetry prefix, while it is on the mesh (for its availability). */
+  private readonly prefixes = new Map<string, string>();
   /** Peers whose advertised GPIO lines broke the bounds of {@link peerLines}. */
   linesRefused = 0;
   /**
@@ -166,6 +168,10 @@ export class BridgeService extends ServiceBase {
           problems.note(`pin ${p.peer}`, `GPIO lines of ${p.name || p.peer} not bridged: its prefix or outputs belong to another key`);
           return;
         }
+        if (lines.prefix) {
+          this.prefixes.set(p.peer, lines.prefix);
+          this.bridge?.setDeviceAvailability(lines.prefix, true);
+        }
         for (const gpio of lines.outputs) {
           this.remote.set(lines.prefix + gpio, { peer: p.peer, gpio });
           this.bridge?.addEntity(lines.prefix + gpio, 'switch');
@@ -176,6 +182,10 @@ export class BridgeService extends ServiceBase {
       // receive Home Assistant's commands meant for this one.
       this.onExit = ({ peer }: { peer: string }) => {
         for (const [topic, r] of this.remote) if (r.peer === peer) this.remote.delete(topic);
+        // Its entities become unavailable in Home Assistant, unless another peer here has the same prefix.
+        const prefix = this.prefixes.get(peer);
+        this.prefixes.delete(peer);
+        if (prefix && ![...this.prefixes.values()].includes(prefix)) this.bridge?.setDeviceAvailability(prefix, false);
       };
       node.on('exit', this.onExit);
       node.on('enter', this.onEnter);
@@ -194,6 +204,7 @@ export class BridgeService extends ServiceBase {
     if (this.onEnter) this.device.node?.off('enter', this.onEnter);
     if (this.onExit) this.device.node?.off('exit', this.onExit);
     this.remote.clear();
+    this.prefixes.clear();
     await this.bridge?.stop();
     await this.sub?.stop();
     this.bridge = undefined;

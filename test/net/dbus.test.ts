@@ -2,7 +2,7 @@
 // its signals, logs, and a restart refused by the policy for an unprivileged user. Needs root (to run the
 // refused call as `nobody`); in CI it may not be skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { decodeBeacon } from '../../runtime/zre/codec.ts';
 
@@ -10,11 +10,10 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { CLI, ROOT_DIR, rootTests, requireRootAndBuild } from './netns.ts';
+import { CLI, rootTests, requireRootAndBuild, startSystemBus } from './netns.ts';
 import { beaconPort, RawPeer } from '../helpers.ts';
 
 const dbus = createRequire(import.meta.url)('dbus-next') as typeof import('dbus-next');
-const root = ROOT_DIR;
 const cliPath = CLI;
 const runHere = rootTests('the D-Bus policy test');
 
@@ -30,29 +29,7 @@ describe.runIf(runHere)('D-Bus control on a private system bus', () => {
   beforeAll(async () => {
     requireRootAndBuild();
     chmodSync(dir, 0o755);
-    // A system bus like Debian's (deny by default), plus the policy file Starling ships.
-    writeFileSync(join(dir, 'system.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>${address}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>${root}/image/dbus/org.starling.Supervisor1.conf</include>
-</busconfig>`);
-    daemon = Number(execFileSync('dbus-daemon', [`--config-file=${dir}/system.conf`, '--fork', '--print-pid'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    daemon = startSystemBus(dir, address);
     writeFileSync(join(dir, 'starling.yaml'), [
       'simulate: true',
       `node: { name: sup, iface: lo, port: ${port} }`,

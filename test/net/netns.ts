@@ -7,6 +7,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const isRoot = process.getuid?.() === 0;
@@ -200,4 +202,33 @@ export class Agent {
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     this.proc.kill(signal);
   }
+}
+
+/**
+ * A private system bus like Debian's (deny by default) with the policy file Starling ships, listening at
+ * `address` (a unix: address in `dir`); returns the dbus-daemon's pid (SIGTERM it to stop).
+ */
+export function startSystemBus(dir: string, address: string): number {
+  writeFileSync(join(dir, 'system.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>${address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>${ROOT_DIR}/image/dbus/org.starling.Supervisor1.conf</include>
+</busconfig>`);
+  return Number(execFileSync('dbus-daemon', [`--config-file=${dir}/system.conf`, '--fork', '--print-pid'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
 }

@@ -177,7 +177,7 @@ class Line {
 }
 
 /** One device's card: its sensors' topics and its lines. */
-interface DeviceCard { view: PeerView; card: HTMLElement; grid: HTMLElement; lines: Map<string, Line>; title: HTMLElement }
+interface DeviceCard { view: PeerView; card: HTMLElement; grid: HTMLElement; status: HTMLElement; lines: Map<string, Line>; title: HTMLElement }
 
 const topics = new Map<string, Topic>();
 const devices = new Map<string, DeviceCard>();
@@ -201,8 +201,13 @@ function makeCard(view: PeerView): DeviceCard {
   const title = el('h3');
   const grid = el('div', { class: 'grid' });
   const lineBox = el('div', { class: 'lines' });
-  const card = el('div', { class: 'device', 'data-node': view.name }, title, grid, lineBox);
-  const d: DeviceCard = { view, card, grid, lines: new Map(), title };
+  // The node's own status topics (<prefix>@node/…: RSS, uptime, load …), folded away: charts in a closed
+  // <details> are not on screen, so they cost nothing until opened.
+  const status = el('div', { class: 'grid' });
+  const statusBox = el('details', { class: 'node-status' }, el('summary', {}, 'node status'), status);
+  statusBox.hidden = true;
+  const card = el('div', { class: 'device', 'data-node': view.name }, title, grid, lineBox, statusBox);
+  const d: DeviceCard = { view, card, grid, status, lines: new Map(), title };
   updateCard(d, view);
   return d;
 }
@@ -239,6 +244,13 @@ function place(t: Topic): void {
   if (line) {
     t.card.remove();
     line.confirm(t.value);
+    return;
+  }
+  if (t.topic.startsWith(`${d.view.prefix}@node/`)) {
+    if (t.card.parentElement !== d.status) {
+      d.status.append(t.card);
+      d.status.parentElement!.hidden = false;
+    }
     return;
   }
   if (t.card.parentElement !== d.grid) {
