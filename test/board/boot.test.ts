@@ -75,6 +75,14 @@ update: { keys: ["${releaseKey.publicKey}"], commit_after: 10s, max_attempts: 2 
     }
   };
   const sectorsWritten = () => Number(guest.run('cat /sys/block/vda/stat').trim().split(/\s+/)[6]);
+  /**
+   * The files changed since `t` (a guest epoch second), for the artefact: who wears the card. A walk of the
+   * root file system under TCG took over a minute in one CI run (ssh's timeout then ended it with 255), so
+   * /usr (written only by dpkg) is pruned and the walk has minutes; it runs after the window it describes
+   * and is read only, so it does not change the figure.
+   */
+  const filesWrittenSince = (t: string): string => guest.run(
+    `find / /boot/firmware -xdev -path /usr -prune -o -newermt @${t} -printf '%p %s\\n' 2>/dev/null | head -50`, 300_000).trim();
 
   beforeAll(async () => {
     requireRootAndBuild();
@@ -313,14 +321,14 @@ update: { keys: ["${releaseKey.publicKey}"], commit_after: 10s, max_attempts: 2 
     await sleep(WRITE_WINDOW_S * 1000);
     const a1 = sectorsWritten();
     // What was written, by file (the artefact says who wears the card).
-    figures.filesWrittenBrokerUp = guest.run(`find / /boot/firmware -xdev -newermt @${t0} -printf '%p %s\\n' 2>/dev/null | head -50`).trim();
+    figures.filesWrittenBrokerUp = filesWrittenSince(t0);
     await stopMosquitto();
     await sleep(10_000);
     const t1 = guest.run('date +%s').trim();
     const b0 = sectorsWritten();
     await sleep(WRITE_WINDOW_S * 1000);
     const b1 = sectorsWritten();
-    figures.filesWrittenBrokerAway = guest.run(`find / /boot/firmware -xdev -newermt @${t1} -printf '%p %s\\n' 2>/dev/null | head -50`).trim();
+    figures.filesWrittenBrokerAway = filesWrittenSince(t1);
     const perHour = (sectors: number) => Math.round((sectors * 512 * 3600) / WRITE_WINDOW_S);
     figures.writesPerHourBrokerUp = perHour(a1 - a0);
     figures.writesPerHourBrokerAway = perHour(b1 - b0);
@@ -329,7 +337,7 @@ update: { keys: ["${releaseKey.publicKey}"], commit_after: 10s, max_attempts: 2 
     // Aim: under 1 MB an hour with the broker reachable; with it away, the spool is what is written.
     expect(figures.writesPerHourBrokerUp).toBeLessThan(1_000_000);
     expect(figures.writesPerHourBrokerAway).toBeGreaterThan(figures.writesPerHourBrokerUp);
-  }, (WRITE_WINDOW_S * 2 + 120) * 1000);
+  }, (WRITE_WINDOW_S * 2 + 720) * 1000);
 
   it('structural checks of the image: partitions, the FAT files a Pi needs, no keys inside', () => {
     const parts = JSON.parse(execFileSync('sfdisk', ['--json', IMAGE], { encoding: 'utf8' })).partitiontable;
