@@ -10,12 +10,13 @@ import { shout, whisper } from './send.ts';
 import { publish, tail } from './telemetry.ts';
 import { check, gpio, logs, restart, run, sensors, status } from './device.ts';
 import { version } from './version.ts';
+import { simulate } from './simulate.ts';
 import { keygen, trust } from './security.ts';
 import { receive, release, send, update } from './files.ts';
 import pkg from '../../package.json' with { type: 'json' };
 import { launchRelease } from '../launch.ts';
 
-const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, keygen, trust, send, receive, release, update, version };
+const COMMANDS: Record<string, Command> = { demo, run, status, restart, logs, check, sensors, gpio, peers, listen, shout, whisper, tail, publish, keygen, trust, send, receive, release, update, simulate, version };
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

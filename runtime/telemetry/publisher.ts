@@ -302,6 +302,11 @@ export class Publisher {
     return true;
   }
 
+  /** Each topic's next sequence number (the count of samples it has published, modulo 2^32), topics evicted excepted. */
+  sequences(): Map<string, number> {
+    return new Map([...this.topics.values()].map((t) => [t.topic, t.nextSeq]));
+  }
+
   stats(): PublisherStats {
     return { ...this.counters, subscriptions: this.prefixes.size, ...(this.opts.curve ? this.curveCounters : {}) };
   }

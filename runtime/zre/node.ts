@@ -169,6 +169,8 @@ export interface ZreStats {
   helloRefused: number;
   /** Second HELLOs from a ready peer (it reset its side); each answered with our HELLO at most once a second. */
   rehellos: number;
+  /** Of those, the ones that changed nothing the peer had told us: a reconnect, no EXIT/ENTER reported. */
+  rehellosQuiet: number;
   /** JOINs past `maxGroups` for one peer: the status is followed, the group not kept. */
   groupsRefused: number;
   /** Peers known now (ready or half-open), and of those, half-open: gauges, not counters. */
@@ -267,7 +269,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
   private readonly counters: ZreStats = {
     beaconsSent: 0, beaconSendErrors: 0, beaconsReceived: 0, beaconsMalformed: 0, messagesReceived: 0,
     messagesMalformed: 0, badRoutingId: 0, beforeHello: 0, sequenceGaps: 0, statusMismatches: 0, sendsDropped: 0,
-    peersRefused: 0, handshakeTimeouts: 0, endpointConflicts: 0, helloRefused: 0, rehellos: 0, groupsRefused: 0,
+    peersRefused: 0, handshakeTimeouts: 0, endpointConflicts: 0, helloRefused: 0, rehellos: 0, rehellosQuiet: 0, groupsRefused: 0,
     knownPeers: 0, halfOpen: 0, internalErrors: 0, lastError: undefined,
     beaconsOtherVersion: 0, beaconsBadKey: 0, keysRefused: 0, keyConflicts: 0, helloWithoutKey: 0, handshakeFailures: 0, heldDropped: 0,
   };
@@ -283,6 +285,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   private router: Router | undefined;
   private udp: UdpSocket | undefined;
+  /** Beacons leave from this one, bound to the interface's own address (see openBeaconSender). */
+  private udpOut: UdpSocket | undefined;
   private beaconTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private receiving: Promise<void> | undefined;
@@ -369,9 +373,12 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     } else {
       try {
         this.udp = await this.openBeaconSocket();
+        this.udpOut = await this.openBeaconSender(iface.address);
       } catch (e) {
         router.close();
         this.router = undefined;
+        this.udp?.close();
+        this.udp = undefined;
         throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${(e as Error).message}`);
       }
     }
@@ -410,6 +417,14 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     oldRouter.close();
     await oldLoop;
     clearInterval(this.beaconTimer);
+    if (this.udp) {
+      const oldOut = this.udpOut;
+      this.udpOut = await this.openBeaconSender(iface.address).catch((e: Error) => {
+        this.noteError(`beacon socket on ${iface.address}: ${e.message}`);
+        return undefined;
+      });
+      oldOut?.close();
+    }
     this.sendBeacon(port);
     this.beaconTimer = setInterval(() => {
       this.sendBeacon(port);
@@ -443,6 +458,8 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     this.pending.clear();
     this.udp?.close();
     this.udp = undefined;
+    this.udpOut?.close();
+    this.udpOut = undefined;
     this.router?.close();
     await this.receiving;
     this.router = undefined;
@@ -660,13 +677,32 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     });
   }
 
+  /**
+   * The socket beacons leave from: bound to the interface's own address (ephemeral port), so a beacon's source
+   * is the address our inbox listens on even where the interface has several (the wildcard socket's would be
+   * the kernel's primary one, and peers would dial an inbox that is not there). Receiving stays on the
+   * wildcard socket. Zyre C and pyre take only the source address from a beacon, not its port.
+   */
+  private openBeaconSender(address: string): Promise<UdpSocket> {
+    return new Promise((resolve, reject) => {
+      const udp = createSocket({ type: 'udp4' });
+      udp.once('error', reject);
+      udp.bind(0, address, () => {
+        udp.off('error', reject);
+        udp.setBroadcast(true);
+        udp.on('error', (e) => this.noteError(`beacon socket: ${e.message}`));
+        resolve(udp);
+      });
+    });
+  }
+
   private sendBeacon(port: number): void {
     void this.sendBeaconNow(port);
   }
 
   /** Sends one beacon; a failure (link down, no route) is counted, never thrown. */
   private sendBeaconNow(port: number): Promise<void> {
-    const udp = this.udp;
+    const udp = this.udpOut;
     if (!udp || !this._iface) return Promise.resolve();
     const c = this.opts.curve;
     const bytes = c ? encodeBeacon({ version: 3, uuid: this.uuid, port, publicKey: z85Decode(c.publicKey) }) : encodeBeacon({ version: 1, uuid: this.uuid, port });
@@ -1028,8 +1064,15 @@ export class ZreNode extends EventEmitter<ZreEvents> {
           peer.lastRehello = t;
           peer.lastHeard = t;
           peer.presence = 'alive';
-          this.emit('exit', { ...this.ref(peer), reason: 'rehello' });
           if (answer) peer.send(this.hello());
+          // A re-HELLO that changes nothing (same name, headers, groups and status) is a reconnect, not a
+          // restart we must report: typically the peer timed out its half-open side of us under load and
+          // dialled again. Reporting it as EXIT and ENTER would be a false EXIT on a live peer.
+          if (sameHello(peer, msg)) {
+            this.counters.rehellosQuiet++;
+            return;
+          }
+          this.emit('exit', { ...this.ref(peer), reason: 'rehello' });
           this.dispatch(peer, msg);
           return;
         }
@@ -1199,6 +1242,14 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       }
     }
   }
+}
+
+/** Whether a HELLO repeats what a ready peer already told us: name, status, groups and headers. */
+function sameHello(peer: Peer, msg: Extract<ZreMessage, { type: 'HELLO' }>): boolean {
+  if (msg.name !== peer.name || msg.status !== peer.status || msg.groups.length !== peer.groups.size || msg.headers.size !== peer.headers.size) return false;
+  for (const g of msg.groups) if (!peer.groups.has(g)) return false;
+  for (const [k, v] of msg.headers) if (peer.headers.get(k) !== v) return false;
+  return true;
 }
 
 const toBuffer = (c: Buffer | string): Buffer => (typeof c === 'string' ? Buffer.from(c, 'utf8') : c);

@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { ZreNode, ZreNodeError } from '../../runtime/zre/node.ts';
 import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
-import { beaconPort, meshed, nodeFixture, waitFor } from '../helpers.ts';
+import { beaconPort, meshed, nodeFixture, until, waitFor } from '../helpers.ts';
 
 const { nodes, rawPeer, track } = nodeFixture();
 
@@ -239,6 +239,25 @@ describe('protocol errors are dropped and counted, never thrown', () => {
     await raw.hello({ name: 'again' });
     expect((await exit)[0].reason).toBe('rehello');
     expect((await enter)[0].name).toBe('again');
+  });
+
+  it('a re-HELLO that repeats what the peer told us is a reconnect: answered, counted, no EXIT', async () => {
+    const [a] = await nodes(1);
+    const raw = await rawPeer(a!);
+    await raw.hello({ groups: ['G'], status: 1, headers: new Map([['X-A', '1']]) });
+    await waitFor(a!, 'enter');
+    let exits = 0;
+    a!.on('exit', () => exits++);
+    await raw.hello({ groups: ['G'], status: 1, headers: new Map([['X-A', '1']]) });
+    await until(() => a!.stats().rehellos === 1, 5000, 'the re-HELLO');
+    // Still in sequence after it (the re-HELLO restarted the count), and no EXIT was reported.
+    await raw.send({ type: 'PING' });
+    await until(() => a!.stats().rehellosQuiet === 1 && a!.stats().sequenceGaps === 0, 5000, 'a quiet re-HELLO');
+    expect(exits).toBe(0);
+    const exit = waitFor(a!, 'exit');
+    await raw.hello({ groups: ['G'], status: 1, headers: new Map([['X-A', '2']]) }); // a header changed: the peer is taken afresh
+    expect((await exit)[0].reason).toBe('rehello');
+    expect(a!.stats().rehellosQuiet).toBe(1);
   });
 
   it('refuses to dial a HELLO endpoint that is not tcp://IPv4:port, and counts it', async () => {

@@ -1,0 +1,141 @@
+/**
+ * The network of `starling simulate`: one Ethernet segment (a bridge) and a host on it per worker process,
+ * each a network namespace. Nothing here is named or mounted: the bridge's namespace belongs to a holder
+ * process (`unshare --net sh -c read`) and each host's to its worker (`unshare --net starling simulate
+ * --worker`), so when the conductor ends — even by SIGKILL, which closes their stdin — they end, and the
+ * kernel removes the namespaces, the veths and the bridge with them. Nothing touches this machine's own
+ * interfaces. Needs root, iproute2 and util-linux; loss needs netem or iptables, delay netem.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
+
+export class LabError extends Error {
+  override name = 'LabError';
+}
+
+/** The subnet every simulated host is on (a /16 of its own namespace; never routed anywhere). */
+const SUBNET = '10.77';
+
+/** The address of simulated node `n` (0 is the hub): 10.77.x.y with y in 1..250. */
+export function simAddress(n: number): string {
+  return `${SUBNET}.${Math.floor(n / 250)}.${(n % 250) + 1}`;
+}
+
+/** Runs `cmd` in the network namespace of process `pid`; `input` on its stdin (for `ip -batch -`). */
+export function inNetns(pid: number, cmd: string[], input?: string): string {
+  try {
+    return execFileSync('nsenter', ['-t', String(pid), '-n', ...cmd], { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new LabError(`${cmd.join(' ')} (in the namespace of ${pid}): ${(err.stderr || err.message).trim().split('\n')[0]}`);
+  }
+}
+
+/** Resolves once process `pid` is in a network namespace other than ours (unshare has run). */
+async function ownNetns(pid: number, ms = 5000): Promise<void> {
+  const mine = readlinkSync('/proc/self/ns/net');
+  const t0 = Date.now();
+  for (;;) {
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/net`) !== mine) return;
+    } catch {
+      throw new LabError(`process ${pid} ended before it had its namespace`);
+    }
+    if (Date.now() - t0 > ms) throw new LabError(`process ${pid} did not enter a namespace of its own within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export interface Impairment {
+  /** Probability (0..1) that a packet leaving a host is dropped. */
+  loss: number;
+  /** Milliseconds each packet leaving a host is held (netem only). */
+  delayMs: number;
+}
+
+/** The segment: its holder process (the bridge's namespace) and how packets are impaired on it. */
+export class Lab {
+  private holder: ChildProcess | undefined;
+  private netem = false;
+  /** How loss is applied: 'netem', 'iptables' or 'none'. */
+  lossBy: 'netem' | 'iptables' | 'none' = 'none';
+
+  constructor(readonly impairment: Impairment) {}
+
+  get holderPid(): number {
+    return this.holder!.pid!;
+  }
+
+  /** Makes the bridge's namespace and checks the kernel can impair as asked; throws {@link LabError} if not. */
+  async open(): Promise<void> {
+    if (process.getuid?.() !== 0) throw new LabError('starling simulate needs root (it makes network namespaces)');
+    for (const tool of ['ip', 'unshare', 'nsenter']) {
+      try {
+        execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+      } catch {
+        throw new LabError(`'${tool}' is not installed (iproute2, util-linux)`);
+      }
+    }
+    this.holder = spawn('unshare', ['--net', '--', 'sh', '-c', 'read _'], { stdio: ['pipe', 'ignore', 'inherit'] });
+    await ownNetns(this.holder.pid!);
+    inNetns(this.holderPid, ['ip', '-batch', '-'], 'link set lo up\nlink add br0 type bridge\nlink set br0 up\n');
+    // netem, where the kernel has it (sch_netem); else loss alone through iptables' statistic match.
+    try {
+      inNetns(this.holderPid, ['tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms']);
+      inNetns(this.holderPid, ['tc', 'qdisc', 'del', 'dev', 'lo', 'root']);
+      this.netem = true;
+    } catch {
+      this.netem = false;
+    }
+    const { loss, delayMs } = this.impairment;
+    if (delayMs > 0 && !this.netem) throw new LabError(`--delay needs netem, and this kernel has no sch_netem ('tc qdisc add … netem' fails); run without --delay (--loss works through iptables)`);
+    if (loss > 0 && !this.netem) {
+      try {
+        inNetns(this.holderPid, ['iptables', '-L', 'OUTPUT', '-n']);
+      } catch {
+        throw new LabError('--loss needs netem or iptables (Debian: apt install iptables), and neither works here');
+      }
+    }
+    this.lossBy = loss > 0 ? (this.netem ? 'netem' : 'iptables') : 'none';
+  }
+
+  /**
+   * Puts host `pid` (a worker in its own namespace) on the segment as `eth0` with `addresses` (/16), through
+   * veth `w<id>` on the bridge, and impairs what it sends.
+   */
+  wire(id: number, pid: number, addresses: string[]): void {
+    inNetns(this.holderPid, ['ip', '-batch', '-'], `link add w${id} type veth peer name eth0 netns ${pid}\nlink set w${id} master br0 up\n`);
+    inNetns(pid, ['ip', '-batch', '-'], ['link set lo up', ...addresses.map((a) => `addr add ${a}/16 brd + dev eth0`), 'link set eth0 up', ''].join('\n'));
+    const { loss, delayMs } = this.impairment;
+    if (this.netem && (loss > 0 || delayMs > 0)) {
+      inNetns(pid, ['tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'netem', ...(delayMs > 0 ? ['delay', `${delayMs}ms`] : []), ...(loss > 0 ? ['loss', `${loss * 100}%`] : [])]);
+    } else if (loss > 0) {
+      inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-m', 'statistic', '--mode', 'random', '--probability', String(loss), '-j', 'DROP']);
+    }
+  }
+
+  /** Takes host `id`'s link down (as out of Wi-Fi range: its eth0 loses carrier, keeps its addresses) or up. */
+  link(id: number, up: boolean): void {
+    inNetns(this.holderPid, ['ip', 'link', 'set', `w${id}`, up ? 'up' : 'down']);
+  }
+
+  /** Bytes and packets each host has sent and received, by host id (from the bridge side of its veth). */
+  counters(): Map<number, { txBytes: number; rxBytes: number; txPackets: number; rxPackets: number }> {
+    const links = JSON.parse(inNetns(this.holderPid, ['ip', '-s', '-j', 'link', 'show'])) as { ifname: string; stats64?: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } } }[];
+    const m = new Map<number, { txBytes: number; rxBytes: number; txPackets: number; rxPackets: number }>();
+    for (const l of links) {
+      const id = /^w(\d+)$/.exec(l.ifname)?.[1];
+      // The bridge side receives what the host sends.
+      if (id && l.stats64) m.set(Number(id), { txBytes: l.stats64.rx.bytes, rxBytes: l.stats64.tx.bytes, txPackets: l.stats64.rx.packets, rxPackets: l.stats64.tx.packets });
+    }
+    return m;
+  }
+
+  /** Ends the holder: the bridge's namespace goes, and with it every veth still on the bridge. */
+  close(): void {
+    if (this.holder && this.holder.exitCode === null) {
+      this.holder.stdin?.end();
+      this.holder.kill('SIGKILL');
+    }
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * One process of `starling simulate` (app/cli/simulate.ts): started by the conductor inside a network
+ * namespace of its own (`unshare --net`), it runs K simulated Starling nodes — each the whole composition of
+ * `starling run` (app/compose.ts) with simulated sensors, on an address of its own on the namespace's one
+ * interface — or the hub (a node bridging the mesh to an embedded MQTT broker, and a subscriber on that broker
+ * counting what arrives).
+ *
+ * It speaks JSON lines: commands on stdin (`start`, `freeze`, `count`), reports on stdout (`loaded`,
+ * `started`, `enter`, `exit`, `stats`, `frozen`, `counts`). When stdin ends — the conductor finished, or died
+ * — it stops its nodes and exits, so nothing outlives the run and its namespace goes with it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { context } from 'zeromq';
+import { parseConfig } from '../../runtime/config/load.ts';
+import { LogRing } from '../../runtime/supervisor/log.ts';
+import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
+import { MqttClient } from '../../services/mqtt-bridge/client.ts';
+import { servicesFrom, type Composition } from '../compose.ts';
+
+/** What the conductor asks of this process. */
+export interface WorkerStart {
+  cmd: 'start';
+  /** The nodes to run: their index in the whole simulation, name and IPv4 address (already on eth0). */
+  nodes: { index: number; name: string; address: string }[];
+  /** Run the hub (one node) instead: embedded broker on `address`:1883, bridge of the whole mesh. */
+  hub?: boolean;
+  /** Total nodes in the simulation, hub included (for the sockets this process may need). */
+  total: number;
+  evasiveMs: number;
+  expiredMs: number;
+  /** Sample interval of each node's one simulated sensor. */
+  sampleMs: number;
+  /** fleet.status_interval of each node. */
+  statusMs: number;
+}
+
+/** Samples of one topic at the broker: the first and last sequence, the missing ranges between, repeats. */
+export interface Arrivals {
+  first: number;
+  last: number;
+  /** [from, to] inclusive, in order. */
+  gaps: [number, number][];
+  dups: number;
+}
+
+/** Counts sequence `seq` of a topic: past the last it extends (a jump is a gap); inside a gap it fills it; else a repeat. */
+export function noteArrival(a: Arrivals, seq: number): void {
+  if (seq > a.last) {
+    if (seq > a.last + 1) a.gaps.push([a.last + 1, seq - 1]);
+    a.last = seq;
+    return;
+  }
+  const i = a.gaps.findIndex(([from, to]) => seq >= from && seq <= to);
+  if (i < 0) {
+    a.dups++;
+    return;
+  }
+  const [from, to] = a.gaps[i]!;
+  const parts: [number, number][] = [];
+  if (from < seq) parts.push([from, seq - 1]);
+  if (seq < to) parts.push([seq + 1, to]);
+  a.gaps.splice(i, 1, ...parts);
+}
+
+/** How many of sequences first … below-1 arrived. */
+export function arrivedBelow(a: Arrivals, below: number): number {
+  const top = Math.min(a.last, below - 1);
+  if (top < a.first) return 0;
+  let missing = 0;
+  for (const [from, to] of a.gaps) if (from <= top) missing += Math.min(to, top) - from + 1;
+  return top - a.first + 1 - missing;
+}
+
+type Board = Composition & { supervisor: Supervisor; index: number; name: string };
+
+/** The event-loop monitor's timer: what is reported is how much later than this it ran. */
+const LOOP_RESOLUTION_MS = 10;
+const late = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
+
+const emit = (rec: Record<string, unknown>): void => {
+  process.stdout.write(JSON.stringify(rec) + '\n');
+};
+
+function nodeConfig(n: WorkerStart['nodes'][number], s: WorkerStart, spool: string): string {
+  const common = `node: { name: ${n.name}, iface: "${n.address}", evasive: ${s.evasiveMs}ms, expired: ${s.expiredMs}ms }
+telemetry: { prefix: ${n.name}/ }
+security: { mode: none }
+web: { listen: "off" }
+fleet: { status_interval: ${s.statusMs}ms }
+logs: { ring: 200 }
+`;
+  if (s.hub) return `${common}mqtt: { embedded: true, embedded_listen: "${n.address}:1883", mesh: true, spool: "${join(spool, 'spool')}", spool_fsync: never }\n`;
+  return `simulate: true
+${common}sensors:
+  - { platform: sim, name: temp, waveform: sine, min: 15, max: 25, period: 60s, noise: 0.1, unit: "°C", interval: ${s.sampleMs}ms, seed: ${n.index + 1} }
+`;
+}
+
+/** Runs the worker until stdin ends; then exits the process. */
+export async function runWorker(): Promise<never> {
+  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  loop.enable();
+  const boards: Board[] = [];
+  const spool = mkdtempSync(join(tmpdir(), 'starling-sim-'));
+  let watcher: MqttClient | undefined;
+  /** At the broker (hub only): per topic, what arrived (runtime order is kept per topic, so gaps stay few). */
+  const arrived = new Map<string, Arrivals>();
+  let malformed = 0;
+  let cpu = process.cpuUsage();
+  let at = performance.now();
+  const base = process.memoryUsage().rss;
+  let statsTimer: NodeJS.Timeout | undefined;
+
+  let startedAt = Date.now();
+  const start = async (s: WorkerStart) => {
+    startedAt = Date.now();
+    // Every node meets every other: DEALERs, telemetry and log subscribers per peer, beyond libzmq's 1,023.
+    context.maxSockets = Math.max(1024, s.nodes.length * s.total * 4 + 64);
+    // Every node at once, as boards powered on together would.
+    await Promise.all(s.nodes.map(async (n) => {
+      const config = parseConfig(nodeConfig(n, s, spool), `<simulated ${n.name}>`);
+      const log = new LogRing(config.logs.ring, null);
+      const composed = servicesFrom(config, log);
+      const supervisor = new Supervisor(composed.services, log);
+      composed.fleet.supervisor = supervisor;
+      const board: Board = { ...composed, supervisor, index: n.index, name: n.name };
+      boards.push(board);
+      await supervisor.start();
+      const node = composed.device.node;
+      if (!node) {
+        emit({ ev: 'failed', index: n.index, why: log.tail(20).reverse().find((e) => e.level === 'error')?.msg ?? 'the device did not start' });
+        return;
+      }
+      node.on('enter', (p) => emit({ ev: 'enter', index: n.index, peer: p.name, t: Date.now() }));
+      node.on('exit', (p) => emit({ ev: 'exit', index: n.index, peer: p.name, t: Date.now(), reason: p.reason }));
+      for (const p of node.peerList()) emit({ ev: 'enter', index: n.index, peer: p.name, t: Date.now() });
+      emit({ ev: 'started', index: n.index, t: Date.now() });
+    }));
+    if (s.hub) {
+      watcher = new MqttClient({ url: `mqtt://${s.nodes[0]!.address}:1883`, clientId: 'starling-simulate-counter', clean: true, reconnect: { min: 200, max: 1000 }, maxInflight: 256 });
+      watcher.on('message', (topic, payload) => {
+        if (!topic.startsWith('starling/') || topic.endsWith('/set') || topic.endsWith('/availability')) return;
+        let state: { seq?: unknown };
+        try {
+          state = JSON.parse(payload.toString()) as { seq?: unknown };
+        } catch {
+          malformed++;
+          return;
+        }
+        if (typeof state.seq !== 'number') return;
+        const key = topic.slice('starling/'.length);
+        const a = arrived.get(key);
+        if (!a) arrived.set(key, { first: state.seq, last: state.seq, gaps: [], dups: 0 });
+        else noteArrival(a, state.seq);
+      });
+      await watcher.start();
+      await watcher.subscribe('starling/#', 1);
+    }
+    statsTimer = setInterval(report, 5000);
+  };
+
+  const report = () => {
+    const t = performance.now();
+    const used = process.cpuUsage(cpu);
+    const debugSums: Record<string, number> = {};
+    const mesh = { beaconsSent: 0, beaconsReceived: 0, messagesReceived: 0, knownPeers: 0, samplesPublished: 0, handshakeTimeouts: 0, rehellos: 0, peersRefused: 0, sendsDropped: 0 };
+    for (const b of boards) {
+      const st = b.device.node?.stats();
+      if (st) {
+        mesh.beaconsSent += st.beaconsSent;
+        mesh.beaconsReceived += st.beaconsReceived;
+        mesh.messagesReceived += st.messagesReceived;
+        mesh.knownPeers += st.knownPeers;
+        mesh.handshakeTimeouts += st.handshakeTimeouts;
+        mesh.rehellos += st.rehellos;
+        mesh.peersRefused += st.peersRefused;
+        mesh.sendsDropped += st.sendsDropped;
+        if (process.env.STARLING_SIM_DEBUG) for (const [k, v] of Object.entries(st)) if (typeof v === 'number' && v) debugSums[k] = (debugSums[k] ?? 0) + v;
+      }
+      mesh.samplesPublished += b.device.publisher?.stats().samplesPublished ?? 0;
+    }
+    if (process.env.STARLING_SIM_DEBUG) process.stderr.write(`worker ${process.pid}: ${JSON.stringify(debugSums)}\n`);
+    emit({
+      ev: 'stats', t: Date.now(), since: startedAt, rss: process.memoryUsage().rss, base, cpuMs: (used.user + used.system) / 1000, ms: t - at,
+      loop: { p50: late(loop.percentile(50)), p99: late(loop.percentile(99)), max: late(loop.max) }, ...mesh,
+    });
+    loop.reset();
+    cpu = process.cpuUsage();
+    at = t;
+  };
+
+  /** Every topic's next sequence now: samples below it are published (the nodes go on publishing). */
+  const sequences = () => {
+    const seqs: Record<string, number> = {};
+    for (const b of boards) {
+      for (const [topic, next] of b.device.publisher?.sequences() ?? []) seqs[topic] = next;
+    }
+    emit({ ev: 'seqs', seqs });
+  };
+
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    let msg: { cmd?: string };
+    try {
+      msg = JSON.parse(line) as { cmd?: string };
+    } catch {
+      return;
+    }
+    const done = (p: Promise<void>) => p.catch((e: Error) => emit({ ev: 'error', why: e.message }));
+    if (msg.cmd === 'start') done(start(msg as WorkerStart));
+    else if (msg.cmd === 'seqs') sequences();
+    else if (msg.cmd === 'stats') report();
+    else if (msg.cmd === 'count') emit({ ev: 'counts', arrived: Object.fromEntries(arrived), malformed });
+  });
+  emit({ ev: 'loaded', pid: process.pid, rss: base });
+  await new Promise<void>((resolve) => lines.once('close', resolve));
+  clearInterval(statsTimer);
+  // The conductor is done (or gone): leave quietly and quickly.
+  const stopping = Promise.all([watcher?.stop(), ...boards.map((b) => b.supervisor.stop())]);
+  await Promise.race([stopping, new Promise((r) => setTimeout(r, 3000))]);
+  rmSync(spool, { recursive: true, force: true });
+  process.exit(0);
+}
