@@ -89,6 +89,7 @@ function nodeConfig(n: WorkerStart['nodes'][number], s: WorkerStart, spool: stri
   const common = `node: { name: ${n.name}, iface: "${n.address}", evasive: ${s.evasiveMs}ms, expired: ${s.expiredMs}ms }
 telemetry: { prefix: ${n.name}/ }
 security: { mode: none }
+files: { inbox: "${join(spool, `inbox-${n.name}`)}" }
 web: { listen: "off" }
 fleet: { status_interval: ${s.statusMs}ms }
 logs: { ring: 200 }
