@@ -45,7 +45,7 @@ else {
     const rss = r.rssPerNodeMB as { mean: number };
     const traffic = r.traffic as { linkBytesPerNodeS: number; zreMessagesPerNodeS: number };
     table.push([
-      String(r.nodes), String(r.processes), f(Number(r.fullMeshMs) / 1000, 2), `${r.exits} (${r.falseExits})`,
+      String(r.nodes), String(r.processes), r.fullMeshMs === null ? `not reached (${r.links}/${r.fullLinks} links)` : f(Number(r.fullMeshMs) / 1000, 2), `${r.exits} (${r.falseExits})`,
       kill ? (kill.goneEverywhereMs === undefined ? `${kill.notSeen} missing` : `${f(kill.goneEverywhereMs / 1000, 2)} (expiry ${Number(r.expiredMs) / 1000})`) : '-',
       `${r.samplesPublished} / ${r.samplesLost}`, f(r.cpuPerNodePct, 2), `${f(rss.mean, 1)} (${f(r.rssBaseMB, 0)})`, f(r.hubRssMB, 0),
       f((r.loopDelayMs as { p99: number }).p99, 1), f(traffic.linkBytesPerNodeS, 0), f(traffic.zreMessagesPerNodeS, 1),

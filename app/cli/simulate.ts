@@ -263,6 +263,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       }));
       const published = Object.assign({}, ...marks) as Record<string, number>;
       let arrived: Record<string, Arrivals> = {};
+      let lostCounted: Record<string, number> = {};
       const tally = () => {
         const t = { published: 0, arrived: 0, duplicates: 0, neverArrived: 0, gapSamples: [] as string[] };
         for (const [topic, below] of Object.entries(published)) {
@@ -283,7 +284,9 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       for (let last = -1, quietSince = Date.now(), t1 = Date.now(); Date.now() - t1 < 30_000;) {
         const r = next(workers[0]!, 'counts', 10_000);
         send(workers[0]!, { cmd: 'count' });
-        arrived = (await r).arrived as typeof arrived;
+        const counts = await r;
+        arrived = counts.arrived as typeof arrived;
+        lostCounted = counts.lostCounted as typeof lostCounted;
         counted = tally();
         if (counted.arrived === counted.published) break;
         if (counted.arrived !== last) quietSince = Date.now();
@@ -334,8 +337,10 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         exits, falseExits: falseExits.length, falseExitSamples: falseExits.slice(0, 10), reenters,
         flaps: workers.reduce((s, w) => s + w.down.length, 0),
         kill: kill ?? null,
-        mesh: Object.fromEntries(['handshakeTimeouts', 'rehellos', 'peersRefused', 'sendsDropped'].map((c) => [c, workers.reduce((s2, w) => s2 + ((w.stats?.[c] as number | undefined) ?? 0), 0)])),
+        mesh: Object.fromEntries(['handshakeTimeouts', 'rehellos', 'rehellosQuiet', 'peersRefused', 'sendsDropped'].map((c) => [c, workers.reduce((s2, w) => s2 + ((w.stats?.[c] as number | undefined) ?? 0), 0)])),
         samplesPublished: counted.published, samplesArrived: counted.arrived, samplesLost: counted.published - counted.arrived, duplicates: counted.duplicates,
+        // Lost samples the hub counted itself (its subscriber's gaps, the bridge's drops): what Starling reports.
+        samplesLostCounted: Object.values(lostCounted).reduce((a, b) => a + b, 0), lostCountedBy: lostCounted,
         topics: Object.keys(published).length, topicsNeverArrived: counted.neverArrived, lostSamples: counted.gapSamples,
         traffic: {
           beaconsPerNodeS: rate((w) => w.stats!.beaconsSent as number),
@@ -357,9 +362,9 @@ RSS per node beyond each process's base, and the event loop's delay.`,
           ['network', `loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms, flaps ${report.flaps}, expiry ${expiredMs / 1000} s`],
           ['time to a full mesh', fullMeshMs === undefined ? `not reached (${links}/${full} links)` : `${fmt(fullMeshMs / 1000, 2)} s`],
           ['EXITs / false EXITs / re-ENTERs', `${exits} / ${falseExits.length} / ${reenters}`],
-          ['handshake timeouts / re-HELLOs / refused / sends dropped', Object.values(report.mesh).join(' / ')],
+          ['handshake timeouts / re-HELLOs (quiet) / refused / sends dropped', ((m) => `${m.handshakeTimeouts} / ${m.rehellos} (${m.rehellosQuiet}) / ${m.peersRefused} / ${m.sendsDropped}`)(report.mesh as Record<string, number>)],
           ['killed process: gone everywhere', kill ? (kill.goneEverywhereMs === undefined ? `${kill.notSeen} sighting(s) missing after ${(expiredMs + 10_000) / 1000} s` : `${fmt(kill.goneEverywhereMs / 1000, 2)} s for ${kill.nodes} node(s) (expiry ${expiredMs / 1000} s)`) : '-'],
-          ['samples published / at the broker / lost', `${counted.published} / ${counted.arrived} / ${report.samplesLost} (${counted.duplicates} repeats)`],
+          ['samples published / at the broker / lost', `${counted.published} / ${counted.arrived} / ${report.samplesLost} (${report.samplesLostCounted} counted by the hub; ${counted.duplicates} repeats)`],
           ['per node: beacons, ZRE messages in, samples /s', `${fmt(report.traffic.beaconsPerNodeS, 2)}, ${fmt(report.traffic.zreMessagesPerNodeS, 1)}, ${fmt(report.traffic.samplesPerNodeS, 2)}`],
           ['per node: bytes sent on the link /s', fmt(report.traffic.linkBytesPerNodeS, 0)],
           ['per node: CPU, RSS beyond base', `${fmt(report.cpuPerNodePct, 2)} % of a core, ${fmt(report.rssPerNodeMB.mean, 2)} MB (max ${fmt(report.rssPerNodeMB.max, 2)}; base ${fmt(report.rssBaseMB, 0)} MB)`],

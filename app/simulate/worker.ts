@@ -167,8 +167,7 @@ export async function runWorker(): Promise<never> {
   const report = () => {
     const t = performance.now();
     const used = process.cpuUsage(cpu);
-    const debugSums: Record<string, number> = {};
-    const mesh = { beaconsSent: 0, beaconsReceived: 0, messagesReceived: 0, knownPeers: 0, samplesPublished: 0, handshakeTimeouts: 0, rehellos: 0, peersRefused: 0, sendsDropped: 0 };
+    const mesh = { beaconsSent: 0, beaconsReceived: 0, messagesReceived: 0, knownPeers: 0, samplesPublished: 0, handshakeTimeouts: 0, rehellos: 0, rehellosQuiet: 0, peersRefused: 0, sendsDropped: 0 };
     for (const b of boards) {
       const st = b.device.node?.stats();
       if (st) {
@@ -178,13 +177,12 @@ export async function runWorker(): Promise<never> {
         mesh.knownPeers += st.knownPeers;
         mesh.handshakeTimeouts += st.handshakeTimeouts;
         mesh.rehellos += st.rehellos;
+        mesh.rehellosQuiet += st.rehellosQuiet;
         mesh.peersRefused += st.peersRefused;
         mesh.sendsDropped += st.sendsDropped;
-        if (process.env.STARLING_SIM_DEBUG) for (const [k, v] of Object.entries(st)) if (typeof v === 'number' && v) debugSums[k] = (debugSums[k] ?? 0) + v;
       }
       mesh.samplesPublished += b.device.publisher?.stats().samplesPublished ?? 0;
     }
-    if (process.env.STARLING_SIM_DEBUG) process.stderr.write(`worker ${process.pid}: ${JSON.stringify(debugSums)}\n`);
     emit({
       ev: 'stats', t: Date.now(), since: startedAt, rss: process.memoryUsage().rss, base, cpuMs: (used.user + used.system) / 1000, ms: t - at,
       loop: { p50: late(loop.percentile(50)), p99: late(loop.percentile(99)), max: late(loop.max) }, ...mesh,
@@ -215,7 +213,11 @@ export async function runWorker(): Promise<never> {
     if (msg.cmd === 'start') done(start(msg as WorkerStart));
     else if (msg.cmd === 'seqs') sequences();
     else if (msg.cmd === 'stats') report();
-    else if (msg.cmd === 'count') emit({ ev: 'counts', arrived: Object.fromEntries(arrived), malformed });
+    else if (msg.cmd === 'count') {
+      // What the hub itself counted as lost on the way: its subscriber's sequence gaps, the bridge's drops.
+      const counted = Object.entries(boards[0]?.bridge?.stats() ?? {}).filter(([k, v]) => typeof v === 'number' && v > 0 && /(samplesLost|dropped|Dropped)$/.test(k));
+      emit({ ev: 'counts', arrived: Object.fromEntries(arrived), malformed, lostCounted: Object.fromEntries(counted) });
+    }
   });
   emit({ ev: 'loaded', pid: process.pid, rss: base });
   await new Promise<void>((resolve) => lines.once('close', resolve));
