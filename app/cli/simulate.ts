@@ -53,8 +53,8 @@ Builds N simulated Starling nodes — each the whole device of 'starling run' wi
 simulated sensor — in network namespaces on one bridge, K nodes to a process (each on an
 address of its own on its namespace's interface), and a hub bridging the mesh to an
 embedded MQTT broker, which a counter subscribes to. Runs M minutes, printing a progress
-line to stderr every 5 s; then stops the sensors, checks every sample published reached
-the broker or counts it lost, kills one process (SIGKILL: its nodes vanish) and times
+line to stderr every 5 s; then takes each topic's sequence, checks every sample published
+before it reached the broker or counts it lost, kills one process (SIGKILL: its nodes vanish) and times
 how long until every other node has seen them go; then reports. Needs root. Nothing
 touches this machine's interfaces; the namespaces end with the run, even when it is killed.
 
@@ -82,8 +82,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       minutes: { type: 'string' }, expire: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     }, false);
     const n = values.nodes === undefined ? 50 : intOption('--nodes', values.nodes, 1, 2000);
-    const fdLimit = Number(process.env.STARLING_NOFILE ?? 0) || nofile();
-    const autoK = Math.max(1, Math.min(10, Math.floor(fdLimit / (FDS_PER_PEER * (n + 1)))));
+    const autoK = Math.max(1, Math.min(10, Math.floor(nofile() / (FDS_PER_PEER * (n + 1)))));
     const k = values['per-process'] === undefined ? autoK : intOption('--per-process', values['per-process'], 1, 1000);
     const loss = lossOption(values.loss);
     const delayMs = numberOption('--delay', values.delay, 0, 0, 10_000);
@@ -207,7 +206,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       }
       await Promise.all(workers.map((w) => next(w, 'loaded', 30_000)));
       for (const w of workers) lab.wire(w.id, w.pid, w.nodes.map(simAddress));
-      const before = lab.counters();
+      const before = lab.bytesSent();
       const tBefore = Date.now();
       const startOf = (w: Worker): WorkerStart => ({
         cmd: 'start', hub: w.hub, total: names.length, evasiveMs: Math.max(100, Math.round(expiredMs / 6)), expiredMs, sampleMs, statusMs: 10_000,
@@ -264,6 +263,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const published = Object.assign({}, ...marks) as Record<string, number>;
       let arrived: Record<string, Arrivals> = {};
       let lostCounted: Record<string, number> = {};
+      let malformedAtBroker = 0;
       const tally = () => {
         const t = { published: 0, arrived: 0, duplicates: 0, neverArrived: 0, gapSamples: [] as string[] };
         for (const [topic, below] of Object.entries(published)) {
@@ -273,9 +273,10 @@ RSS per node beyond each process's base, and the event loop's delay.`,
             t.neverArrived++;
             continue;
           }
+          const got = arrivedBelow(a, below);
           t.published += Math.max(0, below - a.first);
-          t.arrived += arrivedBelow(a, below);
-          if (arrivedBelow(a, below) < below - a.first && t.gapSamples.length < 10) t.gapSamples.push(`${topic}: first ${a.first}, last ${a.last}, published below ${below}, gaps ${JSON.stringify(a.gaps)}`);
+          t.arrived += got;
+          if (got < below - a.first && t.gapSamples.length < 10) t.gapSamples.push(`${topic}: first ${a.first}, last ${a.last}, published below ${below}, gaps ${JSON.stringify(a.gaps)}`);
           t.duplicates += a.dups;
         }
         return t;
@@ -287,6 +288,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         const counts = await r;
         arrived = counts.arrived as typeof arrived;
         lostCounted = counts.lostCounted as typeof lostCounted;
+        malformedAtBroker = counts.malformed as number;
         counted = tally();
         if (counted.arrived === counted.published) break;
         if (counted.arrived !== last) quietSince = Date.now();
@@ -300,7 +302,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         send(w, { cmd: 'stats' });
         return r;
       }));
-      const after = lab.counters();
+      const after = lab.bytesSent();
       const tAfter = Date.now();
 
       // Kill one process: its nodes vanish without a word; every other node must see them go within the expiry.
@@ -328,7 +330,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const nodesMeasured = sum((w) => w.nodes.length);
       /** A counter of every node's, per node and second (each process's since its nodes started). */
       const rate = (f: (w: Worker) => number) => nodeWorkers.reduce((s, w) => s + f(w) / (((w.stats!.t as number) - (w.stats!.since as number)) / 1000), 0) / nodesMeasured;
-      const linkBytes = nodeWorkers.reduce((s, w) => s + ((after.get(w.id)?.txBytes ?? 0) - (before.get(w.id)?.txBytes ?? 0)), 0);
+      const linkBytes = nodeWorkers.reduce((s, w) => s + (after.get(w.id) ?? 0) - (before.get(w.id) ?? 0), 0);
       const rssPerNode = nodeWorkers.filter((w) => !w.killed).map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
       const loops = nodeWorkers.map((w) => w.stats!.loop as { p50: number; p99: number; max: number });
       const report = {
@@ -341,7 +343,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         samplesPublished: counted.published, samplesArrived: counted.arrived, samplesLost: counted.published - counted.arrived, duplicates: counted.duplicates,
         // Lost samples the hub counted itself (its subscriber's gaps, the bridge's drops): what Starling reports.
         samplesLostCounted: Object.values(lostCounted).reduce((a, b) => a + b, 0), lostCountedBy: lostCounted,
-        topics: Object.keys(published).length, topicsNeverArrived: counted.neverArrived, lostSamples: counted.gapSamples,
+        malformedAtBroker, topics: Object.keys(published).length, topicsNeverArrived: counted.neverArrived, lostSamples: counted.gapSamples,
         traffic: {
           beaconsPerNodeS: rate((w) => w.stats!.beaconsSent as number),
           zreMessagesPerNodeS: rate((w) => w.stats!.messagesReceived as number),
@@ -364,7 +366,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
           ['EXITs / false EXITs / re-ENTERs', `${exits} / ${falseExits.length} / ${reenters}`],
           ['handshake timeouts / re-HELLOs (quiet) / refused / sends dropped', ((m) => `${m.handshakeTimeouts} / ${m.rehellos} (${m.rehellosQuiet}) / ${m.peersRefused} / ${m.sendsDropped}`)(report.mesh as Record<string, number>)],
           ['killed process: gone everywhere', kill ? (kill.goneEverywhereMs === undefined ? `${kill.notSeen} sighting(s) missing after ${(expiredMs + 10_000) / 1000} s` : `${fmt(kill.goneEverywhereMs / 1000, 2)} s for ${kill.nodes} node(s) (expiry ${expiredMs / 1000} s)`) : '-'],
-          ['samples published / at the broker / lost', `${counted.published} / ${counted.arrived} / ${report.samplesLost} (${report.samplesLostCounted} counted by the hub; ${counted.duplicates} repeats)`],
+          ['samples published / at the broker / lost', `${counted.published} / ${counted.arrived} / ${report.samplesLost} (${report.samplesLostCounted} counted by the hub; ${counted.duplicates} repeats${malformedAtBroker ? `; ${malformedAtBroker} unreadable states` : ''})`],
           ['per node: beacons, ZRE messages in, samples /s', `${fmt(report.traffic.beaconsPerNodeS, 2)}, ${fmt(report.traffic.zreMessagesPerNodeS, 1)}, ${fmt(report.traffic.samplesPerNodeS, 2)}`],
           ['per node: bytes sent on the link /s', fmt(report.traffic.linkBytesPerNodeS, 0)],
           ['per node: CPU, RSS beyond base', `${fmt(report.cpuPerNodePct, 2)} % of a core, ${fmt(report.rssPerNodeMB.mean, 2)} MB (max ${fmt(report.rssPerNodeMB.max, 2)}; base ${fmt(report.rssBaseMB, 0)} MB)`],

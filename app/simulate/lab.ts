@@ -119,14 +119,13 @@ export class Lab {
     inNetns(this.holderPid, ['ip', 'link', 'set', `w${id}`, up ? 'up' : 'down']);
   }
 
-  /** Bytes and packets each host has sent and received, by host id (from the bridge side of its veth). */
-  counters(): Map<number, { txBytes: number; rxBytes: number; txPackets: number; rxPackets: number }> {
-    const links = JSON.parse(inNetns(this.holderPid, ['ip', '-s', '-j', 'link', 'show'])) as { ifname: string; stats64?: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } } }[];
-    const m = new Map<number, { txBytes: number; rxBytes: number; txPackets: number; rxPackets: number }>();
+  /** Bytes each host has sent, by host id: what the bridge side of its veth received. */
+  bytesSent(): Map<number, number> {
+    const links = JSON.parse(inNetns(this.holderPid, ['ip', '-s', '-j', 'link', 'show'])) as { ifname: string; stats64?: { rx: { bytes: number } } }[];
+    const m = new Map<number, number>();
     for (const l of links) {
       const id = /^w(\d+)$/.exec(l.ifname)?.[1];
-      // The bridge side receives what the host sends.
-      if (id && l.stats64) m.set(Number(id), { txBytes: l.stats64.rx.bytes, rxBytes: l.stats64.tx.bytes, txPackets: l.stats64.rx.packets, rxPackets: l.stats64.tx.packets });
+      if (id && l.stats64) m.set(Number(id), l.stats64.rx.bytes);
     }
     return m;
   }

@@ -5,8 +5,8 @@
  * interface — or the hub (a node bridging the mesh to an embedded MQTT broker, and a subscriber on that broker
  * counting what arrives).
  *
- * It speaks JSON lines: commands on stdin (`start`, `freeze`, `count`), reports on stdout (`loaded`,
- * `started`, `enter`, `exit`, `stats`, `frozen`, `counts`). When stdin ends — the conductor finished, or died
+ * It speaks JSON lines: commands on stdin (`start`, `seqs`, `stats`, `count`), reports on stdout (`loaded`,
+ * `started`, `failed`, `error`, `enter`, `exit`, `stats`, `seqs`, `counts`). When stdin ends — the conductor finished, or died
  * — it stops its nodes and exits, so nothing outlives the run and its namespace goes with it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -42,15 +42,26 @@ export interface WorkerStart {
 export interface Arrivals {
   first: number;
   last: number;
-  /** [from, to] inclusive, in order. */
+  /** [from, to] inclusive, in order; at most MAX_GAPS, the oldest folded into `foldedMissing`. */
   gaps: [number, number][];
+  /** Samples missing in gaps folded out of `gaps` (all below any later mark). */
+  foldedMissing: number;
   dups: number;
 }
+
+/** Gap ranges kept per topic (a flapping link makes one each time it drops). */
+const MAX_GAPS = 1024;
 
 /** Counts sequence `seq` of a topic: past the last it extends (a jump is a gap); inside a gap it fills it; else a repeat. */
 export function noteArrival(a: Arrivals, seq: number): void {
   if (seq > a.last) {
-    if (seq > a.last + 1) a.gaps.push([a.last + 1, seq - 1]);
+    if (seq > a.last + 1) {
+      a.gaps.push([a.last + 1, seq - 1]);
+      if (a.gaps.length > MAX_GAPS) {
+        const [from, to] = a.gaps.shift()!;
+        a.foldedMissing += to - from + 1;
+      }
+    }
     a.last = seq;
     return;
   }
@@ -70,7 +81,7 @@ export function noteArrival(a: Arrivals, seq: number): void {
 export function arrivedBelow(a: Arrivals, below: number): number {
   const top = Math.min(a.last, below - 1);
   if (top < a.first) return 0;
-  let missing = 0;
+  let missing = a.foldedMissing;
   for (const [from, to] of a.gaps) if (from <= top) missing += Math.min(to, top) - from + 1;
   return top - a.first + 1 - missing;
 }
@@ -155,7 +166,7 @@ export async function runWorker(): Promise<never> {
         if (typeof state.seq !== 'number') return;
         const key = topic.slice('starling/'.length);
         const a = arrived.get(key);
-        if (!a) arrived.set(key, { first: state.seq, last: state.seq, gaps: [], dups: 0 });
+        if (!a) arrived.set(key, { first: state.seq, last: state.seq, gaps: [], foldedMissing: 0, dups: 0 });
         else noteArrival(a, state.seq);
       });
       await watcher.start();

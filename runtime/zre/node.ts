@@ -285,7 +285,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
 
   private router: Router | undefined;
   private udp: UdpSocket | undefined;
-  /** Beacons leave from this one, bound to the interface's own address (see openBeaconSender). */
+  /** Beacons leave from this one, bound to the interface's own address (see openBeaconSocket). */
   private udpOut: UdpSocket | undefined;
   private beaconTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -373,7 +373,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     } else {
       try {
         this.udp = await this.openBeaconSocket();
-        this.udpOut = await this.openBeaconSender(iface.address);
+        this.udpOut = await this.openBeaconSocket(iface.address);
       } catch (e) {
         router.close();
         this.router = undefined;
@@ -419,7 +419,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     clearInterval(this.beaconTimer);
     if (this.udp) {
       const oldOut = this.udpOut;
-      this.udpOut = await this.openBeaconSender(iface.address).catch((e: Error) => {
+      this.udpOut = await this.openBeaconSocket(iface.address).catch((e: Error) => {
         this.noteError(`beacon socket on ${iface.address}: ${e.message}`);
         return undefined;
       });
@@ -654,43 +654,32 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     return { type: 'HELLO', endpoint: this._endpoint, groups: [...this.groups], status: this.status, name: this._name, headers };
   }
 
-  private openBeaconSocket(): Promise<UdpSocket> {
-    return new Promise((resolve, reject) => {
-      const udp = createSocket({ type: 'udp4', reuseAddr: true });
-      udp.once('error', reject);
-      // Bound to every address, as Zyre C is on Linux: directed broadcasts reach only a socket bound to the
-      // wildcard (or the broadcast address itself).
-      udp.bind(this.opts.beaconPort, () => {
-        udp.off('error', reject);
-        udp.setBroadcast(true);
-        udp.on('error', (e) => this.noteError(`beacon socket: ${e.message}`));
-        udp.on('message', (buf, rinfo) => {
-          try {
-            this.onBeacon(buf, rinfo);
-          } catch (e) {
-            this.counters.internalErrors++;
-            this.noteError(`beacon handler: ${(e as Error).message}`);
-          }
-        });
-        resolve(udp);
-      });
-    });
-  }
-
   /**
-   * The socket beacons leave from: bound to the interface's own address (ephemeral port), so a beacon's source
-   * is the address our inbox listens on even where the interface has several (the wildcard socket's would be
-   * the kernel's primary one, and peers would dial an inbox that is not there). Receiving stays on the
-   * wildcard socket. Zyre C and pyre take only the source address from a beacon, not its port.
+   * The beacon sockets. Receiving: bound to every address on the beacon port, as Zyre C is on Linux (directed
+   * broadcasts reach only a socket bound to the wildcard, or to the broadcast address itself). Sending
+   * (`address` given): bound to the interface's own address on an ephemeral port, so a beacon's source is the
+   * address our inbox listens on even where the interface has several (the wildcard socket's would be the
+   * kernel's primary one, and peers would dial an inbox that is not there). Zyre C and pyre take only the
+   * source address from a beacon, not its port.
    */
-  private openBeaconSender(address: string): Promise<UdpSocket> {
+  private openBeaconSocket(address?: string): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
-      const udp = createSocket({ type: 'udp4' });
+      const udp = createSocket({ type: 'udp4', reuseAddr: address === undefined });
       udp.once('error', reject);
-      udp.bind(0, address, () => {
+      udp.bind(address === undefined ? this.opts.beaconPort : 0, address, () => {
         udp.off('error', reject);
         udp.setBroadcast(true);
         udp.on('error', (e) => this.noteError(`beacon socket: ${e.message}`));
+        if (address === undefined) {
+          udp.on('message', (buf, rinfo) => {
+            try {
+              this.onBeacon(buf, rinfo);
+            } catch (e) {
+              this.counters.internalErrors++;
+              this.noteError(`beacon handler: ${(e as Error).message}`);
+            }
+          });
+        }
         resolve(udp);
       });
     });

@@ -4,7 +4,7 @@ import { arrivedBelow, noteArrival, type Arrivals } from '../../app/simulate/wor
 
 describe('samples at the broker, by sequence', () => {
   it('counts what arrived below a mark, with gaps, a late fill and repeats', () => {
-    const a: Arrivals = { first: 10, last: 10, gaps: [], dups: 0 };
+    const a: Arrivals = { first: 10, last: 10, gaps: [], foldedMissing: 0, dups: 0 };
     for (const seq of [11, 12, 15, 16, 20]) noteArrival(a, seq); // 13-14 and 17-19 missing
     expect(a.gaps).toEqual([[13, 14], [17, 19]]);
     expect(arrivedBelow(a, 21)).toBe(6);
