@@ -87,7 +87,7 @@ export interface Config {
   mqtt: {
     url?: string; failover: string[]; client_id?: string; username?: string; password?: string; protocol: 4 | 5; keepalive: number;
     ca?: string; cert?: string; key?: string; topic: string; embedded: boolean; embedded_listen: string; discovery: boolean; discovery_prefix: string;
-    spool: string; spool_max_mb: number; spool_fsync: 'always' | 'interval' | 'never'; mesh: boolean;
+    spool: string; spool_max_mb: number; spool_fsync: 'always' | 'interval' | 'never'; mesh: boolean; shape: 'sample' | 'device';
   };
 }
 

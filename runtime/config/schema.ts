@@ -175,6 +175,7 @@ export const SCHEMA: FieldSpec = {
         spool_max_mb: { type: 'number', min: 1, max: 100_000, default: 64, doc: 'the spool\'s bound, MiB' },
         spool_fsync: { type: 'enum', values: ['always', 'interval', 'never'], default: 'interval', doc: 'how often spool writes are forced to the card' },
         mesh: { type: 'boolean', default: true, doc: 'bridge every publisher on the mesh (false: only this device)' },
+        shape: { type: 'enum', values: ['sample', 'device'], default: 'sample', doc: 'sample: one JSON message per sample at its topic; device: one JSON state per device (topic a/b/c is field c of device a/b), each Home Assistant entity reading its field with a value_template, as Zigbee2MQTT does' },
       },
     },
     influx: {

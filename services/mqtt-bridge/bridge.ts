@@ -5,6 +5,13 @@
  *   QoS 1, as JSON: `{"value": 21.5, "unit": "°C", "ts": …, "seq": …,
  *   "publisher": …}` (`value` an array for several values; `{"status": "missing", …}` for a failed read).
  *   `seq` and `publisher` let a consumer drop the duplicates QoS 1 allows. GPIO states are retained.
+ * - Or, with `shape: 'device'`, one JSON state per device as Zigbee2MQTT publishes them: a topic `a/b/c` is
+ *   field `c` of device `a/b`, whose state topic (the template with the device for `{topic}`) carries every
+ *   field's latest value, `{"c": 21.5, "d": [1, 2], "ts": …}` (`null` and `"status": {"c": "missing"}` for a
+ *   failed read), and each Home Assistant entity reads its field with a `value_template`. What arrived in one
+ *   turn of the event loop leaves as one message per device, so a device of 20 sensors costs the broker one
+ *   message where it cost 20; a sample followed by a newer one of the same topic before its device's message
+ *   left is superseded (counted as `coalesced`), as a state is. A topic without `/` stays one message per sample.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
  *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
  *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
@@ -53,6 +60,20 @@ export interface BridgeOptions {
   onCommand?: (topic: string, value: 0 | 1) => Promise<void>;
   /** Hears refusals and faults, rate-limited per kind (and the spool's disk trouble). */
   onProblem?: ProblemSink;
+  /** 'sample' (default): one message per sample; 'device': one state per device (see the module comment). */
+  shape?: 'sample' | 'device';
+}
+
+/** Devices whose state the bridge keeps in `shape: 'device'` (the longest unseen goes), and fields per device. */
+export const MAX_DEVICE_STATES = 4096;
+export const MAX_DEVICE_FIELDS = 1024;
+
+/** A device's state (shape 'device'): every field's latest value, and the fields updated since its last message. */
+interface DeviceState {
+  values: Map<string, unknown>;
+  failed: Map<string, string>;
+  ts: number;
+  fresh: Set<string>;
 }
 
 export interface BridgeStats {
@@ -66,6 +87,11 @@ export interface BridgeStats {
   refusedTopics: number;
   /** Messages the broker would not take, given up (see the client's `maxDeliveries`). */
   givenUp: number;
+  /** shape 'device': device states sent (or spooled), the samples they carried, and samples superseded by a
+   * newer one of the same topic before their device's message left. */
+  deviceStates: number;
+  samplesCarried: number;
+  coalesced: number;
   spool: ReturnType<Spool['stats']>;
   connected: boolean;
 }
@@ -76,7 +102,7 @@ export class Bridge {
   /** Announced entities, one per topic; bounded, since topics come from the whole mesh. */
   private readonly entities = new Map<string, Entity>();
   private draining = false;
-  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0, refusedTopics: 0, givenUp: 0 };
+  private readonly counters = { forwarded: 0, spooled: 0, commands: 0, commandErrors: 0, unannounced: 0, refusedTopics: 0, givenUp: 0, deviceStates: 0, samplesCarried: 0, coalesced: 0 };
   private readonly problems: ProblemLog;
   /** Peers' telemetry prefixes and whether each is on the mesh: their retained availability (bounded). */
   private readonly devices = new Map<string, boolean>();
@@ -91,6 +117,11 @@ export class Bridge {
   /** True once this connection's subscriptions are in place: only then is a switch announced, or a command
    * sent by Home Assistant right after the announcement could arrive before we listen for it. */
   private listening = false;
+  /** shape 'device': each device's state, most recently updated last (bounded by MAX_DEVICE_STATES). */
+  private readonly states = new Map<string, DeviceState>();
+  private flushScheduled = false;
+  /** Devices whose state is due, in the order they became due. */
+  private readonly due: string[] = [];
 
   /** Stores its parts; connects nothing. */
   constructor(private readonly o: BridgeOptions, private readonly subscriber: Subscriber) {
@@ -122,6 +153,7 @@ export class Bridge {
   /** Stops taking samples, waits (up to `ms`) for the broker to acknowledge what is in flight, then closes. */
   async stop(ms = 2000): Promise<void> {
     this.subscriber.off('batch', this.onBatchBound);
+    this.flushStates(); // due device states leave (or are spooled) before the wait for PUBACKs
     const end = Date.now() + ms;
     while (this.client.isConnected && (this.client.unacknowledged > 0 || this.draining) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
     // A clean stop sends DISCONNECT, which suppresses the last will: say offline ourselves.
@@ -172,8 +204,10 @@ export class Bridge {
   private announce(e: Entity): void {
     if (this.refusedConfigs.has(e.topic)) return;
     const device = this.deviceOf(e.topic);
+    const field = this.o.shape === 'device' ? splitField(e.topic) : undefined;
     const [topic, payload] = discoveryMessage(e, {
-      stateTopic: this.stateTopic(e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability,
+      stateTopic: this.stateTopic(field ? field[0] : e.topic), discoveryPrefix: this.discoveryPrefix, availabilityTopic: this.availability,
+      ...(field ? { field: field[1], commandTopic: `${this.stateTopic(e.topic)}/set` } : {}),
       ...(device !== undefined ? { deviceAvailability: this.availabilityTopic(device) } : {}),
     });
     if (this.client.isConnected && this.listening) {
@@ -253,6 +287,7 @@ export class Bridge {
         this.announce(e);
       }
     }
+    if (this.o.shape === 'device' && this.toState(b, from)) return;
     const retain = this.retained(b.topic);
     for (let i = from; i < b.count; i++) {
       const status = b.status(i);
@@ -265,6 +300,73 @@ export class Bridge {
       state.publisher = b.publisher;
       this.send({ topic: this.stateTopic(b.topic), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
     }
+  }
+
+  /**
+   * shape 'device': the batch's newest sample becomes its field's value in its device's state, and the state is
+   * due to leave at the end of this turn of the event loop. False when the topic is sent per sample instead
+   * (no `/` in it, or its device already has MAX_DEVICE_FIELDS other fields).
+   */
+  private toState(b: Batch, from: number): boolean {
+    const split = splitField(b.topic);
+    if (!split) return false;
+    const [device, field] = split;
+    let st = this.states.get(device);
+    if (st) this.states.delete(device); // re-inserted below: the map's order is least recently updated first
+    else {
+      if (this.states.size >= MAX_DEVICE_STATES) {
+        const [oldest, old] = this.states.entries().next().value as [string, DeviceState];
+        this.sendState(oldest, old); // a due state leaves before it is forgotten (no-op when not due)
+        this.states.delete(oldest);
+      }
+      st = { values: new Map(), failed: new Map(), ts: 0, fresh: new Set() };
+    }
+    this.states.set(device, st);
+    if (!st.values.has(field) && st.values.size >= MAX_DEVICE_FIELDS) return false;
+    const i = b.count - 1;
+    const status = b.status(i);
+    if (status !== 0) {
+      st.values.set(field, null);
+      st.failed.set(field, STATUS_NAMES[status] ?? String(status));
+    } else {
+      st.values.set(field, b.arity === 1 ? b.value(i) : Array.from({ length: b.arity }, (_, k) => b.value(i, k)));
+      st.failed.delete(field);
+    }
+    st.ts = Math.max(st.ts, b.ts(i));
+    // Every sample before the newest is superseded, and so is one a due state already held for this field.
+    this.counters.coalesced += i - from + (st.fresh.has(field) ? 1 : 0);
+    if (st.fresh.size === 0) this.due.push(device);
+    st.fresh.add(field);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushStates());
+    }
+    return true;
+  }
+
+  private flushStates(): void {
+    this.flushScheduled = false;
+    for (const device of this.due.splice(0)) {
+      const st = this.states.get(device);
+      if (st) this.sendState(device, st);
+    }
+  }
+
+  /** Sends a due device state: the whole state (all its fields), retained when it holds a GPIO line. */
+  private sendState(device: string, st: DeviceState): void {
+    if (st.fresh.size === 0) return;
+    this.counters.samplesCarried += st.fresh.size;
+    st.fresh.clear();
+    const state: Record<string, unknown> = {};
+    let retain = false;
+    for (const [field, v] of st.values) {
+      state[field] = v;
+      if (!retain && this.retained(`${device}/${field}`)) retain = true;
+    }
+    if (st.failed.size) state.status = Object.fromEntries(st.failed);
+    state.ts = st.ts;
+    this.counters.deviceStates++;
+    this.send({ topic: this.stateTopic(device), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
   }
 
   /** Straight to the client when connected and nothing waits; else behind what waits, on disk. */
@@ -338,6 +440,12 @@ export class Bridge {
       this.problems.note(`command ${target}`, `MQTT command on ${topic.slice(0, 120)} failed: ${(e as Error).message}`);
     }
   }
+}
+
+/** A topic `a/b/c` as device `a/b` and field `c`; undefined for a topic without `/` (or ending in one). */
+export function splitField(topic: string): [string, string] | undefined {
+  const at = topic.lastIndexOf('/');
+  return at <= 0 || at === topic.length - 1 ? undefined : [topic.slice(0, at), topic.slice(at + 1)];
 }
 
 /** A switch command's payload: exactly `0`, `1`, `OFF` or `ON` (what Home Assistant sends); anything else undefined. */

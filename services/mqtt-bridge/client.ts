@@ -110,6 +110,8 @@ export class MqttClient extends EventEmitter<{
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private lastSent = 0;
+  /** A cork is on the socket until the next tick (see send). */
+  private corked = false;
   private pingPending = false;
   private readonly version: 4 | 5;
   private connackTimer: NodeJS.Timeout | undefined;
@@ -228,9 +230,22 @@ export class MqttClient extends EventEmitter<{
     }
   }
 
+  /**
+   * Writes a packet. Packets written in the same tick leave in one write (the socket is corked until the next
+   * tick): a burst of PUBLISHes costs one system call, not one each.
+   */
   private send(packet: MqttPacket): void {
-    if (!this.socket) return;
-    this.socket.write(mqtt.generate(packet, { protocolVersion: this.version }));
+    const socket = this.socket;
+    if (!socket) return;
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(mqtt.generate(packet, { protocolVersion: this.version }));
     this.lastSent = Date.now();
   }
 
@@ -242,7 +257,7 @@ export class MqttClient extends EventEmitter<{
     const socket = url.protocol === 'mqtts:'
       // net and tls are loaded on first use (tls alone adds ~20 ms to every start of the CLI).
       ? (process.getBuiltinModule('node:tls') as typeof import('node:tls')).connect({ host, port, ca: t?.ca, cert: t?.cert, key: t?.key, rejectUnauthorized: t?.rejectUnauthorized ?? true, servername: host })
-      : (process.getBuiltinModule('node:net') as typeof import('node:net')).connect({ host, port });
+      : (process.getBuiltinModule('node:net') as typeof import('node:net')).connect({ host, port, noDelay: true });
     this.socket = socket;
     const parser = mqtt.parser({ protocolVersion: this.version });
     parser.on('packet', (p: MqttPacket) => this.onPacket(p));

@@ -4,7 +4,7 @@
  * Fields used: name, unique_id, state_topic, unit_of_measurement, device_class, state_class,
  * availability_topic (with payload_available/not_available) or, for a peer's entities, an availability list
  * of the bridge's topic and the peer's (availability_mode all), entity_category for status topics, device {identifiers, name, manufacturer},
- * value_template (states are JSON), for switches command_topic, payload_on/off, state_on/off, and for binary
+ * value_template (states are JSON: `value_json.value`, or the entity's field of a device state), for switches command_topic, payload_on/off, state_on/off, and for binary
  * sensors payload_on/off. state_topic is the one field HA requires of each (and command_topic of a switch).
  */
 
@@ -37,7 +37,13 @@ export function deviceClass(unit: string, name: string): string | undefined {
 const objectId = (topic: string): string => `starling_${topic.replace(/@node\//g, '-node-').replace(/[^A-Za-z0-9_-]+/g, '_')}`;
 
 /** The (topic, retained payload) of an entity's discovery config. */
-export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPrefix: string; availabilityTopic: string; deviceAvailability?: string }): [string, string] {
+export function discoveryMessage(e: Entity, o: {
+  stateTopic: string; discoveryPrefix: string; availabilityTopic: string; deviceAvailability?: string;
+  /** The entity's field in a device state at stateTopic (the bridge's shape 'device'); else the state is its own. */
+  field?: string;
+  /** Default `<stateTopic>/set`. */
+  commandTopic?: string;
+}): [string, string] {
   const parts = e.topic.split('/');
   const name = parts[parts.length - 1]!;
   const deviceName = parts.length > 1 ? parts[0]! : 'starling';
@@ -47,8 +53,8 @@ export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPr
     name,
     unique_id: id,
     state_topic: stateTopic,
-    // States are JSON (value, unit, ts, seq): Home Assistant takes the value.
-    value_template: '{{ value_json.value }}',
+    // States are JSON (value, unit, ts, seq): Home Assistant takes the value; or a device's state: its field.
+    value_template: o.field === undefined ? '{{ value_json.value }}' : `{{ value_json[${JSON.stringify(o.field)}] }}`,
     // A peer's entity is available while the bridge is and the peer is on the mesh (Zigbee2MQTT's per-device
     // availability); this device's own, while the bridge is.
     ...(o.deviceAvailability
@@ -60,7 +66,7 @@ export function discoveryMessage(e: Entity, o: { stateTopic: string; discoveryPr
   if (e.topic.includes('@node/')) config.entity_category = 'diagnostic';
   if (e.kind === 'switch') {
     // value_template turns the JSON state into 1/0, which state_on/state_off then match.
-    Object.assign(config, { command_topic: `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });
+    Object.assign(config, { command_topic: o.commandTopic ?? `${stateTopic}/set`, payload_on: '1', payload_off: '0', state_on: '1', state_off: '0' });
   } else if (e.kind === 'binary_sensor') {
     Object.assign(config, { payload_on: '1', payload_off: '0' });
   } else {

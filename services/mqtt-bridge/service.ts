@@ -130,7 +130,7 @@ export class BridgeService extends ServiceBase {
       },
       node: node.name, template: m.topic, discovery: m.discovery, discoveryPrefix: m.discovery_prefix,
       spoolDir: m.spool, spoolBytes: m.spool_max_mb * 1024 * 1024, spoolFsync: m.spool_fsync, switches: outputs, binarySensors: inputs,
-      onProblem: warn,
+      onProblem: warn, shape: m.shape,
       onCommand: async (topic, value) => {
         const local = topic.startsWith(prefix) ? topic.slice(prefix.length) : undefined;
         if (local !== undefined && this.device.hasOutput(local)) return this.device.setOutput(local, value);

@@ -18,7 +18,7 @@ afterEach(async () => {
 });
 
 
-async function setup(opts: { switches?: string[]; onCommand?: (t: string, v: number) => Promise<void> } = {}) {
+async function setup(opts: { switches?: string[]; onCommand?: (t: string, v: number) => Promise<void>; shape?: 'sample' | 'device' } = {}) {
   const broker = new Mosquitto();
   await broker.start();
   cleanup.push(() => broker.destroy());
@@ -130,6 +130,50 @@ describe('MQTT bridge', () => {
     (bridge.client as unknown as { socket: { destroy(): void } }).socket.destroy();
     await until(() => got.some(([t, p]) => t === 'starling/bridge/hub/status' && p === 'offline'), 10_000, 'offline');
   }, 20_000);
+
+  it('shape device: one JSON state per device with every field, entities reading their field, superseded samples counted, commands as before', async () => {
+    const commands: [string, number][] = [];
+    const { broker, pub, bridge, watcher, got } = await setup({ shape: 'device', switches: ['hall/lamp'], onCommand: async (t, v) => void commands.push([t, v]) });
+    pub.publish('hall/air', 21.5, { unit: '°C' });
+    pub.publish('hall/accel', [0.5, 1], { unit: 'g' });
+    pub.publish('hall/soil', NaN, { unit: '°C', status: 2 });
+    pub.publish('hall/lamp', 1);
+    pub.publish('shed/air', 9, { unit: '°C' });
+    pub.publish('lonely', 3);
+    const last = (topic: string) => got.filter(([t]) => t === topic).at(-1);
+    await until(() => JSON.parse(last('starling/hall')?.[1] ?? '{}').lamp === 1 && last('starling/shed') !== undefined && last('starling/lonely') !== undefined, 5000, 'the device states');
+    const hall = last('starling/hall')!;
+    expect(JSON.parse(hall[1])).toEqual({ air: 21.5, accel: [0.5, 1], soil: null, lamp: 1, status: { soil: 'missing' }, ts: expect.any(Number) });
+    // It holds a GPIO line: retained (as the line's own state is in shape 'sample'), so a newcomer learns it.
+    const late = new MqttClient({ url: broker.url, clientId: 'late', clean: true });
+    await late.start();
+    cleanup.push(() => late.stop());
+    const retained: string[] = [];
+    late.on('message', (t, p, { retain }) => void (retain && retained.push(t)));
+    await until(() => late.isConnected, 5000, 'the late client');
+    await late.subscribe('starling/+', 0);
+    await until(() => retained.includes('starling/hall'), 5000, 'the retained state');
+    expect(retained).not.toContain('starling/shed');
+    expect(JSON.parse(last('starling/shed')![1])).toEqual({ air: 9, ts: expect.any(Number) });
+    expect(JSON.parse(last('starling/lonely')![1])).toMatchObject({ value: 3 }); // no device in a topic without '/'
+    expect(got.some(([t]) => t === 'starling/hall/air')).toBe(false);
+    await until(() => got.some(([t]) => t === 'homeassistant/sensor/starling_hall_air/config'), 5000, 'the announcement');
+    expect(JSON.parse(got.find(([t]) => t === 'homeassistant/sensor/starling_hall_air/config')![1])).toMatchObject({ state_topic: 'starling/hall', value_template: '{{ value_json["air"] }}' });
+    const lamp = JSON.parse(got.find(([t]) => t === 'homeassistant/switch/starling_hall_lamp/config')![1]);
+    expect(lamp).toMatchObject({ state_topic: 'starling/hall', value_template: '{{ value_json["lamp"] }}', command_topic: 'starling/hall/lamp/set' });
+    await watcher.publish('starling/hall/lamp/set', 'ON', { qos: 1 });
+    await until(() => commands.length === 1, 5000, 'the command');
+    expect(commands).toEqual([['hall/lamp', 1]]);
+
+    // 20 samples of one topic in one batch: one state carries the newest, 19 superseded.
+    const before = bridge.stats();
+    for (let i = 0; i < 20; i++) pub.publish('hall/air', 100 + i, { unit: '°C' });
+    await until(() => JSON.parse(last('starling/hall')![1]).air === 119, 5000, 'the newest value');
+    const after = bridge.stats();
+    expect(after.samplesCarried - before.samplesCarried + after.coalesced - before.coalesced).toBe(20);
+    expect(after.coalesced - before.coalesced).toBeGreaterThanOrEqual(1);
+    expect(after.deviceStates).toBeGreaterThan(before.deviceStates);
+  });
 
   it('fails over to the next broker when the one in use goes, and back round the list; every sample arrives, in order', async () => {
     const a = new Mosquitto();
