@@ -88,6 +88,9 @@ interface Segment {
   end: number;
 }
 
+/** Bytes read at once when the spool is drained (records are read back in order). */
+const READ_AHEAD = 64 * 1024;
+
 const segmentPath = (dir: string, n: number) => join(dir, `${String(n).padStart(10, '0')}.seg`);
 
 export class Spool {
@@ -186,14 +189,23 @@ export class Spool {
     for (const seg of this.segments) {
       if (i < seg.records.length) {
         const length = seg.sizes[i]!;
-        const data = Buffer.allocUnsafe(length);
-        try {
-          readSync(this.reader(seg), data, 0, length, seg.records[i]!);
-        } catch (e) {
-          this.noteDiskError(e, 'reading');
-          return undefined;
+        const at = seg.records[i]!;
+        const c = this.readAhead;
+        if (!c || c.seg !== seg || at < c.start || at + length > c.start + c.data.length) {
+          // Read ahead: the records behind this one are what the drain asks for next (one read, not one each).
+          const data = Buffer.allocUnsafe(Math.max(length, Math.min(READ_AHEAD, seg.end - at)));
+          try {
+            const got = readSync(this.reader(seg), data, 0, data.length, at);
+            if (got < length) throw new Error(`short read: ${got} of ${length} bytes at ${at} of ${seg.path}`);
+            this.readAhead = { seg, start: at, data: data.subarray(0, got) };
+          } catch (e) {
+            this.readAhead = undefined;
+            this.noteDiskError(e, 'reading');
+            return undefined;
+          }
         }
-        return decode(data.subarray(8));
+        const r = this.readAhead!;
+        return decode(r.data.subarray(at - r.start + 8, at - r.start + length)); // decode copies the payload out
       }
       i -= seg.records.length;
     }
@@ -407,6 +419,9 @@ export class Spool {
   }
 
   /** A read descriptor for a segment, kept open while the segment lives. */
+  /** The last read-ahead: bytes of `seg` from `start` (written records are never changed in place). */
+  private readAhead: { seg: Segment; start: number; data: Buffer } | undefined;
+
   private reader(seg: Segment): number {
     let fd = this.readers.get(seg.path);
     if (fd === undefined) {
@@ -417,6 +432,7 @@ export class Spool {
   }
 
   private unlink(seg: Segment): void {
+    if (this.readAhead?.seg === seg) this.readAhead = undefined;
     const fd = this.readers.get(seg.path);
     if (fd !== undefined) quietly(() => closeSync(fd));
     this.readers.delete(seg.path);

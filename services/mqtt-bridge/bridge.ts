@@ -66,6 +66,8 @@ export interface BridgeOptions {
 
 /** Devices whose state the bridge keeps in `shape: 'device'` (the longest unseen goes), and fields per device. */
 export const MAX_DEVICE_STATES = 4096;
+/** Messages the bridge holds in memory while the window of messages awaiting PUBACK is full (then: the spool). */
+export const MEMORY_QUEUE = 1024;
 export const MAX_DEVICE_FIELDS = 1024;
 
 /** A device's state (shape 'device'): every field's latest value, and the fields updated since its last message. */
@@ -92,6 +94,8 @@ export interface BridgeStats {
   deviceStates: number;
   samplesCarried: number;
   coalesced: number;
+  /** Messages waiting in memory for room in the window (at most MEMORY_QUEUE). */
+  memoryQueued: number;
   spool: ReturnType<Spool['stats']>;
   connected: boolean;
 }
@@ -120,6 +124,9 @@ export class Bridge {
   /** shape 'device': each device's state, most recently updated last (bounded by MAX_DEVICE_STATES). */
   private readonly states = new Map<string, DeviceState>();
   private flushScheduled = false;
+  /** Messages waiting for room in the window while nothing is spooled (at most MEMORY_QUEUE; see send). */
+  private readonly memory: SpooledMessage[] = [];
+  private readonly pumpBound = () => this.pump();
   /** Devices whose state is due, in the order they became due. */
   private readonly due: string[] = [];
 
@@ -144,7 +151,10 @@ export class Bridge {
   async start(): Promise<void> {
     this.spool.open();
     this.client.on('connect', () => void this.onConnect());
-    this.client.on('close', () => (this.listening = false));
+    this.client.on('close', () => {
+      this.listening = false;
+      this.spillMemory(); // what waited in memory waits on disk while the broker is away
+    });
     this.client.on('message', (topic, payload) => void this.onMessage(topic, payload));
     this.subscriber.on('batch', this.onBatchBound);
     void this.client.start();
@@ -155,7 +165,8 @@ export class Bridge {
     this.subscriber.off('batch', this.onBatchBound);
     this.flushStates(); // due device states leave (or are spooled) before the wait for PUBACKs
     const end = Date.now() + ms;
-    while (this.client.isConnected && (this.client.unacknowledged > 0 || this.draining) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    while (this.client.isConnected && (this.client.unacknowledged > 0 || this.draining || this.memory.length > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    this.spillMemory(); // not sent in time: kept on disk for the next start
     // A clean stop sends DISCONNECT, which suppresses the last will: say offline ourselves.
     if (this.client.isConnected) {
       await Promise.race([this.client.publish(this.availability, 'offline', { qos: 1, retain: true }).catch(() => {}), new Promise((r) => setTimeout(r, Math.max(0, end - Date.now())))]);
@@ -165,7 +176,7 @@ export class Bridge {
   }
 
   stats(): BridgeStats {
-    return { ...this.counters, spool: this.spool.stats(), connected: this.client.isConnected };
+    return { ...this.counters, memoryQueued: this.memory.length, spool: this.spool.stats(), connected: this.client.isConnected };
   }
 
   /** False (counted, logged) when the MQTT topic of `topic` would break MQTT's rules. */
@@ -289,16 +300,16 @@ export class Bridge {
     }
     if (this.o.shape === 'device' && this.toState(b, from)) return;
     const retain = this.retained(b.topic);
+    const topic = this.stateTopic(b.topic);
+    // The JSON is written out rather than JSON.stringify'd object by object: the same text, for every sample.
+    const tail = `${b.unit ? `,"unit":${JSON.stringify(b.unit)}` : ''},"ts":`;
+    const publisher = `,"publisher":"${b.publisher}"}`;
     for (let i = from; i < b.count; i++) {
       const status = b.status(i);
-      const state: Record<string, unknown> = status !== 0
-        ? { status: STATUS_NAMES[status] ?? String(status) }
-        : { value: b.arity === 1 ? b.value(i) : Array.from({ length: b.arity }, (_, k) => b.value(i, k)) };
-      if (b.unit) state.unit = b.unit;
-      state.ts = b.ts(i);
-      state.seq = b.seq(i);
-      state.publisher = b.publisher;
-      this.send({ topic: this.stateTopic(b.topic), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
+      const head = status !== 0 ? `{"status":${JSON.stringify(STATUS_NAMES[status] ?? String(status))}`
+        : b.arity === 1 ? `{"value":${jsonNumber(b.value(i))}`
+        : `{"value":[${Array.from({ length: b.arity }, (_, k) => jsonNumber(b.value(i, k))).join(',')}]`;
+      this.send({ topic, payload: Buffer.from(`${head}${tail}${jsonNumber(b.ts(i))},"seq":${b.seq(i)}${publisher}`), qos: 1, retain });
     }
   }
 
@@ -369,18 +380,45 @@ export class Bridge {
     this.send({ topic: this.stateTopic(device), payload: Buffer.from(JSON.stringify(state)), qos: 1, retain });
   }
 
-  /** Straight to the client when connected and nothing waits; else behind what waits, on disk. */
+  /**
+   * Straight to the client when connected and nothing waits; behind a short queue in memory while the window
+   * of `maxInflight` messages awaiting PUBACK is full (a burst costs no disk); else behind what waits, on disk.
+   * The memory queue only ever holds messages older than any in the spool: when it would pass
+   * MEMORY_QUEUE, or the connection goes, what it holds moves to the spool first, in order.
+   */
   private send(m: SpooledMessage): void {
-    if (this.client.isConnected && this.spool.length === 0 && !this.draining && this.client.unacknowledged < this.maxInflight) {
-      this.counters.forwarded++;
-      this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).catch((e: Error) => {
-        if (e instanceof MqttGiveUpError) this.gaveUp(e);
-      });
-      return;
+    if (this.client.isConnected && this.spool.length === 0 && !this.draining) {
+      if (this.memory.length === 0 && this.client.unacknowledged < this.maxInflight) return this.publishNow(m);
+      if (this.memory.length < MEMORY_QUEUE) {
+        this.memory.push(m);
+        return;
+      }
     }
+    this.spillMemory();
     this.spool.append(m);
     this.counters.spooled++;
     if (this.client.isConnected) void this.drain();
+  }
+
+  private publishNow(m: SpooledMessage): void {
+    this.counters.forwarded++;
+    this.client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }).then(this.pumpBound, (e: Error) => {
+      if (e instanceof MqttGiveUpError) this.gaveUp(e);
+      this.pump();
+    });
+  }
+
+  /** Hands the memory queue to the client while the window has room. */
+  private pump(): void {
+    while (this.memory.length > 0 && this.client.isConnected && this.client.unacknowledged < this.maxInflight) this.publishNow(this.memory.shift()!);
+  }
+
+  /** Moves the memory queue to the spool (it is empty then: see send), in order. */
+  private spillMemory(): void {
+    for (const m of this.memory.splice(0)) {
+      this.spool.append(m);
+      this.counters.spooled++;
+    }
   }
 
   /**
@@ -441,6 +479,9 @@ export class Bridge {
     }
   }
 }
+
+/** A number as JSON.stringify writes it (non-finite: null). */
+const jsonNumber = (v: number): string => (Number.isFinite(v) ? String(v) : 'null');
 
 /** A topic `a/b/c` as device `a/b` and field `c`; undefined for a topic without `/` (or ending in one). */
 export function splitField(topic: string): [string, string] | undefined {

@@ -245,7 +245,7 @@ export class MqttClient extends EventEmitter<{
         socket.uncork();
       });
     }
-    socket.write(mqtt.generate(packet, { protocolVersion: this.version }));
+    socket.write(packet.cmd === 'publish' ? encodePublish(packet, this.version) : mqtt.generate(packet, { protocolVersion: this.version }));
     this.lastSent = Date.now();
   }
 
@@ -500,4 +500,40 @@ export class PacketSizes {
     }
     return undefined;
   }
+}
+
+/**
+ * A PUBLISH packet, encoded here rather than by mqtt-packet: it is the one packet sent per message, and this
+ * costs one allocation (mqtt-packet's generate concatenates several and logs through `debug` on each).
+ * MQTT 3.1.1 §3.3 / MQTT 5 §3.3: fixed header (type 3, DUP, QoS, RETAIN), remaining length (variable byte
+ * integer), topic (u16 length + UTF-8), packet identifier for QoS > 0, MQTT 5 only: properties (none: length 0),
+ * then the payload.
+ */
+export function encodePublish(p: MqttPacket, version: number): Buffer {
+  const topic = p.topic as string;
+  const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : (p.payload as Buffer);
+  const qos = (p.qos as number | undefined) ?? 0;
+  const topicBytes = Buffer.byteLength(topic);
+  const remaining = 2 + topicBytes + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
+  if (remaining > 268_435_455) throw new MqttError(`PUBLISH of ${remaining} bytes is over MQTT's limit`);
+  const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
+  const b = Buffer.allocUnsafe(1 + lengthBytes + remaining);
+  b[0] = 0x30 | (p.dup ? 0x08 : 0) | (qos << 1) | (p.retain ? 0x01 : 0);
+  let at = 1;
+  for (let n = remaining; ; ) {
+    const byte = n % 128;
+    n = Math.floor(n / 128);
+    b[at++] = n > 0 ? byte | 0x80 : byte;
+    if (n === 0) break;
+  }
+  b.writeUInt16BE(topicBytes, at);
+  at += 2;
+  at += b.write(topic, at, 'utf8');
+  if (qos > 0) {
+    b.writeUInt16BE(p.messageId as number, at);
+    at += 2;
+  }
+  if (version === 5) b[at++] = 0;
+  payload.copy(b, at);
+  return b;
 }
