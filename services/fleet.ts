@@ -8,7 +8,8 @@
  *   cpu_temp (°C, when the board has a thermal zone)  spool (messages waiting in every spool)
  *   dropped (the sum of every counter that counts something dropped)
  *
- * and follows the same topics of every peer (only those: the subscription is `<peer prefix>@node/`), keeping
+ * and, unless `fleet.follow` is false, follows the same topics of every peer (only those: the subscription is
+ * `<peer prefix>@node/`) and every peer's log lines, keeping
  * the last of each node (at most {@link MAX_NODES}). {@link FleetService.mesh} is one row per node: this one,
  * each peer with its presence and version (X-VERSION), and nodes gone from the mesh with when they were last
  * heard — what `starling status --mesh` prints.
@@ -166,14 +167,18 @@ export class FleetService extends ServiceBase {
       const i = b.count - 1;
       this.note(b.publisher, metric, b.status(i) === 0 ? b.value(i) : NaN, b.ts(i));
     });
-    this.following = follow(node, sub, { pgm: Boolean(capability.pgm), under: STATUS_SEGMENT, onError: (e) => this.problems.note('follow', `fleet: ${e.message}`) });
+    // fleet.follow false: a leaf of a large fleet keeps no connection to each peer for this (a hub does).
+    const followPeers = this.config.fleet.follow;
+    if (followPeers) this.following = follow(node, sub, { pgm: Boolean(capability.pgm), under: STATUS_SEGMENT, onError: (e) => this.problems.note('follow', `fleet: ${e.message}`) });
     await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey, this.config.telemetry.prefix + STATUS_SEGMENT);
     this.followed = publisher;
-    this.logs = new MeshLogs(this.config.fleet.log_lines, this.security ? clientCurve(this.security) : undefined, (m) => this.problems.note('logs', `fleet: ${m}`));
-    this.logs.follow((l) => {
-      for (const f of this.meshListeners) f(l);
-    });
-    this.logs.start(node);
+    if (followPeers) {
+      this.logs = new MeshLogs(this.config.fleet.log_lines, this.security ? clientCurve(this.security) : undefined, (m) => this.problems.note('logs', `fleet: ${m}`));
+      this.logs.follow((l) => {
+        for (const f of this.meshListeners) f(l);
+      });
+      this.logs.start(node);
+    }
     const every = this.config.fleet.status_interval;
     if (every > 0) {
       this.timer = setInterval(() => this.report(), every);

@@ -47,7 +47,7 @@ function numberOption(flag: string, value: string | undefined, fallback: number,
 export const simulate: Command = {
   summary: 'a mesh of N simulated nodes in network namespaces, with loss and flapping links, measured (root)',
   help: `Usage: starling simulate [--nodes N] [--per-process K] [--loss P%] [--delay MS] [--flap SEC]
-                        [--minutes M] [--expire SEC] [--interval SEC] [--json]
+                        [--minutes M] [--expire SEC] [--interval SEC] [--follow-fleet] [--json]
 
 Builds N simulated Starling nodes — each the whole device of 'starling run' with one
 simulated sensor — in network namespaces on one bridge, K nodes to a process (each on an
@@ -67,6 +67,9 @@ touches this machine's interfaces; the namespaces end with the run, even when it
   --minutes M         how long the mesh runs before the checks (default 1; decimals allowed)
   --expire SEC        a silent peer has left after this (default 30; evasive is a sixth of it)
   --interval SEC      each sensor's sample interval (default 1)
+  --follow-fleet      every node follows every peer's status and logs (fleet.follow: true,
+                      two more connections per peer); by default only the hub does, the
+                      nodes being leaves (fleet.follow: false)
   --json              the report as one JSON object (progress lines stay on stderr)
   -h, --help          this help
 
@@ -79,7 +82,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
     if (argv[0] === '--worker') return runWorker();
     const { values } = parse(argv, {
       nodes: { type: 'string' }, 'per-process': { type: 'string' }, loss: { type: 'string' }, delay: { type: 'string' }, flap: { type: 'string' },
-      minutes: { type: 'string' }, expire: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      minutes: { type: 'string' }, expire: { type: 'string' }, interval: { type: 'string' }, 'follow-fleet': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     }, false);
     const n = values.nodes === undefined ? 50 : intOption('--nodes', values.nodes, 1, 2000);
     const autoK = Math.max(1, Math.min(10, Math.floor(nofile() / (FDS_PER_PEER * (n + 1)))));
@@ -91,6 +94,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
     const expiredMs = numberOption('--expire', values.expire, 30, 1, 3600) * 1000;
     const sampleMs = numberOption('--interval', values.interval, 1, 0.05, 3600) * 1000;
     const json = Boolean(values.json);
+    const followFleet = Boolean(values['follow-fleet']);
     const say = (line: string) => process.stderr.write(`simulate: ${line}\n`);
 
     const lab = new Lab({ loss, delayMs });
@@ -210,7 +214,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const tBefore = Date.now();
       const startOf = (w: Worker): WorkerStart => ({
         cmd: 'start', hub: w.hub, total: names.length, evasiveMs: Math.max(100, Math.round(expiredMs / 6)), expiredMs, sampleMs, statusMs: 10_000,
-        nodes: w.nodes.map((i) => ({ index: i, name: names[i]!, address: simAddress(i) })),
+        followFleet: Boolean(w.hub) || followFleet, nodes: w.nodes.map((i) => ({ index: i, name: names[i]!, address: simAddress(i) })),
       });
       send(workers[0]!, startOf(workers[0]!));
       await next(workers[0]!, 'started', 30_000);
@@ -334,7 +338,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const rssPerNode = nodeWorkers.filter((w) => !w.killed).map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
       const loops = nodeWorkers.map((w) => w.stats!.loop as { p50: number; p99: number; max: number });
       const report = {
-        nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, flapS, expiredMs, minutes, ranMs,
+        nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, flapS, expiredMs, minutes, ranMs, followFleet,
         fullMeshMs: fullMeshMs ?? null, started: startedNodes.size, links, fullLinks: full,
         exits, falseExits: falseExits.length, falseExitSamples: falseExits.slice(0, 10), reenters,
         flaps: workers.reduce((s, w) => s + w.down.length, 0),

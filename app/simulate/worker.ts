@@ -36,6 +36,8 @@ export interface WorkerStart {
   sampleMs: number;
   /** fleet.status_interval of each node. */
   statusMs: number;
+  /** fleet.follow of each node. */
+  followFleet: boolean;
 }
 
 /** Samples of one topic at the broker: the first and last sequence, the missing ranges between, repeats. */
@@ -102,7 +104,7 @@ telemetry: { prefix: ${n.name}/ }
 security: { mode: none }
 files: { inbox: "${join(spool, `inbox-${n.name}`)}" }
 web: { listen: "off" }
-fleet: { status_interval: ${s.statusMs}ms }
+fleet: { status_interval: ${s.statusMs}ms, follow: ${s.followFleet} }
 logs: { ring: 200 }
 `;
   if (s.hub) return `${common}mqtt: { embedded: true, embedded_listen: "${n.address}:1883", mesh: true, spool: "${join(spool, 'spool')}", spool_fsync: never }\n`;

@@ -76,7 +76,7 @@ export interface Config {
   gpio: GpioConfig[];
   services: ServiceConfig[];
   logs: { ring: number };
-  fleet: { status_interval: number; log_rate: number; log_lines: number };
+  fleet: { status_interval: number; log_rate: number; log_lines: number; follow: boolean };
   files: { accept: boolean; inbox: string; quota_mb: number; max_uploads: number };
   update: { keys: string[]; commit_after: number; max_attempts: number; trial_timeout: number };
   web: { listen: string; token?: string; token_file: string; hosts: string[]; history: number; max_topics: number; max_clients: number };

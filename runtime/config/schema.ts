@@ -239,6 +239,7 @@ export const SCHEMA: FieldSpec = {
         status_interval: { type: 'duration', default: '10s', doc: 'how often this node publishes its status topics (<prefix>@node/…); 0: never (it still shows the others)' },
         log_rate: { type: 'number', integer: true, min: 0, max: 10_000, default: 50, doc: 'log lines a second this node sends to the mesh at most (a burst of twice that); 0: none' },
         log_lines: { type: 'number', integer: true, min: 100, max: 1_000_000, default: 5000, doc: 'lines of the mesh\'s logs kept in RAM for starling logs --mesh' },
+        follow: { type: 'boolean', default: true, doc: 'follow every peer\'s status and log lines (two connections to each peer); false on leaf nodes of a large fleet: this node still publishes its own, and status --mesh / logs --mesh here show only presence and this node\'s lines' },
       },
     },
     logs: {

@@ -16,13 +16,13 @@ const port = beaconPort();
 const sups = new Map<string, Supervisor>();
 const nodes = new Map<string, Composition>();
 
-async function device(name: string): Promise<void> {
+async function device(name: string, follow = true): Promise<void> {
   const config = parseConfig(`simulate: true
 node: { name: ${name}, iface: lo, port: ${port} }
 security: { mode: none }
 telemetry: { prefix: ${name}/ }
 web: { listen: "off" }
-fleet: { status_interval: 200ms }
+fleet: { status_interval: 200ms, follow: ${follow} }
 sensors:
   - { platform: sim, name: air, interval: 1s }
 `);
@@ -84,6 +84,21 @@ it('a node that leaves is shown gone, with its last report', async () => {
   const shed = rows().find((x) => x.name === 'shed')!;
   expect(shed.rss!).toBeGreaterThan(10);
   expect(Date.now() - shed.updated!).toBeLessThan(60_000);
+}, 40_000);
+
+it('fleet.follow false: a leaf reports its status to the others but follows none of theirs (nor their logs)', async () => {
+  await device('leaf', false);
+  const leaf = nodes.get('leaf')!.fleet;
+  // Its status reaches porch, which follows everyone.
+  await until(() => rows().find((x) => x.name === 'leaf')?.rss !== undefined, 15_000, 'porch to hear leaf\'s status');
+  // It sees its peers by presence only, and no log lines but its own.
+  await until(() => leaf.mesh().filter((x) => x.presence === 'alive').length === 2, 15_000, 'leaf to see porch and attic');
+  await new Promise((r) => setTimeout(r, 1000)); // five status intervals
+  expect(leaf.mesh().filter((x) => x.presence !== 'self').every((x) => x.rss === undefined)).toBe(true);
+  expect(leaf.mesh().find((x) => x.presence === 'self')!.rss).toBeGreaterThan(10);
+  expect(leaf.meshTail(1000).every((l) => l.node === 'leaf')).toBe(true);
+  expect(leaf.stats()['logs.peers']).toBeUndefined(); // no log follower at all
+  expect(nodes.get('porch')!.fleet.stats()['logs.peers']).toBe(2); // porch follows attic's and leaf's
 }, 40_000);
 
 it('sums every counter of something dropped, and every spool', () => {
