@@ -210,6 +210,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       }
       await Promise.all(workers.map((w) => next(w, 'loaded', 30_000)));
       for (const w of workers) lab.wire(w.id, w.pid, w.nodes.map(simAddress));
+      lab.pinNeighbours();
       const before = lab.bytesSent();
       const tBefore = Date.now();
       const startOf = (w: Worker): WorkerStart => ({

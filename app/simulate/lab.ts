@@ -53,12 +53,18 @@ export interface Impairment {
   delayMs: number;
 }
 
+/** Host `id`'s eth0 MAC: locally administered (02:…), from its id. */
+const hostMac = (id: number): string => `02:77:00:00:${((id >> 8) & 0xff).toString(16).padStart(2, '0')}:${(id & 0xff).toString(16).padStart(2, '0')}`;
+
 /** The segment: its holder process (the bridge's namespace) and how packets are impaired on it. */
 export class Lab {
   private holder: ChildProcess | undefined;
   private netem = false;
   /** How loss is applied: 'netem', 'iptables' or 'none'. */
   lossBy: 'netem' | 'iptables' | 'none' = 'none';
+
+  /** Wired hosts: their worker's pid, eth0's MAC and addresses. */
+  private readonly hosts: { pid: number; mac: string; addresses: string[] }[] = [];
 
   constructor(readonly impairment: Impairment) {}
 
@@ -104,13 +110,29 @@ export class Lab {
    * veth `w<id>` on the bridge, and impairs what it sends.
    */
   wire(id: number, pid: number, addresses: string[]): void {
-    inNetns(this.holderPid, ['ip', '-batch', '-'], `link add w${id} type veth peer name eth0 netns ${pid}\nlink set w${id} master br0 up\n`);
+    const mac = hostMac(id);
+    this.hosts.push({ pid, mac, addresses });
+    inNetns(this.holderPid, ['ip', '-batch', '-'], `link add w${id} type veth peer name eth0 address ${mac} netns ${pid}\nlink set w${id} master br0 up\n`);
     inNetns(pid, ['ip', '-batch', '-'], ['link set lo up', ...addresses.map((a) => `addr add ${a}/16 brd + dev eth0`), 'link set eth0 up', ''].join('\n'));
     const { loss, delayMs } = this.impairment;
     if (this.netem && (loss > 0 || delayMs > 0)) {
       inNetns(pid, ['tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'netem', ...(delayMs > 0 ? ['delay', `${delayMs}ms`] : []), ...(loss > 0 ? ['loss', `${loss * 100}%`] : [])]);
     } else if (loss > 0) {
       inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-m', 'statistic', '--mode', 'random', '--probability', String(loss), '-j', 'DROP']);
+    }
+  }
+
+  /**
+   * Gives every wired host a permanent neighbour entry for every other host's addresses. The kernel's ARP
+   * table is one for all namespaces, and its garbage collector's hard limit (`gc_thresh3`, 1024 by default)
+   * counts every namespace's entries: at 200 nodes in 20 namespaces, 4,000 learned entries overflowed it
+   * ("neighbor table overflow"), new peers could not be reached and the mesh stopped growing. Permanent
+   * entries are exempt from that limit; a real LAN's hosts each hold only their own.
+   */
+  pinNeighbours(): void {
+    for (const h of this.hosts) {
+      const lines = this.hosts.filter((o) => o !== h).flatMap((o) => o.addresses.map((a) => `neigh replace ${a} lladdr ${o.mac} dev eth0 nud permanent`));
+      inNetns(h.pid, ['ip', '-batch', '-'], lines.join('\n') + '\n');
     }
   }
 
