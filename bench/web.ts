@@ -2,8 +2,9 @@
  * The web view's costs, each beside its comparison from the same run (root: everything runs in a network
  * namespace of its own, with only its loopback):
  *   - page weight: the page's HTML + JS + CSS as served gzipped, against the 100 KB aim;
- *   - the hub's RSS and CPU with 0 and then 10 browsers (headless Chromium, one page each) following the live view,
- *     while 10 simulated peers publish 1,000 samples/s (10 topics each, every 100 ms);
+ *   - the hub's RSS and CPU with 0, then 10 browsers (headless Chromium, one page each) following the live view,
+ *     then 0 again, while 10 simulated peers publish 1,000 samples/s (10 topics each, every 100 ms); the 10
+ *     browsers' cost is shown against both phases without (what they leave behind, and V8's slow sawtooth);
  *   - sample-to-browser latency (each point's timestamp to its arrival in the page), against the same samples'
  *     latency to `starling tail`, a plain telemetry subscriber on the same mesh.
  *
@@ -36,6 +37,7 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 };
 const median = (xs: number[]) => pct(xs, 50);
+const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
 
 // Page weight, as served (gzip level 9, services/web/assets.ts).
 const webDir = join(root, 'dist/web');
@@ -145,11 +147,19 @@ web: { listen: "127.0.0.1:8080" }
   const lag = (await Promise.all(pages.map((p) => p.eval<number[]>('window.starling.lagMs')))).flat();
   const state = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'node', '-e', "fetch('http://127.0.0.1:8080/api/state').then(r=>r.text()).then(t=>process.stdout.write(t))"], { encoding: 'utf8' })) as { stats: { web: Record<string, number> } };
   const published = state.stats.web.eventsSent;
+  // The hub's memory with none again, after the browsers have gone: the hub's heap saws up and down with V8's
+  // major collections (old Buffers of the event log and telemetry wait for one), by a few MB over minutes, so
+  // the difference to the phase before alone may credit the browsers with that drift (and the one after may
+  // hide what they leave behind): both are shown.
+  await Promise.all(browsers.splice(0).map((b) => b.close()));
+  await sleep(5000);
+  const after = await phase();
 
   const rows: [string, string, string, string][] = [
     ['page weight (HTML+JS+CSS, gzip)', `${(pageGz / 1024).toFixed(1)} KB`, 'aim 100 KB', `${((pageGz / 1024 / 100) * 100).toFixed(0)} % of the aim`],
     ['hub RSS, 0 browsers', `${(idle.rss / 1e6).toFixed(1)} MB`, '', ''],
-    [`hub RSS, ${CLIENTS} browsers`, `${(live.rss / 1e6).toFixed(1)} MB`, `+${((live.rss - idle.rss) / 1e6).toFixed(1)} MB (private +${((live.anon - idle.anon) / 1e6).toFixed(1)} MB)`, 'aim +5 MB'],
+    [`hub RSS, ${CLIENTS} browsers`, `${(live.rss / 1e6).toFixed(1)} MB`, `${signed((live.rss - idle.rss) / 1e6)} MB over none before them, ${signed((live.rss - after.rss) / 1e6)} MB over none after (private ${signed((live.anon - idle.anon) / 1e6)} / ${signed((live.anon - after.anon) / 1e6)} MB)`, 'aim +5 MB'],
+    ['hub RSS, 0 browsers, after them', `${(after.rss / 1e6).toFixed(1)} MB`, `${signed((after.rss - idle.rss) / 1e6)} MB since before them (drift)`, ''],
     ['hub CPU at 1,000 samples/s, 0 browsers', `${(idle.cpu * 100).toFixed(1)} % of a core`, '', ''],
     [`hub CPU at 1,000 samples/s, ${CLIENTS} browsers`, `${(live.cpu * 100).toFixed(1)} % of a core`, `${(live.cpu / idle.cpu).toFixed(2)} × idle`, ''],
     ['sample → browser latency p50 / p99, 1 browser', `${pct(lagOne, 50).toFixed(0)} / ${pct(lagOne, 99).toFixed(0)} ms`, `starling tail: ${pct(tailLagMs, 50).toFixed(0)} / ${pct(tailLagMs, 99).toFixed(0)} ms`, 'aim p99 200 ms'],
@@ -157,7 +167,7 @@ web: { listen: "127.0.0.1:8080" }
     ['render after an update p50 / p99, 1 browser', `${pct(renderOne, 50).toFixed(1)} / ${pct(renderOne, 99).toFixed(1)} ms`, '', ''],
   ];
   if (opts.json) {
-    console.log(JSON.stringify({ pageGzipBytes: pageGz, rssIdle: idle.rss, rssLive: live.rss, anonIdle: idle.anon, anonLive: live.anon, cpuIdle: idle.cpu, cpuLive: live.cpu, latencyP50: pct(lagOne, 50), latencyP99: pct(lagOne, 99), latency10P50: pct(lag, 50), latency10P99: pct(lag, 99), tailP50: pct(tailLagMs, 50), tailP99: pct(tailLagMs, 99), points: lag.length, eventsSent: published }));
+    console.log(JSON.stringify({ pageGzipBytes: pageGz, rssIdle: idle.rss, rssLive: live.rss, rssAfter: after.rss, anonIdle: idle.anon, anonLive: live.anon, anonAfter: after.anon, cpuIdle: idle.cpu, cpuLive: live.cpu, latencyP50: pct(lagOne, 50), latencyP99: pct(lagOne, 99), latency10P50: pct(lag, 50), latency10P99: pct(lag, 99), tailP50: pct(tailLagMs, 50), tailP99: pct(tailLagMs, 99), points: lag.length, eventsSent: published }));
   } else {
     console.log(`web view (hub: ${existsSync(exe) ? 'dist/starling-linux-x64' : `node ${seaFlags.join(' ')} dist/starling.cjs`}), ${SECONDS} s per phase, 10 peers × 10 topics every 100 ms; page files: ${weights.map((w) => `${w.f} ${(w.gz / 1024).toFixed(1)} KB`).join(', ')}`);
     console.log('| figure | measured | comparison (same run) | aim |\n|---|---|---|---|');
