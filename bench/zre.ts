@@ -2,7 +2,10 @@
  * ZRE node figures, printed as a table (or --json):
  *   - discovery: second node's start() → ENTER seen on both sides;
  *   - one-way whisper throughput, 16 B and 1 KiB, between two processes;
- *   - idle RSS of one node after it has settled.
+ *   - idle RSS of one node after it has settled;
+ * and beside the whisper figures, in the same run, their floor: bench/c/whisper.c, a DEALER → ROUTER pair on
+ * Debian's libzmq sending the frames a ZRE WHISPER takes one way (the transport Zyre C itself sits on), so each
+ * is printed as a ratio to it; Zyre C's own figures (issue 18, veth, medians of 3) stand beside as the reference.
  * Each node runs in a process of its own. By default over loopback; with --netns (root) each process runs in a
  * network namespace of its own joined by veth through a bridge, as the Zyre C reference figures were taken.
  *
@@ -13,6 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ZreNode } from '../runtime/zre/node.ts';
 import { Segment } from '../test/net/netns.ts';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const self = fileURLToPath(import.meta.url);
 const wall = () => performance.timeOrigin + performance.now();
@@ -28,7 +35,7 @@ async function receiver(iface: string, port: number): Promise<void> {
   node.on('whisper', ({ content }) => {
     const c = content[0]!;
     if (c.length === 3 && c.toString() === 'END') {
-      emit({ event: 'done', count, bytes, seconds: (performance.now() - first) / 1000 });
+      emit({ event: 'done', count, bytes, seconds: (performance.now() - first) / 1000, rss: process.memoryUsage().rss });
       count = 0;
       bytes = 0;
       return;
@@ -118,8 +125,8 @@ async function conduct(): Promise<void> {
     options: { netns: { type: 'boolean' }, json: { type: 'boolean' }, count16: { type: 'string' }, count1k: { type: 'string' }, repeat: { type: 'string' } },
   });
   const repeat = Math.max(1, Number(values.repeat ?? 3));
-  const count16 = Number(values.count16 ?? 300_000);
-  const count1k = Number(values.count1k ?? 100_000);
+  const count16 = Number(values.count16 ?? 200_000);
+  const count1k = Number(values.count1k ?? 200_000);
   let seg: Segment | undefined;
   let ifaceOf = (_i: number) => 'lo';
   let nsOf = (_i: number): string | undefined => undefined;
@@ -161,6 +168,33 @@ async function conduct(): Promise<void> {
     const cold = await joins(false);
     const warm = await joins(true);
     await recv.end();
+
+    // The floor: the C pair, the same sizes and counts, the same hosts, medians of `repeat`.
+    const floor = async (size: number, count: number): Promise<Record<string, unknown>[] | string> => {
+      const dir = mkdtempSync(join(tmpdir(), 'starling-bench-zre-'));
+      try {
+        const bin = join(dir, 'whisper');
+        execFileSync('cc', ['-O2', '-o', bin, fileURLToPath(new URL('../../bench/c/whisper.c', import.meta.url)), '-lzmq']);
+        const runs: Record<string, unknown>[] = [];
+        for (let i = 0; i < repeat; i++) {
+          const endpoint = `tcp://${seg ? seg.address(1) : '127.0.0.1'}:${port + 2 + i}`;
+          const r = spawnChild([bin, 'recv', endpoint, String(count), String(size)], nsOf(1));
+          await r.next('ready');
+          const sn = spawnChild([bin, 'send', endpoint, String(count), String(size)], nsOf(2));
+          const res = await r.next('result');
+          runs.push({ count: res.msgs, seconds: res.seconds, rss: res.rss, bad: res.bad });
+          await sn.end();
+          await r.end();
+        }
+        return runs;
+      } catch (e) {
+        return `not run: ${(e as Error).message.split('\n')[0]} (needs cc and libzmq3-dev: bash image/setup.sh)`;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    const floor16 = await floor(16, count16);
+    const floor1k = await floor(1024, count1k);
     const rssOf = async (role: string) => {
       const c = child(nsOf(1), ['--role', role, '--iface', ifaceOf(1), '--port', String(port + 1)]);
       const rss = (await c.next('rss')).rss as number;
@@ -177,27 +211,34 @@ async function conduct(): Promise<void> {
     const large = median(larges);
     const range = (runs: Record<string, unknown>[]) => `${Math.round(Math.min(...runs.map(rate)) / 1000)}–${Math.round(Math.max(...runs.map(rate)) / 1000)}k`;
     const lost = (runs: Record<string, unknown>[], n: number) => runs.reduce((sum, r) => sum + n - (r.count as number), 0);
+    const floorOf = (runs: Record<string, unknown>[] | string) => (typeof runs === 'string' ? undefined : median(runs));
+    const f16 = floorOf(floor16);
+    const f1k = floorOf(floor1k);
+    const ratio = (a: Record<string, unknown>, f: Record<string, unknown> | undefined) => (f ? `${(rate(a) / rate(f)).toFixed(3)} ×` : '');
+    const floorCell = (runs: Record<string, unknown>[] | string) => (typeof runs === 'string' ? runs : `${Math.round(rate(median(runs)) / 1000)}k msg/s (${range(runs)})`);
+    const mb = (b: number) => `${(b / 1048576).toFixed(1)} MB`;
     const rows = [
-      { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, zyre: '≈ 2 ms' },
-      { figure: '  again, fresh process (median of 5)', starling: `${cold.both.toFixed(1)} ms (start() ${cold.start.toFixed(1)} ms)`, zyre: '' },
-      { figure: '  warm process: ZeroMQ up (median of 5)', starling: `${warm.both.toFixed(1)} ms (start() ${warm.start.toFixed(1)} ms)`, zyre: '≈ 2 ms' },
-      { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, zyre: '86k msg/s' },
-      { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, zyre: '44k msg/s' },
-      { figure: 'idle RSS, one node', starling: `${(rss / 1048576).toFixed(1)} MB`, zyre: '7.5 MB' },
-      { figure: '  of which Node 20 + zeromq, no node', starling: `${(baseRss / 1048576).toFixed(1)} MB`, zyre: '' },
+      { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, floor: '', ratio: '', zyre: '2.2 ms' },
+      { figure: '  again, fresh process (median of 5)', starling: `${cold.both.toFixed(1)} ms (start() ${cold.start.toFixed(1)} ms)`, floor: '', ratio: '', zyre: '' },
+      { figure: '  warm process: ZeroMQ up (median of 5)', starling: `${warm.both.toFixed(1)} ms (start() ${warm.start.toFixed(1)} ms)`, floor: '', ratio: '', zyre: '2.2 ms' },
+      { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, floor: floorCell(floor16), ratio: ratio(small, f16), zyre: '92k msg/s (aim: Starling 1.5 ×)' },
+      { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, floor: floorCell(floor1k), ratio: ratio(large, f1k), zyre: '90k msg/s (aim: Starling 1.2 ×)' },
+      { figure: 'receiver RSS after 16 B / 1 KiB runs', starling: `${mb(small.rss as number)} / ${mb(large.rss as number)}`, floor: f16 && f1k ? `${mb(f16.rss as number)} / ${mb(f1k.rss as number)}` : '', ratio: '', zyre: '11 MB (aim: under 2 × idle)' },
+      { figure: 'idle RSS, one node', starling: mb(rss), floor: '', ratio: '', zyre: '7.3 MB' },
+      { figure: '  of which Node + zeromq, no node', starling: mb(baseRss), floor: '', ratio: '', zyre: '' },
     ];
     if (values.json) {
-      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, discoveryColdMs: cold.both, discoveryWarmMs: warm.both, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, lost: { small: lost(smalls, count16), large: lost(larges, count1k) } }) + '\n');
+      process.stdout.write(JSON.stringify({ transport: values.netns ? 'veth' : 'loopback', discoveryMs, discoveryColdMs: cold.both, discoveryWarmMs: warm.both, whisper16PerSec: rate(small), whisper1kPerSec: rate(large), idleRssBytes: rss, baselineRssBytes: baseRss, receiverRss16: small.rss, receiverRss1k: large.rss, floor16PerSec: f16 ? rate(f16) : null, floor1kPerSec: f1k ? rate(f1k) : null, lost: { small: lost(smalls, count16), large: lost(larges, count1k) } }) + '\n');
       return;
     }
     const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
     console.log(`ZRE node bench — ${transport}; Node ${process.version}; each node in its own process`);
     console.log(`${repeat} runs of ${count16} × 16 B and ${count1k} × 1 KiB; lost: ${lost(smalls, count16)} and ${lost(larges, count1k)}\n`);
-    const w = [44, 30, 30];
+    const w = [44, 34, 30, 12, 32];
     const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(w[i]!)).join(' | ') + ' |';
-    console.log(line(['figure', 'Starling (this run)', 'Zyre C 2.0.1 (issue 2, veth)']));
+    console.log(line(['figure', 'Starling (this run)', 'libzmq floor, C (this run)', '÷ floor', 'Zyre C 2.0.1 (issue 18, veth)']));
     console.log('|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|');
-    for (const r of rows) console.log(line([r.figure, r.starling, r.zyre]));
+    for (const r of rows) console.log(line([r.figure, r.starling, r.floor, r.ratio, r.zyre]));
   } finally {
     seg?.destroy();
   }
