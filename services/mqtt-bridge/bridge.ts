@@ -13,7 +13,8 @@
  *   message where it cost 20; a sample followed by a newer one of the same topic before its device's message
  *   left is superseded (counted as `coalesced`), as a state is. A topic without `/` stays one message per sample.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
- *   connected and nothing waits; otherwise to the disk spool, which is drained in order, one PUBACK at a time,
+ *   connected and nothing waits; while the window awaiting PUBACK is full, up to MEMORY_QUEUE wait in memory
+ *   (moved to the spool, in order, when that passes or the connection goes); otherwise to the disk spool, which is drained in order, one PUBACK at a time,
  *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
  * - Availability: a retained `online` at `<prefix>bridge/<node>/status` on every connect, `offline` as the
  *   last will; and for each peer with a telemetry prefix, `<state topic of its prefix>@node/availability`,
@@ -66,9 +67,9 @@ export interface BridgeOptions {
 
 /** Devices whose state the bridge keeps in `shape: 'device'` (the longest unseen goes), and fields per device. */
 export const MAX_DEVICE_STATES = 4096;
+export const MAX_DEVICE_FIELDS = 1024;
 /** Messages the bridge holds in memory while the window of messages awaiting PUBACK is full (then: the spool). */
 export const MEMORY_QUEUE = 1024;
-export const MAX_DEVICE_FIELDS = 1024;
 
 /** A device's state (shape 'device'): every field's latest value, and the fields updated since its last message. */
 interface DeviceState {
