@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { capability, Router, XPublisher } from 'zeromq';
 import { BoundedQueue } from '../queue.ts';
 import { curveServer, type CurveServer } from '../security/zap.ts';
-import { Batch, BatchWriter, encodeOne, HEADER_BYTES, sampleBytes, TelemetryFormatError } from './sample.ts';
+import { Batch, BatchWriter, encodeOne, HEADER_BYTES, sampleBytes, SYNC_PREFIX, TelemetryFormatError } from './sample.ts';
 
 export class TelemetryError extends Error {
   override name = 'TelemetryError';
@@ -81,6 +81,10 @@ interface TopicState {
   writer: BatchWriter;
   openedAt: number;
 }
+
+/** How long a snapshot request waits for its sync token's subscription, ms; and how many may wait at once. */
+const SYNC_WAIT_MS = 1000;
+const MAX_SYNC_WAITS = 256;
 
 const DEFAULTS = { batchSamples: 256, batchBytes: 4096, batchMs: 50, maxTopics: 1024, queueLimit: 1024, sendHighWaterMark: 1000, rate: 10_000 };
 
@@ -289,9 +293,14 @@ export class Publisher {
   }
 
   /** Resolves true once a subscriber wants `topic`, false after `ms`. */
-  async waitForSubscriber(topic: string, ms: number): Promise<boolean> {
+  waitForSubscriber(topic: string, ms: number): Promise<boolean> {
+    return this.untilSubscribed(() => this.hasSubscriber(topic), ms);
+  }
+
+  /** Resolves true once `ok()` holds, re-checked on each change of the subscriptions; false after `ms`. */
+  private async untilSubscribed(ok: () => boolean, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;
-    while (!this.hasSubscriber(topic)) {
+    while (!ok()) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       await new Promise<void>((r) => {
@@ -441,22 +450,54 @@ export class Publisher {
     }
   }
 
-  /** Answers [SNAPSHOT, prefix] with the last sample of each matching topic, then [END] (FORMAT.md). */
+  /**
+   * Answers [SNAPSHOT, prefix] with the last sample of each matching topic, then [END] (FORMAT.md). With a sync
+   * token, [SNAPSHOT, prefix, token], the snapshot is taken only once the token's subscription has arrived on
+   * the XPUB (or after SYNC_WAIT_MS): the subscriber sent it after its prefix, on the same connection, so from
+   * then on every sample reaches it live and none falls between the snapshot and the stream. At most
+   * MAX_SYNC_WAITS requests wait at once; past that one is answered at once (as without a token). Answers go
+   * out one at a time, in the order they became ready.
+   */
   private async snapshotLoop(router: Router): Promise<void> {
     const writer = new BatchWriter(HEADER_BYTES + 255 + sampleBytes(32));
+    let chain = Promise.resolve();
+    let waiting = 0;
+    let queued = 0;
+    const answer = (rid: Buffer, prefix: string) => {
+      queued++;
+      chain = chain.then(async () => {
+        try {
+          for (const [topic, frame] of this.lastBatch) {
+            if (!topic.startsWith(prefix)) continue;
+            const b = new Batch(topic, frame);
+            const last = b.sample(b.count - 1);
+            await router.send([rid, Buffer.from(topic), encodeOne(writer, this.id, last)]);
+          }
+          await router.send([rid, Buffer.from('END')]);
+          this.counters.snapshotsServed++;
+        } catch {
+          // closed, or the requester went (ROUTER_MANDATORY is off: nothing to do)
+        }
+        queued--;
+      });
+    };
     try {
       for (;;) {
-        const [rid, verb, prefixFrame] = await router.receive();
+        // Answers waiting to go are bounded: past MAX_SYNC_WAITS, requests wait in the ROUTER (its high-water mark).
+        if (queued >= MAX_SYNC_WAITS) await chain;
+        const [rid, verb, prefixFrame, tokenFrame] = await router.receive();
         if (!rid || verb?.toString() !== 'SNAPSHOT') continue;
         const prefix = prefixFrame?.toString('utf8') ?? '';
-        for (const [topic, frame] of this.lastBatch) {
-          if (!topic.startsWith(prefix)) continue;
-          const b = new Batch(topic, frame);
-          const last = b.sample(b.count - 1);
-          await router.send([rid, Buffer.from(topic), encodeOne(writer, this.id, last)]);
+        const token = tokenFrame && tokenFrame.length > 0 && tokenFrame.length <= 64 ? SYNC_PREFIX + tokenFrame.toString('utf8') : undefined;
+        if (!token || this.prefixes.has(token) || waiting >= MAX_SYNC_WAITS) {
+          answer(rid, prefix);
+          continue;
         }
-        await router.send([rid, Buffer.from('END')]);
-        this.counters.snapshotsServed++;
+        waiting++;
+        void this.untilSubscribed(() => this.prefixes.has(token), SYNC_WAIT_MS).then(() => {
+          waiting--;
+          answer(rid, prefix);
+        });
       }
     } catch {
       // closed

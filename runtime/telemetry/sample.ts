@@ -26,6 +26,8 @@ export class TelemetryFormatError extends Error {
 export const FORMAT_VERSION = 1;
 export const HEADER_BYTES = 35;
 export const MAX_ARITY = 32;
+/** A subscriber's sync token is subscribed as this prefix + the token (FORMAT.md, "Snapshot"); no topic starts with NUL. */
+export const SYNC_PREFIX = '\u0000sync/';
 const MAGIC = 0x5354; // "ST"
 
 export const sampleBytes = (arity: number): number => 5 + 8 * arity;

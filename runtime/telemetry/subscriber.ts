@@ -19,7 +19,8 @@ import { isUtf8 } from 'node:buffer';
 import { Dealer, Subscriber as ZmqSubscriber, capability } from 'zeromq';
 import { BoundedQueue } from '../queue.ts';
 import { ProblemLog, type ProblemSink } from '../problems.ts';
-import { Batch, TelemetryFormatError } from './sample.ts';
+import { Batch, SYNC_PREFIX, TelemetryFormatError } from './sample.ts';
+import { randomBytes } from 'node:crypto';
 
 export interface SubscriberOptions {
   /** Topic prefix to receive; '' (default) for everything. */
@@ -222,9 +223,15 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
     this.snapshotDealers.add(dealer);
     const snapshot: Batch[] = [];
     let complete = false;
+    // The sync token (FORMAT.md): subscribed on this connection after the prefix, so once the publisher has
+    // seen it, the prefix's subscription is in effect there too, and it takes the snapshot only then. Without
+    // it a sample published after the snapshot but before the subscription arrived was in neither (a gap).
+    // epgm carries no subscriptions: no token there.
+    const token = /^e?pgm:/.test(conn.endpoint) ? undefined : randomBytes(8).toString('hex');
+    if (token) conn.socket.subscribe(SYNC_PREFIX + token);
     try {
       dealer.connect(endpoint);
-      await dealer.send(['SNAPSHOT', conn.prefix]);
+      await dealer.send(token ? ['SNAPSHOT', conn.prefix, token] : ['SNAPSHOT', conn.prefix]);
       while (snapshot.length <= this.opts.snapshotLimit) {
         const left = deadline - performance.now();
         if (left <= 0) break;
@@ -247,6 +254,7 @@ export class Subscriber extends EventEmitter<SubscriberEvents> {
     } finally {
       dealer.close();
       this.snapshotDealers.delete(dealer);
+      if (token && !conn.socket.closed) conn.socket.unsubscribe(SYNC_PREFIX + token);
     }
     if (complete) this.counters.snapshots++;
     else {
