@@ -12,6 +12,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { child, emit, waitForStdinEnd } from './lib/child.ts';
+import { buildC } from './lib/c.ts';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -120,12 +121,11 @@ async function conduct(): Promise<void> {
       rows.push(await starlingRun(`Starling, batched (${batch} samples/message)`, transport, ep, subEp, total, batch, rate));
     }
     try {
-      const bin = join(dir, 'pubsub');
-      execFileSync('cc', ['-O2', '-o', bin, fileURLToPath(new URL('../../bench/c/pubsub.c', import.meta.url)), '-lzmq']);
+      const bin = buildC('pubsub', dir);
       rows.push(await cRun(bin, 'tcp', 'tcp://127.0.0.1:6011', unbatched * 4));
       rows.push(await cRun(bin, 'ipc', `ipc://${dir}/c`, unbatched * 4));
     } catch (e) {
-      notes.push(`C reference not run: ${(e as Error).message.split('\n')[0]} (needs cc and libzmq3-dev: bash image/setup.sh)`);
+      notes.push(`C reference not run: ${(e as Error).message.split('\n')[0]}`);
     }
     if (process.getuid?.() === 0 && capability.pgm) {
       const seg = new Segment().create(2);

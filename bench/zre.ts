@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ZreNode } from '../runtime/zre/node.ts';
 import { Segment } from '../test/net/netns.ts';
-import { execFileSync } from 'node:child_process';
+import { buildC } from './lib/c.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,31 +170,32 @@ async function conduct(): Promise<void> {
     await recv.end();
 
     // The floor: the C pair, the same sizes and counts, the same hosts, medians of `repeat`.
+    const cdir = mkdtempSync(join(tmpdir(), 'starling-bench-zre-'));
+    let floorBin: string | undefined;
+    let floorMissing = '';
+    try {
+      floorBin = buildC('whisper', cdir);
+    } catch (e) {
+      floorMissing = `not run: ${(e as Error).message}`;
+    }
     const floor = async (size: number, count: number): Promise<Record<string, unknown>[] | string> => {
-      const dir = mkdtempSync(join(tmpdir(), 'starling-bench-zre-'));
-      try {
-        const bin = join(dir, 'whisper');
-        execFileSync('cc', ['-O2', '-o', bin, fileURLToPath(new URL('../../bench/c/whisper.c', import.meta.url)), '-lzmq']);
-        const runs: Record<string, unknown>[] = [];
-        for (let i = 0; i < repeat; i++) {
-          const endpoint = `tcp://${seg ? seg.address(1) : '127.0.0.1'}:${port + 2 + i}`;
-          const r = spawnChild([bin, 'recv', endpoint, String(count), String(size)], nsOf(1));
-          await r.next('ready');
-          const sn = spawnChild([bin, 'send', endpoint, String(count), String(size)], nsOf(2));
-          const res = await r.next('result');
-          runs.push({ count: res.msgs, seconds: res.seconds, rss: res.rss, bad: res.bad });
-          await sn.end();
-          await r.end();
-        }
-        return runs;
-      } catch (e) {
-        return `not run: ${(e as Error).message.split('\n')[0]} (needs cc and libzmq3-dev: bash image/setup.sh)`;
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
+      if (!floorBin) return floorMissing;
+      const runs: Record<string, unknown>[] = [];
+      for (let i = 0; i < repeat; i++) {
+        const endpoint = `tcp://${seg ? seg.address(1) : '127.0.0.1'}:${port + 2 + i}`;
+        const r = spawnChild([floorBin, 'recv', endpoint, String(count), String(size)], nsOf(1));
+        await r.next('ready');
+        const sn = spawnChild([floorBin, 'send', endpoint, String(count), String(size)], nsOf(2));
+        const res = await r.next('result');
+        runs.push({ count: res.msgs, seconds: res.seconds, rss: res.rss, bad: res.bad });
+        await sn.end();
+        await r.end();
       }
+      return runs;
     };
     const floor16 = await floor(16, count16);
     const floor1k = await floor(1024, count1k);
+    rmSync(cdir, { recursive: true, force: true });
     const rssOf = async (role: string) => {
       const c = child(nsOf(1), ['--role', role, '--iface', ifaceOf(1), '--port', String(port + 1)]);
       const rss = (await c.next('rss')).rss as number;
@@ -233,7 +234,8 @@ async function conduct(): Promise<void> {
     }
     const transport = values.netns ? 'two network namespaces over veth' : 'loopback (use --netns as root for veth)';
     console.log(`ZRE node bench — ${transport}; Node ${process.version}; each node in its own process`);
-    console.log(`${repeat} runs of ${count16} × 16 B and ${count1k} × 1 KiB; lost: ${lost(smalls, count16)} and ${lost(larges, count1k)}\n`);
+    const badFloor = [floor16, floor1k].flatMap((r) => (typeof r === 'string' ? [] : r)).reduce((n, r) => n + (r.bad as number), 0);
+    console.log(`${repeat} runs of ${count16} × 16 B and ${count1k} × 1 KiB; lost: ${lost(smalls, count16)} and ${lost(larges, count1k)}; the floor's receiver saw ${badFloor} out-of-sequence or malformed\n`);
     const w = [44, 34, 30, 12, 32];
     const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(w[i]!)).join(' | ') + ' |';
     console.log(line(['figure', 'Starling (this run)', 'libzmq floor, C (this run)', '÷ floor', 'Zyre C 2.0.1 (issue 18, veth)']));

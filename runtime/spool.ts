@@ -418,10 +418,10 @@ export class Spool {
     this.memoryUsed += bytes;
   }
 
-  /** A read descriptor for a segment, kept open while the segment lives. */
   /** The last read-ahead: bytes of `seg` from `start` (written records are never changed in place). */
   private readAhead: { seg: Segment; start: number; data: Buffer } | undefined;
 
+  /** A read descriptor for a segment, kept open while the segment lives. */
   private reader(seg: Segment): number {
     let fd = this.readers.get(seg.path);
     if (fd === undefined) {

@@ -167,12 +167,11 @@ export class FleetService extends ServiceBase {
       const i = b.count - 1;
       this.note(b.publisher, metric, b.status(i) === 0 ? b.value(i) : NaN, b.ts(i));
     });
-    // fleet.follow false: a leaf of a large fleet keeps no connection to each peer for this (a hub does).
-    const followPeers = this.config.fleet.follow;
-    if (followPeers) this.following = follow(node, sub, { pgm: Boolean(capability.pgm), under: STATUS_SEGMENT, onError: (e) => this.problems.note('follow', `fleet: ${e.message}`) });
     await sub.connect(publisher.endpoints[0]!, publisher.snapshotEndpoint, this.security?.identity.publicKey, this.config.telemetry.prefix + STATUS_SEGMENT);
     this.followed = publisher;
-    if (followPeers) {
+    // fleet.follow false: a leaf of a large fleet keeps no connection to each peer for this (a hub does).
+    if (this.config.fleet.follow) {
+      this.following = follow(node, sub, { pgm: Boolean(capability.pgm), under: STATUS_SEGMENT, onError: (e) => this.problems.note('follow', `fleet: ${e.message}`) });
       this.logs = new MeshLogs(this.config.fleet.log_lines, this.security ? clientCurve(this.security) : undefined, (m) => this.problems.note('logs', `fleet: ${m}`));
       this.logs.follow((l) => {
         for (const f of this.meshListeners) f(l);
