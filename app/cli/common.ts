@@ -6,21 +6,9 @@ import { ZreNode, type ZreNodeOptions, type ZreEvents } from '../../runtime/zre/
 import { ConfigError, loadConfig, type Config } from '../../runtime/config/load.ts';
 import { meshCurve, openSecurity, type Security } from '../../runtime/security/context.ts';
 
-/** An error the CLI prints as one line (`starling: …`) before exiting with `code`. */
-export class CliError extends Error {
-  override name = 'CliError';
-  constructor(message: string, readonly code = 2) {
-    super(message);
-  }
-}
+import { CliError } from './command.ts';
 
-export interface Command {
-  /** One line for the command list. */
-  summary: string;
-  /** Usage and options, printed by --help. */
-  help: string;
-  run(argv: string[]): Promise<number>;
-}
+export { CliError, type Command } from './command.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 

@@ -66,7 +66,6 @@ function demoKeys(dir: string, names: string[]): void {
 }
 
 export const demo: Command = {
-  summary: 'three simulated devices and a hub bridging them to an embedded MQTT broker, live (the default job)',
   help: `Usage: starling demo [--seconds S] [--mqtt IP:PORT] [--web IP:PORT|off] [--iface NAME] [--port N] [--json]
 
 Runs, in this one process and on loopback (nothing leaves this machine):

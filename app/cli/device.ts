@@ -28,7 +28,6 @@ function load(file: string): Config {
 }
 
 export const check: Command = {
-  summary: 'validate a configuration file without running anything',
   help: `Usage: starling check [FILE] [--json]
 
 Validates FILE (default: $STARLING_CONFIG, else ${DEFAULT_CONFIG}) against the schema.
@@ -51,7 +50,6 @@ there is any.`,
 };
 
 export const sensors: Command = {
-  summary: 'read every configured sensor once and print the readings',
   help: `Usage: starling sensors [--config FILE] [--json]
 
 Opens each sensor of the configuration, reads it once and prints name, value, unit and
@@ -76,7 +74,6 @@ ${CONFIG_HELP}
 };
 
 export const gpio: Command = {
-  summary: 'read or set a configured GPIO line on this device',
   help: `Usage: starling gpio get NAME [--config FILE] [--json]
        starling gpio set NAME 0|1 [--config FILE]
 
@@ -113,7 +110,6 @@ ${CONFIG_HELP}`,
 };
 
 export const run: Command = {
-  summary: 'run the supervisor: the device and the configured services, until stopped',
   help: `Usage: starling run [--config FILE] [--fallback FILE]
 
 The supervisor. Starts, in order: the device described by the configuration (mesh node
@@ -235,7 +231,6 @@ ${CONFIG_HELP}
 };
 
 export const status: Command = {
-  summary: 'show the running supervisor\'s services (over D-Bus)',
   help: `Usage: starling status [--json [--identity]]
        starling status --mesh [--json]
 
@@ -285,7 +280,6 @@ reported. Nodes that left show as gone. --json gives the rows as a JSON list.`,
 };
 
 export const restart: Command = {
-  summary: 'restart a service of the running supervisor (root or group starling)',
   help: `Usage: starling restart SERVICE
 
 Asks the running supervisor to stop and start SERVICE. The D-Bus policy allows this to
@@ -305,7 +299,6 @@ root and to members of the group starling only.`,
 };
 
 export const logs: Command = {
-  summary: 'print the running supervisor\'s recent logs (from RAM, over D-Bus)',
   help: `Usage: starling logs [SERVICE] [-n COUNT] [-f] [--json]
        starling logs --mesh [-n COUNT] [--follow|-f] [--node NAME] [--level LEVEL] [--json]
 

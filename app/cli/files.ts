@@ -68,7 +68,6 @@ function inbox(node: ZreNode): { next(from: (name: string) => boolean, pred: (m:
 }
 
 export const send: Command = {
-  summary: 'send a file to a peer or a group (they fetch it in checked chunks)',
   help: `Usage: starling send FILE NAME|UUID|GROUP [--as NAME] [--wait SEC] [--max-uploads N] [--json] [mesh options]
 
 Offers FILE to the peer (or every peer in the group) and serves it until each has
@@ -115,7 +114,6 @@ ${MESH_HELP}`,
 };
 
 export const receive: Command = {
-  summary: 'a mesh node that accepts files into a directory',
   help: `Usage: starling receive [--dir DIR] [--quota-mb N] [--join GROUP]… [--seconds S] [--json] [mesh options]
 
 Joins the mesh (and each GROUP, so senders can name the group) and accepts files peers
@@ -149,7 +147,6 @@ ${MESH_HELP}`,
 };
 
 export const release: Command = {
-  summary: 'make release keys and sign releases (keygen, sign)',
   help: `Usage: starling release keygen [--dir DIR]
        starling release sign FILE --key KEYFILE --version V [--rollback] [--not-before ISO] [--out FILE]
 
@@ -220,7 +217,6 @@ function row(s: UpdateStatus): string {
 }
 
 export const update: Command = {
-  summary: 'push a signed release to devices, and follow it (push, status, cancel)',
   help: `Usage: starling update push MANIFEST [--file FILE] [--to NAME|GROUP] [--percent P] [--timeout SEC] [--json] [mesh options]
        starling update status [--to NAME|GROUP] [--json] [mesh options]
        starling update cancel [--to NAME|GROUP] [mesh options]

@@ -3,7 +3,6 @@ import { MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, printEvents, startNod
 import type { ZreNode } from '../../runtime/zre/node.ts';
 
 export const listen: Command = {
-  summary: 'join groups and print mesh events, one per line',
   help: `Usage: starling listen [GROUP...] [--stdin] [mesh options]
 
 Starts a node, joins each GROUP, and prints every event (ENTER, EXIT, JOIN, LEAVE,

@@ -1,7 +1,6 @@
 import { MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, secondsOption, sleep, startNode, type Command } from './common.ts';
 
 export const peers: Command = {
-  summary: 'join the mesh, wait, and list the peers found',
   help: `Usage: starling peers [--wait SEC] [mesh options]
 
 Starts a node, waits SEC seconds (default 3) for peers to answer, prints each peer

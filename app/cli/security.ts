@@ -37,7 +37,6 @@ const failing = <T>(fn: () => T): T => {
 };
 
 export const keygen: Command = {
-  summary: 'create this node\'s CURVE key pair (zcert files)',
   help: `Usage: starling keygen [--dir DIR] [--name NAME] [--force] [--json]
 
 Writes a new Curve25519 key pair in CZMQ's zcert format: the public certificate
@@ -82,7 +81,6 @@ name from their HELLO where one came); accept trusts one of them.
   --json              machine-readable output`;
 
 export const trust: Command = {
-  summary: 'manage the keys this node trusts: add, list, remove, pending, accept',
   help: TRUST_HELP,
   async run(argv) {
     const { values, positionals } = parse(argv, {

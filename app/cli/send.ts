@@ -4,7 +4,6 @@ import { CliError, MESH_HELP, MESH_OPTIONS, nodeOptions, out, parse, secondsOpti
 const SEND_OPTIONS = { ...MESH_OPTIONS, wait: { type: 'string' } } as const;
 
 export const shout: Command = {
-  summary: 'send a text to every peer in a group',
   help: `Usage: starling shout GROUP TEXT [--wait SEC] [mesh options]
 
 Starts a node, waits up to SEC seconds (default 5) until at least one peer has joined
@@ -34,7 +33,6 @@ ${MESH_HELP}`,
 };
 
 export const whisper: Command = {
-  summary: 'send a text to one peer, by name or UUID',
   help: `Usage: starling whisper NAME|UUID TEXT [--wait SEC] [mesh options]
 
 Starts a node, waits up to SEC seconds (default 5) for the peer, whispers TEXT to it

@@ -45,7 +45,6 @@ function numberOption(flag: string, value: string | undefined, fallback: number,
 }
 
 export const simulate: Command = {
-  summary: 'a mesh of N simulated nodes in network namespaces, with loss and flapping links, measured (root)',
   help: `Usage: starling simulate [--nodes N] [--per-process K] [--loss P%] [--delay MS] [--flap SEC]
                         [--minutes M] [--expire SEC] [--interval SEC] [--follow-fleet] [--json]
 

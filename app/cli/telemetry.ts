@@ -9,7 +9,6 @@ import { Subscriber } from '../../runtime/telemetry/subscriber.ts';
 import { advertise, follow, type Transport } from '../../runtime/telemetry/mesh.ts';
 
 export const tail: Command = {
-  summary: 'print telemetry samples from every publisher on the mesh',
   help: `Usage: starling tail [PREFIX] [--transport auto|tcp|epgm] [--no-snapshot] [--rate KBIT] [mesh options]
 
 Joins the mesh, connects to every node that advertises telemetry, and prints each
@@ -83,7 +82,6 @@ function parseValues(text: string): number[] {
 }
 
 export const publish: Command = {
-  summary: 'publish a telemetry sample (or a series) on the mesh',
   help: `Usage: starling publish TOPIC VALUE [--unit U] [--count N] [--interval MS] [--wait SEC]
                          [--epgm GROUP:PORT] [--rate KBIT] [mesh options]
 

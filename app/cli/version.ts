@@ -33,7 +33,6 @@ function isSea(): boolean {
 }
 
 export const version: Command = {
-  summary: 'print the version, the Node it runs on and the native addons it loaded',
   help: `Usage: starling version [--config FILE] [--json]
 
 Prints Starling's version, the Node.js version and architecture, whether this is the

@@ -8,6 +8,9 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import type { ChunkTable } from '../files/chunks.ts';
+import { compareVersions } from './releases.ts';
+
+export { compareVersions };
 
 export const RELEASE_APP = 'starling';
 
@@ -91,18 +94,6 @@ export function checkVersion(v: string): void {
   if (!/^\d{1,6}\.\d{1,6}\.\d{1,6}(-[0-9A-Za-z.]{1,40})?$/.test(v)) throw new ReleaseError(`version ${JSON.stringify(v.slice(0, 60))} is not x.y.z or x.y.z-pre`);
 }
 
-/** <0, 0, >0 as a is older, equal, newer than b (semver order: a -pre is older than its release). */
-export function compareVersions(a: string, b: string): number {
-  const [an, ap] = a.split('-', 2) as [string, string | undefined];
-  const [bn, bp] = b.split('-', 2) as [string, string | undefined];
-  const x = an.split('.').map(Number);
-  const y = bn.split('.').map(Number);
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
-  if (ap === bp) return 0;
-  if (ap === undefined) return 1;
-  if (bp === undefined) return -1;
-  return ap < bp ? -1 : 1;
-}
 
 /**
  * Parses and checks a signed manifest for this device: shape, a signature by one of `keys`, the app, a

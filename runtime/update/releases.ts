@@ -16,9 +16,8 @@
  * .deb wins over an older update).
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { compareVersions, type Manifest, type SignedManifest } from './release.ts';
+import type { Manifest, SignedManifest } from './release.ts';
 
 export const BUNDLE_FILE = 'starling.cjs';
 
@@ -210,7 +209,7 @@ export function chooseRelease(dir: string, installed: string): Choice {
     let ok: string | undefined;
     try {
       const signed = JSON.parse(readFileSync(join(dir, v, 'manifest.json'), 'utf8')) as SignedManifest;
-      const digest = createHash('sha256').update(readFileSync(bundle)).digest('hex');
+      const digest = (process.getBuiltinModule('node:crypto') as typeof import('node:crypto')).createHash('sha256').update(readFileSync(bundle)).digest('hex');
       if (digest !== signed.manifest.sha256) ok = `release ${v}: ${BUNDLE_FILE} does not match its manifest`;
     } catch (e) {
       ok = `release ${v} is unreadable: ${(e as Error).message}`;
@@ -241,4 +240,17 @@ export function chooseRelease(dir: string, installed: string): Choice {
 export function noteTrialFailure(dir: string, version: string, why: string): void {
   const s = readState(dir);
   if (s?.version === version && s.state === 'trying') writeState(dir, { ...s, error: why });
+}
+
+/** <0, 0, >0 as a is older, equal, newer than b (semver order: a -pre is older than its release). */
+export function compareVersions(a: string, b: string): number {
+  const [an, ap] = a.split('-', 2) as [string, string | undefined];
+  const [bn, bp] = b.split('-', 2) as [string, string | undefined];
+  const x = an.split('.').map(Number);
+  const y = bn.split('.').map(Number);
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  if (ap === bp) return 0;
+  if (ap === undefined) return 1;
+  if (bp === undefined) return -1;
+  return ap < bp ? -1 : 1;
 }
