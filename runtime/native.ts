@@ -115,8 +115,11 @@ export function loadOptionalNative(name: string): unknown {
   }
 }
 
-/** Loads addon `name` ('zeromq', 'epoll', 'sd_notify') and returns its exports; throws with every attempt's reason. */
+const loaded = new Map<string, unknown>();
+
+/** Loads addon `name` ('zeromq', 'epoll', 'sd_notify') once and returns its exports; throws with every attempt's reason. */
 export function loadNative(name: string): unknown {
+  if (loaded.has(name)) return loaded.get(name);
   let files = CANDIDATES[name];
   if (!files) throw new Error(`unknown native addon '${name}'`);
   const force = process.env.STARLING_ZEROMQ;
@@ -140,6 +143,7 @@ export function loadNative(name: string): unknown {
       continue;
     }
     report.push(`${name}: ${file} from ${path}`, ...failures.map((f) => `${name}: skipped ${f}`));
+    loaded.set(name, module.exports);
     return module.exports;
   }
   throw new Error(`cannot load the native addon ${name}: ${failures.join('; ')}`);

@@ -12,6 +12,7 @@ import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../
 import { servicesFrom } from '../compose.ts';
 import { EXIT_UPDATE } from '../../services/files.ts';
 import { openSecurity, type Security } from '../../runtime/security/context.ts';
+import { trimFreeMemory } from '../../runtime/memory.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -201,6 +202,8 @@ ${CONFIG_HELP}
     // WATCHDOG=1 proves the event loop turns, not that every service is healthy: a device waiting for Wi-Fi is
     // retried here, in the process, and a blocked loop gets the process restarted by systemd.
     notifier.startWatchdog();
+    // glibc's free pages back to the kernel every 10 s (runtime/memory.ts).
+    const stopTrimming = trimFreeMemory();
     // An installed update: stop as on SIGTERM, then exit 75 so systemd (Restart=) starts the new release.
     files.watch(() => sup.healthy() && !configProblems.length, (why) => {
       restartFor = why;
@@ -216,6 +219,7 @@ ${CONFIG_HELP}
     const ticker = setInterval(update, 1000);
     await stopped;
     clearInterval(ticker);
+    stopTrimming();
     sup.off('state', update);
     notifier.stop();
     process.off('SIGHUP', onHup);

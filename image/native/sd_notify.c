@@ -9,8 +9,16 @@
  *   notify(socketPath: string, message: string): void   throws an Error with errno's text on failure
  *
  * socketPath is a filesystem path, or '@name' for an abstract socket (as systemd writes it).
+ *
+ * And the other libc call a long-running supervisor wants that Node does not expose:
+ *
+ *   trim(): boolean   malloc_trim(0): hands the free pages inside glibc's heaps back to the kernel; true when
+ *                     some were. glibc itself returns only the top of a heap, so memory freed below a live
+ *                     allocation (a burst of HTTP responses, say) otherwise stays in the RSS for good.
  */
 #include <errno.h>
+#include <malloc.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -59,9 +67,18 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value released;
+  if (napi_get_boolean(env, malloc_trim(0) == 1, &released) != napi_ok) return NULL;
+  return released;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "notify", NAPI_AUTO_LENGTH, notify, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "notify", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "trim", NAPI_AUTO_LENGTH, trim, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "trim", fn) != napi_ok) return NULL;
   return exports;
 }

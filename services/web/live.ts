@@ -161,6 +161,8 @@ export class Histories {
 /** What {@link EventLog} writes to: an HTTP response, or anything with the same three methods. */
 export interface EventSink {
   write(chunk: Buffer): boolean;
+  /** Bytes the sink itself holds, not yet handed to the kernel (an HTTP response's socket buffer). */
+  readonly writableLength?: number;
   once(event: 'drain', l: () => void): unknown;
   destroy(): void;
 }
@@ -168,7 +170,7 @@ export interface EventSink {
 /** One live client: its socket, and what waits behind it (bounded). */
 class Client {
   private readonly queue: Buffer[] = [];
-  private queued = 0;
+  queued = 0;
   private blocked = false;
   dropped = false;
 
@@ -213,6 +215,8 @@ class Client {
 
 export interface EventLogStats {
   clients: number;
+  /** Bytes waiting for the clients now: their queues and what their sockets hold (each at most CLIENT_QUEUE_BYTES plus the socket's). */
+  clientBytesQueued: number;
   /** Clients disconnected because their queue passed CLIENT_QUEUE_BYTES. */
   slowClientsDropped: number;
   /** Clients that resumed from the log (Last-Event-ID within it). */
@@ -295,6 +299,8 @@ export class EventLog {
   }
 
   stats(): EventLogStats {
-    return { clients: this.clients.size, ...this.counters };
+    let clientBytesQueued = 0;
+    for (const c of this.clients) clientBytesQueued += c.queued + (c.sink.writableLength ?? 0);
+    return { clients: this.clients.size, clientBytesQueued, ...this.counters };
   }
 }
