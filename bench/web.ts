@@ -3,8 +3,10 @@
  * namespace of its own, with only its loopback):
  *   - page weight: the page's HTML + JS + CSS as served gzipped, against the 100 KB aim;
  *   - the hub's RSS and CPU with 0, then 10 browsers (headless Chromium, one page each) following the live view,
- *     then 0 again, while 10 simulated peers publish 1,000 samples/s (10 topics each, every 100 ms); the 10
- *     browsers' cost is shown against both phases without (what they leave behind, and V8's slow sawtooth);
+ *     then 0 again, while 10 simulated peers publish 1,000 samples/s (10 topics each, every 100 ms); beside it,
+ *     on the same timeline, a control mesh alike that no browser sees: the browsers' cost is the browsed hub's
+ *     growth beyond the control's, after full collections (the hub's memory grows with time alone: V8's
+ *     sawtooth, heap and malloc pages kept);
  *   - sample-to-browser latency (each point's timestamp to its arrival in the page), against the same samples'
  *     latency to `starling tail`, a plain telemetry subscriber on the same mesh.
  *
@@ -19,8 +21,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import { cpuSecondsOf, memoryOf } from './lib/proc.ts';
+import { collectGarbage, cpuSecondsOf, memoryOf, openInspector, type NodeMemory } from './lib/proc.ts';
 import { Browser, type Page } from '../test/browser.ts';
+import { TRIM_INTERVAL_MS } from '../runtime/memory.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: { seconds: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' } } });
@@ -37,6 +40,9 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 };
 const median = (xs: number[]) => pct(xs, 50);
+const mb = (x: number) => (x / 1e6).toFixed(1);
+/** What V8 reports inside the hub after the collections: its heap (used of committed) and ArrayBuffers. */
+const inside = (m: NodeMemory) => `heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, buffers ${mb(m.arrayBuffers)}`;
 const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
 
 // Page weight, as served (gzip level 9, services/web/assets.ts).
@@ -44,32 +50,36 @@ const webDir = join(root, 'dist/web');
 const weights = readdirSync(webDir).map((f) => ({ f, raw: readFileSync(join(webDir, f)).length, gz: gzipSync(readFileSync(join(webDir, f)), { level: 9 }).length }));
 const pageGz = weights.reduce((a, w) => a + w.gz, 0);
 
-const ns = `stlwebb-${randomBytes(3).toString('hex')}`;
 const dir = mkdtempSync(join(tmpdir(), 'starling-bench-web-'));
-execFileSync('ip', ['netns', 'add', ns]);
-execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
 const procs: ChildProcess[] = [];
-// The hub runs as the unit runs it (image/deb/starling.service: MALLOC_ARENA_MAX=2).
-const inNs = (cmd: string[]) => {
-  const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, MALLOC_ARENA_MAX: '2' } });
-  procs.push(p);
-  return p;
-};
+const namespaces: string[] = [];
 const lines = (p: ChildProcess, on: (l: string) => void) => createInterface({ input: p.stdout! }).on('line', on);
 const browsers: Browser[] = [];
 
-try {
-  writeFileSync(join(dir, 'hub.yaml'), `simulate: true
+/**
+ * One mesh in a namespace of its own: the hub (as it ships: the single executable with its V8 flags inside,
+ * else the bundle with those flags; run as the unit runs it, MALLOC_ARENA_MAX=2) and 10 simulated peers.
+ * The bench builds two alike: one the browsers follow, and a control no browser sees, on the same timeline,
+ * so what the hub's memory does with time alone (V8's sawtooth, pages malloc keeps) cancels out.
+ */
+async function mesh(label: string): Promise<{ ns: string; hub: ChildProcess; inNs(cmd: string[]): ChildProcess }> {
+  const ns = `stlwebb-${label}-${randomBytes(3).toString('hex')}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  namespaces.push(ns);
+  execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  const inNs = (cmd: string[]) => {
+    const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, MALLOC_ARENA_MAX: '2' } });
+    procs.push(p);
+    return p;
+  };
+  const config = join(dir, `${label}.yaml`);
+  writeFileSync(config, `simulate: true
 node: { name: hub, iface: lo, port: 5670 }
 security: { mode: none }
 telemetry: { prefix: hub/ }
 web: { listen: "127.0.0.1:8080" }
 `);
-  // The hub as it ships: the single executable (its V8 flags inside), else the bundle with those flags.
-  const exe = join(root, 'dist/starling-linux-x64');
-  const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
-  const hubCmd = existsSync(exe) ? [exe] : [process.execPath, ...seaFlags, join(root, 'dist/starling.cjs')];
-  const hub = inNs([...hubCmd, 'run', '--config', join(dir, 'hub.yaml')]);
+  const hub = inNs([...hubCmd, 'run', '--config', config]);
   let webUp = false;
   lines(hub, (l) => {
     if (l.includes('web view at')) webUp = true;
@@ -81,9 +91,21 @@ web: { listen: "127.0.0.1:8080" }
   });
   const deadline = Date.now() + 60_000;
   while (!(webUp && fleetReady)) {
-    if (Date.now() > deadline) throw new Error('the hub or the peers did not start within 60 s');
+    if (Date.now() > deadline) throw new Error(`${label}: the hub or the peers did not start within 60 s`);
     await sleep(100);
   }
+  // The inspector, for the full collections after each phase (opened now, so every phase pays for it alike).
+  await openInspector(hub.pid!, ns);
+  return { ns, hub, inNs };
+}
+
+const exe = join(root, 'dist/starling-linux-x64');
+const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
+const hubCmd = existsSync(exe) ? [exe] : [process.execPath, ...seaFlags, join(root, 'dist/starling.cjs')];
+
+try {
+  const [browsed, control] = await Promise.all([mesh('browsed'), mesh('control')]);
+  const { ns, hub, inNs } = browsed;
   // The comparison for latency: a plain subscriber on the same mesh.
   const tailLag: number[] = [];
   const tail = inNs([process.execPath, join(root, 'dist/starling.cjs'), 'tail', '--json', '--iface', 'lo', '--port', '5670', '--no-snapshot']);
@@ -97,9 +119,15 @@ web: { listen: "127.0.0.1:8080" }
   });
   await sleep(WARMUP * 1000); // every peer met, every topic's history full, the event log at its bound
 
-  const phase = async (): Promise<{ rss: number; anon: number; cpu: number }> => {
+  /** The browsed hub's web view counters (/api/state). */
+  const webStats = () => (JSON.parse(execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', "fetch('http://127.0.0.1:8080/api/state').then(r=>r.text()).then(t=>process.stdout.write(t))"], { encoding: 'utf8' })) as { stats: { web: Record<string, number> } }).stats.web;
+  // Each phase: medians of one-second samples, then the RSS after two full collections (what the hub still
+  // references, without V8's sawtooth of garbage waiting for its next major collection), of both hubs.
+  interface Phase { rss: number; anon: number; cpu: number; gcRss: number; gc: NodeMemory; control: { rss: number; gcRss: number }; queued: number; tail: number[] }
+  const phase = async (): Promise<Phase> => {
     const rss: number[] = [];
     const anon: number[] = [];
+    const controlRss: number[] = [];
     const cpu0 = cpuSecondsOf(hub.pid!);
     const t0 = Date.now();
     for (let i = 0; i < SECONDS; i++) {
@@ -107,12 +135,23 @@ web: { listen: "127.0.0.1:8080" }
       const m = memoryOf(hub.pid!);
       rss.push(m.rss);
       anon.push(m.anon);
+      controlRss.push(memoryOf(control.hub.pid!).rss);
     }
-    return { rss: median(rss), anon: median(anon), cpu: (cpuSecondsOf(hub.pid!) - cpu0) / ((Date.now() - t0) / 1000) };
+    const cpu = (cpuSecondsOf(hub.pid!) - cpu0) / ((Date.now() - t0) / 1000);
+    // tail's latencies of the phase, taken before anything below blocks this process (which reads its lines)
+    const tail = tailLag.splice(0);
+    const queued = webStats().clientBytesQueued!;
+    const gc = collectGarbage(ns);
+    collectGarbage(control.ns);
+    // and the hubs' next trim of glibc's free pages (runtime/memory.ts, every 10 s)
+    await sleep(TRIM_INTERVAL_MS + 1000);
+    return { rss: median(rss), anon: median(anon), cpu, gcRss: memoryOf(hub.pid!).rss, gc, queued, tail, control: { rss: median(controlRss), gcRss: memoryOf(control.hub.pid!).rss } };
   };
+  /** The browsed hub's growth from `a` to `b`, less the control hub's over the same time. */
+  const beyondControl = (a: Phase, b: Phase, k: 'rss' | 'gcRss') => b[k] - a[k] - (b.control[k] - a.control[k]);
   tailLag.length = 0;
   const idle = await phase();
-  const tailLagMs = [...tailLag];
+  const tailLagMs = idle.tail;
 
   // Latency, seen by one browser: ten headless Chromiums on this 2-core machine take the cores from each other
   // (and from the hub), which a phone and a laptop elsewhere on the network would not.
@@ -145,21 +184,18 @@ web: { listen: "127.0.0.1:8080" }
   for (const p of pages) await p.eval('window.starling.lagMs.length = 0');
   const live = await phase();
   const lag = (await Promise.all(pages.map((p) => p.eval<number[]>('window.starling.lagMs')))).flat();
-  const state = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'node', '-e', "fetch('http://127.0.0.1:8080/api/state').then(r=>r.text()).then(t=>process.stdout.write(t))"], { encoding: 'utf8' })) as { stats: { web: Record<string, number> } };
-  const published = state.stats.web.eventsSent;
-  // The hub's memory with none again, after the browsers have gone: the hub's heap saws up and down with V8's
-  // major collections (old Buffers of the event log and telemetry wait for one), by a few MB over minutes, so
-  // the difference to the phase before alone may credit the browsers with that drift (and the one after may
-  // hide what they leave behind): both are shown.
+  const published = webStats().eventsSent;
+  // The hub's memory with none again, after the browsers have gone: what they leave behind.
   await Promise.all(browsers.splice(0).map((b) => b.close()));
   await sleep(5000);
   const after = await phase();
 
   const rows: [string, string, string, string][] = [
     ['page weight (HTML+JS+CSS, gzip)', `${(pageGz / 1024).toFixed(1)} KB`, 'aim 100 KB', `${((pageGz / 1024 / 100) * 100).toFixed(0)} % of the aim`],
-    ['hub RSS, 0 browsers', `${(idle.rss / 1e6).toFixed(1)} MB`, '', ''],
-    [`hub RSS, ${CLIENTS} browsers`, `${(live.rss / 1e6).toFixed(1)} MB`, `${signed((live.rss - idle.rss) / 1e6)} MB over none before them, ${signed((live.rss - after.rss) / 1e6)} MB over none after (private ${signed((live.anon - idle.anon) / 1e6)} / ${signed((live.anon - after.anon) / 1e6)} MB)`, 'aim +5 MB'],
-    ['hub RSS, 0 browsers, after them', `${(after.rss / 1e6).toFixed(1)} MB`, `${signed((after.rss - idle.rss) / 1e6)} MB since before them (drift)`, ''],
+    ['hub RSS, 0 browsers', `${mb(idle.rss)} MB`, `control hub: ${mb(idle.control.rss)} MB`, ''],
+    [`hub RSS, ${CLIENTS} browsers (sampled)`, `${mb(live.rss)} MB`, `${signed((live.rss - idle.rss) / 1e6)} MB over none before them; the control hub ${signed((live.control.rss - idle.control.rss) / 1e6)} MB over the same time; **${signed(beyondControl(idle, live, 'rss') / 1e6)} MB beyond the control**`, '(V8 sawtooth included)'],
+    [`hub RSS after a full collection, ${CLIENTS} browsers`, `${mb(live.gcRss)} MB (${inside(live.gc)})`, `${signed((live.gcRss - idle.gcRss) / 1e6)} MB over none before them (${inside(idle.gc)}); the control hub ${signed((live.control.gcRss - idle.control.gcRss) / 1e6)} MB over the same time; **${signed(beyondControl(idle, live, 'gcRss') / 1e6)} MB beyond the control**; ${(live.queued / 1e3).toFixed(0)} KB queued for the clients`, 'aim +5 MB'],
+    ['hub RSS after a full collection, 0 browsers after them', `${mb(after.gcRss)} MB (${inside(after.gc)})`, `${signed((after.gcRss - idle.gcRss) / 1e6)} MB since before them; the control hub ${signed((after.control.gcRss - idle.control.gcRss) / 1e6)} MB; ${signed(beyondControl(idle, after, 'gcRss') / 1e6)} MB beyond the control (what they leave behind)`, ''],
     ['hub CPU at 1,000 samples/s, 0 browsers', `${(idle.cpu * 100).toFixed(1)} % of a core`, '', ''],
     [`hub CPU at 1,000 samples/s, ${CLIENTS} browsers`, `${(live.cpu * 100).toFixed(1)} % of a core`, `${(live.cpu / idle.cpu).toFixed(2)} × idle`, ''],
     ['sample → browser latency p50 / p99, 1 browser', `${pct(lagOne, 50).toFixed(0)} / ${pct(lagOne, 99).toFixed(0)} ms`, `starling tail: ${pct(tailLagMs, 50).toFixed(0)} / ${pct(tailLagMs, 99).toFixed(0)} ms`, 'aim p99 200 ms'],
@@ -167,7 +203,7 @@ web: { listen: "127.0.0.1:8080" }
     ['render after an update p50 / p99, 1 browser', `${pct(renderOne, 50).toFixed(1)} / ${pct(renderOne, 99).toFixed(1)} ms`, '', ''],
   ];
   if (opts.json) {
-    console.log(JSON.stringify({ pageGzipBytes: pageGz, rssIdle: idle.rss, rssLive: live.rss, rssAfter: after.rss, anonIdle: idle.anon, anonLive: live.anon, anonAfter: after.anon, cpuIdle: idle.cpu, cpuLive: live.cpu, latencyP50: pct(lagOne, 50), latencyP99: pct(lagOne, 99), latency10P50: pct(lag, 50), latency10P99: pct(lag, 99), tailP50: pct(tailLagMs, 50), tailP99: pct(tailLagMs, 99), points: lag.length, eventsSent: published }));
+    console.log(JSON.stringify({ pageGzipBytes: pageGz, rssIdle: idle.rss, rssLive: live.rss, rssAfter: after.rss, gcRssIdle: idle.gcRss, gcRssLive: live.gcRss, gcRssAfter: after.gcRss, controlRss: [idle.control.rss, live.control.rss, after.control.rss], controlGcRss: [idle.control.gcRss, live.control.gcRss, after.control.gcRss], tenBrowsersBeyondControl: beyondControl(idle, live, 'gcRss'), clientBytesQueued: live.queued, heapIdle: idle.gc.heapUsed, heapLive: live.gc.heapUsed, heapAfter: after.gc.heapUsed, anonIdle: idle.anon, anonLive: live.anon, anonAfter: after.anon, cpuIdle: idle.cpu, cpuLive: live.cpu, latencyP50: pct(lagOne, 50), latencyP99: pct(lagOne, 99), latency10P50: pct(lag, 50), latency10P99: pct(lag, 99), tailP50: pct(tailLagMs, 50), tailP99: pct(tailLagMs, 99), points: lag.length, eventsSent: published }));
   } else {
     console.log(`web view (hub: ${existsSync(exe) ? 'dist/starling-linux-x64' : `node ${seaFlags.join(' ')} dist/starling.cjs`}), ${SECONDS} s per phase, 10 peers × 10 topics every 100 ms; page files: ${weights.map((w) => `${w.f} ${(w.gz / 1024).toFixed(1)} KB`).join(', ')}`);
     console.log('| figure | measured | comparison (same run) | aim |\n|---|---|---|---|');
@@ -179,11 +215,13 @@ web: { listen: "127.0.0.1:8080" }
   for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
   await sleep(500);
   for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-  try {
-    for (const pid of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
-  } catch {
-    // gone
+  for (const ns of namespaces) {
+    try {
+      for (const pid of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone
+    }
+    execFileSync('ip', ['netns', 'del', ns]);
   }
-  execFileSync('ip', ['netns', 'del', ns]);
   rmSync(dir, { recursive: true, force: true });
 }
