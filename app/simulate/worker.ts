@@ -20,6 +20,7 @@ import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { servicesFrom, type Composition } from '../compose.ts';
+import { trimFreeMemory } from '../../runtime/memory.ts';
 
 /** What the conductor asks of this process. */
 export interface WorkerStart {
@@ -127,6 +128,8 @@ export async function runWorker(): Promise<never> {
   let cpu = process.cpuUsage();
   let at = performance.now();
   const base = process.memoryUsage().rss;
+  // As `starling run` does: glibc's free pages back to the kernel every 10 s.
+  const stopTrimming = trimFreeMemory();
   let statsTimer: NodeJS.Timeout | undefined;
 
   let startedAt = Date.now();
@@ -235,6 +238,7 @@ export async function runWorker(): Promise<never> {
   emit({ ev: 'loaded', pid: process.pid, rss: base });
   await new Promise<void>((resolve) => lines.once('close', resolve));
   clearInterval(statsTimer);
+  stopTrimming();
   // The conductor is done (or gone): leave quietly and quickly.
   const stopping = Promise.all([watcher?.stop(), ...boards.map((b) => b.supervisor.stop())]);
   await Promise.race([stopping, new Promise((r) => setTimeout(r, 3000))]);
