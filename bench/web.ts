@@ -67,8 +67,10 @@ async function mesh(label: string): Promise<{ ns: string; hub: ChildProcess; inN
   execFileSync('ip', ['netns', 'add', ns]);
   namespaces.push(ns);
   execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  let stderr = '';
   const inNs = (cmd: string[]) => {
-    const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, MALLOC_ARENA_MAX: '2' } });
+    const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, MALLOC_ARENA_MAX: '2' } });
+    p.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000))); // kept for a failed start
     procs.push(p);
     return p;
   };
@@ -91,7 +93,7 @@ web: { listen: "127.0.0.1:8080" }
   });
   const deadline = Date.now() + 60_000;
   while (!(webUp && fleetReady)) {
-    if (Date.now() > deadline) throw new Error(`${label}: the hub or the peers did not start within 60 s`);
+    if (Date.now() > deadline) throw new Error(`${label}: the hub or the peers did not start within 60 s: ${stderr.trim()}`);
     await sleep(100);
   }
   // The inspector, for the full collections after each phase (opened now, so every phase pays for it alike).
