@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { ZYRE_C } from './lib/c.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: { 'soak-minutes': { type: 'string' }, json: { type: 'boolean' } } });
@@ -46,9 +47,9 @@ const x = (r: number) => `${r.toFixed(2)} ×`;
 const floor = (mine: number, f: number | null) => (f ? `; libzmq floor now ${k(f)} (${x(mine / f)})` : '');
 const receiverRss = Math.max(zre.receiverRss16, zre.receiverRss1k);
 const rows: { aim: string; measured: string; comparison: string; ratio: string; met: boolean }[] = [
-  { aim: 'whisper 16 B one way ≥ 1.5 × Zyre C', measured: k(zre.whisper16PerSec), comparison: `Zyre C 92k msg/s${floor(zre.whisper16PerSec, zre.floor16PerSec)}`, ratio: x(zre.whisper16PerSec / 92_000), met: zre.whisper16PerSec / 92_000 >= 1.5 },
-  { aim: 'whisper 1 KiB one way ≥ 1.2 × Zyre C', measured: k(zre.whisper1kPerSec), comparison: `Zyre C 90k msg/s${floor(zre.whisper1kPerSec, zre.floor1kPerSec)}`, ratio: x(zre.whisper1kPerSec / 90_000), met: zre.whisper1kPerSec / 90_000 >= 1.2 },
-  { aim: 'discovery ≈ Zyre C (2nd node start → ENTER on both; met within 1.25 ×)', measured: `${zre.discoveryMs.toFixed(1)} ms (warm process ${zre.discoveryWarmMs.toFixed(1)} ms)`, comparison: 'Zyre C 2.2 ms', ratio: x(zre.discoveryMs / 2.2), met: zre.discoveryMs <= 2.2 * 1.25 },
+  { aim: 'whisper 16 B one way ≥ 1.5 × Zyre C', measured: k(zre.whisper16PerSec), comparison: `Zyre C ${k(ZYRE_C.whisper16PerSec)}${floor(zre.whisper16PerSec, zre.floor16PerSec)}`, ratio: x(zre.whisper16PerSec / ZYRE_C.whisper16PerSec), met: zre.whisper16PerSec / ZYRE_C.whisper16PerSec >= 1.5 },
+  { aim: 'whisper 1 KiB one way ≥ 1.2 × Zyre C', measured: k(zre.whisper1kPerSec), comparison: `Zyre C ${k(ZYRE_C.whisper1kPerSec)}${floor(zre.whisper1kPerSec, zre.floor1kPerSec)}`, ratio: x(zre.whisper1kPerSec / ZYRE_C.whisper1kPerSec), met: zre.whisper1kPerSec / ZYRE_C.whisper1kPerSec >= 1.2 },
+  { aim: 'discovery ≈ Zyre C (2nd node start → ENTER on both; met within 1.25 ×)', measured: `${zre.discoveryMs.toFixed(1)} ms (warm process ${zre.discoveryWarmMs.toFixed(1)} ms)`, comparison: `Zyre C ${ZYRE_C.discoveryMs} ms`, ratio: x(zre.discoveryMs / ZYRE_C.discoveryMs), met: zre.discoveryMs <= ZYRE_C.discoveryMs * 1.25 },
   { aim: 'receiver under a whisper flood < 2 × its idle RSS', measured: `${(receiverRss / 1e6).toFixed(1)} MB`, comparison: `idle ${(zre.idleRssBytes / 1e6).toFixed(1)} MB`, ratio: x(receiverRss / zre.idleRssBytes), met: receiverRss < 2 * zre.idleRssBytes },
   { aim: `pipeline soak at 5,000 samples/s < 100 MB RSS, no upward trend (${soakMinutes} min here; the aim is 30)`, measured: `max ${soak.rssMaxMB} MB, trend ${soak.rssSlopeMBPerMin >= 0 ? '+' : ''}${soak.rssSlopeMBPerMin} MB/min`, comparison: '100 MB', ratio: x(soak.rssMaxMB / 100), met: soak.rssMaxMB < 100 && soak.rssSlopeMBPerMin <= 0.1 },
   { aim: 'idle private memory ≤ bare Node + 8 MB', measured: `${exe.idleAnonMB} MB anon`, comparison: `node -e 0 (Node 24) ${bare.idleAnonMB} MB`, ratio: `+${(exe.idleAnonMB - bare.idleAnonMB).toFixed(1)} MB`, met: exe.idleAnonMB - bare.idleAnonMB <= 8 },

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ZreNode } from '../runtime/zre/node.ts';
 import { Segment } from '../test/net/netns.ts';
-import { buildC } from './lib/c.ts';
+import { buildC, ZYRE_C } from './lib/c.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -219,13 +219,13 @@ async function conduct(): Promise<void> {
     const floorCell = (runs: Record<string, unknown>[] | string) => (typeof runs === 'string' ? runs : `${Math.round(rate(median(runs)) / 1000)}k msg/s (${range(runs)})`);
     const mb = (b: number) => `${(b / 1048576).toFixed(1)} MB`;
     const rows = [
-      { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, floor: '', ratio: '', zyre: '2.2 ms' },
+      { figure: 'discovery (2nd node start → ENTER on both)', starling: `${discoveryMs.toFixed(1)} ms`, floor: '', ratio: '', zyre: `${ZYRE_C.discoveryMs} ms` },
       { figure: '  again, fresh process (median of 5)', starling: `${cold.both.toFixed(1)} ms (start() ${cold.start.toFixed(1)} ms)`, floor: '', ratio: '', zyre: '' },
-      { figure: '  warm process: ZeroMQ up (median of 5)', starling: `${warm.both.toFixed(1)} ms (start() ${warm.start.toFixed(1)} ms)`, floor: '', ratio: '', zyre: '2.2 ms' },
-      { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, floor: floorCell(floor16), ratio: ratio(small, f16), zyre: '92k msg/s (aim: Starling 1.5 ×)' },
-      { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, floor: floorCell(floor1k), ratio: ratio(large, f1k), zyre: '90k msg/s (aim: Starling 1.2 ×)' },
-      { figure: 'receiver RSS after 16 B / 1 KiB runs', starling: `${mb(small.rss as number)} / ${mb(large.rss as number)}`, floor: f16 && f1k ? `${mb(f16.rss as number)} / ${mb(f1k.rss as number)}` : '', ratio: '', zyre: '11 MB (aim: under 2 × idle)' },
-      { figure: 'idle RSS, one node', starling: mb(rss), floor: '', ratio: '', zyre: '7.3 MB' },
+      { figure: '  warm process: ZeroMQ up (median of 5)', starling: `${warm.both.toFixed(1)} ms (start() ${warm.start.toFixed(1)} ms)`, floor: '', ratio: '', zyre: `${ZYRE_C.discoveryMs} ms` },
+      { figure: `whisper 16 B one way (median of ${repeat})`, starling: `${Math.round(rate(small) / 1000)}k msg/s (${range(smalls)})`, floor: floorCell(floor16), ratio: ratio(small, f16), zyre: `${ZYRE_C.whisper16PerSec / 1000}k msg/s (aim: Starling 1.5 ×)` },
+      { figure: `whisper 1 KiB one way (median of ${repeat})`, starling: `${Math.round(rate(large) / 1000)}k msg/s (${range(larges)})`, floor: floorCell(floor1k), ratio: ratio(large, f1k), zyre: `${ZYRE_C.whisper1kPerSec / 1000}k msg/s (aim: Starling 1.2 ×)` },
+      { figure: 'receiver RSS after 16 B / 1 KiB runs', starling: `${mb(small.rss as number)} / ${mb(large.rss as number)}`, floor: f16 && f1k ? `${mb(f16.rss as number)} / ${mb(f1k.rss as number)}` : '', ratio: '', zyre: `${ZYRE_C.receiverRssMB} MB (aim: under 2 × idle)` },
+      { figure: 'idle RSS, one node', starling: mb(rss), floor: '', ratio: '', zyre: `${ZYRE_C.idleRssMB} MB` },
       { figure: '  of which Node + zeromq, no node', starling: mb(baseRss), floor: '', ratio: '', zyre: '' },
     ];
     if (values.json) {

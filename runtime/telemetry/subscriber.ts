@@ -16,11 +16,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { isUtf8 } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
 import { Dealer, Subscriber as ZmqSubscriber, capability } from 'zeromq';
 import { BoundedQueue } from '../queue.ts';
 import { ProblemLog, type ProblemSink } from '../problems.ts';
 import { Batch, SYNC_PREFIX, TelemetryFormatError } from './sample.ts';
-import { randomBytes } from 'node:crypto';
 
 export interface SubscriberOptions {
   /** Topic prefix to receive; '' (default) for everything. */

@@ -94,7 +94,6 @@ export function checkVersion(v: string): void {
   if (!/^\d{1,6}\.\d{1,6}\.\d{1,6}(-[0-9A-Za-z.]{1,40})?$/.test(v)) throw new ReleaseError(`version ${JSON.stringify(v.slice(0, 60))} is not x.y.z or x.y.z-pre`);
 }
 
-
 /**
  * Parses and checks a signed manifest for this device: shape, a signature by one of `keys`, the app, a
  * time not before `not_before`, and a version above `installed` (or a manifest marked rollback). Throws

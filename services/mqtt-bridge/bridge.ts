@@ -14,8 +14,9 @@
  *   left is superseded (counted as `coalesced`), as a state is. A topic without `/` stays one message per sample.
  * - Nothing is lost while the broker or the uplink is away: messages go straight to the client while it is
  *   connected and nothing waits; while the window awaiting PUBACK is full, up to MEMORY_QUEUE wait in memory
- *   (moved to the spool, in order, when that passes or the connection goes); otherwise to the disk spool, which is drained in order, one PUBACK at a time,
- *   once connected again (new messages queue behind it, so order holds). Only a full spool drops (counted).
+ *   (moved to the spool, in order, when that passes or the connection goes); otherwise to the disk spool,
+ *   which is drained in order, one PUBACK at a time, once connected again (new messages queue behind it, so
+ *   order holds). Only a full spool drops (counted).
  * - Availability: a retained `online` at `<prefix>bridge/<node>/status` on every connect, `offline` as the
  *   last will; and for each peer with a telemetry prefix, `<state topic of its prefix>@node/availability`,
  *   `online` while it is on the mesh and `offline` after its EXIT, which its entities' configs also name. Discovery configs are published for each topic when first seen and again after every
