@@ -69,8 +69,16 @@ describe.runIf(runHere)('SIGTERM under load', () => {
         throw new Error(`${e.message}; the run log says: ${runLog().split('\n').filter((l) => /broker|mqtt/.test(l)).slice(-5).join(' | ')}`);
       });
       const states: number[] = [];
-      watcher.on('message', (t, p) => t === 'starling/box/relay' && states.push(JSON.parse(p.toString()).value));
+      let bridge = '';
+      watcher.on('message', (t, p) => {
+        if (t === 'starling/box/relay') states.push(JSON.parse(p.toString()).value);
+        if (t === 'starling/bridge/box/status') bridge = p.toString();
+      });
       await watcher.subscribe('starling/box/relay', 1);
+      // The bridge says online once it has subscribed to the command topics; a command published before that
+      // has no subscriber and the broker drops it (MQTT keeps no unretained message for later subscribers).
+      await watcher.subscribe('starling/bridge/box/status', 1);
+      await until(() => bridge === 'online', 15_000, 'the bridge online');
       await watcher.publish('starling/box/relay/set', '1', { qos: 1 });
       await until(() => states.includes(1), 10_000, 'the relay on');
       const t0 = Date.now();
