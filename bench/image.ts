@@ -8,7 +8,10 @@
  *
  * Needs `npm run image` (executables, .debs) and image/fetch-node.sh x64 (the Node 24 the executable embeds).
  * start-to-ready: spawn → the device's "started" log line (node up, sensors opened, publisher bound), median of
- * --runs (5). Idle RSS: VmRSS after --idle (5) seconds with sensors sampled every 10 s, median of the runs.
+ * --runs (5). Idle RSS: VmRSS (and its private part) averaged over one trim period (10 s, sampled every 0.5 s)
+ * from --idle (5) seconds after the start, with sensors sampled every 10 s; median of the runs. One sample would
+ * land anywhere on the sawtooth `starling run`'s trim makes (glibc's free pages go back every 10 s: about 2 MB
+ * between trims at idle); bare Node is measured the same way.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -38,6 +41,17 @@ const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rssOf = (pid: number) => memoryOf(pid).rss;
+/** RSS and anonymous memory averaged over one trim period (runtime/memory.ts's 10 s), after the idle wait. */
+async function idleMemory(pid: number): Promise<{ rss: number; anon: number }> {
+  await sleep(IDLE_S * 1000);
+  const samples: { rss: number; anon: number }[] = [];
+  for (let i = 0; i < 20; i++) {
+    samples.push(memoryOf(pid));
+    await sleep(500);
+  }
+  const mean = (k: 'rss' | 'anon') => samples.reduce((a, m) => a + m[k], 0) / samples.length;
+  return { rss: mean('rss'), anon: mean('anon') };
+}
 const anonOf = (pid: number) => memoryOf(pid).anon;
 
 /** A device config: `sensors` simulated sensors read every `interval`, on loopback. */
@@ -94,9 +108,9 @@ async function bareRss(nodeBin: string): Promise<{ rss: number; anon: number }> 
   const anon: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const { proc } = await start([nodeBin, '-e', 'setInterval(() => {}, 1000)'], {});
-    await sleep(IDLE_S * 1000);
-    rss.push(rssOf(proc.pid!));
-    anon.push(anonOf(proc.pid!));
+    const m = await idleMemory(proc.pid!);
+    rss.push(m.rss);
+    anon.push(m.anon);
     await stop(proc);
   }
   return { rss: median(rss), anon: median(anon) };
@@ -110,9 +124,9 @@ async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ 
   for (let i = 0; i < RUNS; i++) {
     const s = await start([...prefix, 'run', '--config', config(`idle${i}`, 3, '10s')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
     ms.push(s.ms);
-    await sleep(IDLE_S * 1000);
-    rss.push(rssOf(s.proc.pid!));
-    anon.push(anonOf(s.proc.pid!));
+    const m = await idleMemory(s.proc.pid!);
+    rss.push(m.rss);
+    anon.push(m.anon);
     await stop(s.proc);
   }
   return { ms: median(ms), rss: median(rss), anon: median(anon) };
@@ -199,7 +213,7 @@ if (opts.json) {
 } else {
   console.log('\nSizes');
   console.table(Object.fromEntries(Object.entries(sizes).map(([k, v]) => [k, { MB: mb(v), bytes: v }])));
-  console.log(`Start-to-ready and idle RSS of a device (3 simulated sensors; medians of ${RUNS}; idle ${IDLE_S} s)`);
+  console.log(`Start-to-ready and idle RSS of a device (3 simulated sensors; medians of ${RUNS}; idle: the mean over 10 s from ${IDLE_S} s)`);
   console.table(forms.map((f) => ({ ...f, startMs: Math.round(f.startMs) })));
   console.log(`V8/Node flags on Node 24 (the executable's), bundle run by it; load: 50 sensors every 10 ms for ${LOAD_S} s`);
   console.table(flags.map((f) => ({ ...f, startMs: Math.round(f.startMs) })));

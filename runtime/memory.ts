@@ -36,14 +36,30 @@ export function releaseYoung(full = false): void {
  * drained — otherwise stays in the RSS for the life of the process. Returns the function that stops it; does
  * nothing where the addon is not in the build (run from TypeScript) or glibc is not the C library.
  */
-export function trimFreeMemory(intervalMs = TRIM_INTERVAL_MS): () => void {
+export function trimFreeMemory(intervalMs = TRIM_INTERVAL_MS, settleMs = SETTLE_MS): () => void {
   const addon = loadOptionalNative('sd_notify') as { trim?: () => boolean } | undefined;
   const trim = addon?.trim;
   if (!trim) return () => {};
+  // Once, soon after start-up: a full collection, then a trim. What starting allocated and dropped (the
+  // configuration's parse, the modules' evaluation, the first connections) otherwise stays until V8's heap
+  // next fills, which an idle device may not do for hours; freed now, it goes back to the kernel at once.
+  // The trim waits a second: V8 sweeps and releases the freed pages on helper threads after the collection.
+  let settle = setTimeout(() => {
+    releaseYoung(true);
+    settle = setTimeout(() => trim(), 1000);
+    settle.unref();
+  }, settleMs);
+  settle.unref();
   const timer = setInterval(() => trim(), intervalMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => {
+    clearTimeout(settle);
+    clearInterval(timer);
+  };
 }
+
+/** How long after {@link trimFreeMemory} starts its one full collection runs. */
+export const SETTLE_MS = 2_000;
 
 /** How often {@link trimFreeMemory} trims. */
 export const TRIM_INTERVAL_MS = 10_000;
