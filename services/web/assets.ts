@@ -7,7 +7,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 
 export interface Asset {
   type: string;
@@ -27,7 +26,7 @@ export function asset(name: string, body: Buffer): Asset {
     type,
     body,
     get gzip() {
-      return (gzip ??= gzipSync(body, { level: 9 }));
+      return (gzip ??= (process.getBuiltinModule('node:zlib') as typeof import('node:zlib')).gzipSync(body, { level: 9 }));
     },
     etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 16)}"`,
   };
