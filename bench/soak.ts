@@ -4,11 +4,12 @@
  * simulated sensors read every 10 ms (5,000 samples/s) onto its telemetry, and its MQTT bridge forwarding
  * every sample to its own embedded broker (QoS 1, spool on disk) — the whole pipeline in one process.
  *
- *   node dist/bench/soak.mjs [--minutes M] [--every SEC] [--warmup SEC] [--bundle] [--flags="…"] [--json]
+ *   node dist/bench/soak.mjs [--minutes M] [--every SEC] [--warmup SEC] [--bundle] [--flags="…"] [--no-web] [--json]
  *
  * --minutes (default 3), samples every --every (default 10) seconds; the trend (least-squares slope, MB/min) is
  * taken after --warmup (default 30) seconds. --bundle runs dist/starling.cjs on the executable's Node instead,
- * with --flags (default: image/sea-flags.json's), to compare flags.
+ * with --flags (default: image/sea-flags.json's), to compare flags. --no-web turns the web view off (it is on by
+ * default, on a port of its own here), to see what it holds under this load.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +22,7 @@ import { cpuSecondsOf, embeddedNode, memoryOf } from './lib/proc.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: {
-  minutes: { type: 'string' }, every: { type: 'string' }, warmup: { type: 'string' }, bundle: { type: 'boolean' }, flags: { type: 'string' }, json: { type: 'boolean' },
+  minutes: { type: 'string' }, every: { type: 'string' }, warmup: { type: 'string' }, bundle: { type: 'boolean' }, flags: { type: 'string' }, 'no-web': { type: 'boolean' }, json: { type: 'boolean' },
 } });
 const MINUTES = Number(opts.minutes ?? 3);
 const EVERY = Number(opts.every ?? 10);
@@ -46,6 +47,7 @@ telemetry: { prefix: soak/ }
 sensors:
 ${sensors.join('\n')}
 mqtt: { embedded: true, embedded_listen: "127.0.0.1:${mqttPort}", spool: "${join(work, 'spool')}", discovery: false }
+web: { listen: "${opts['no-web'] ? 'off' : `127.0.0.1:${34000 + (process.pid % 1000)}`}" }
 `);
 
 const proc = spawn(cmd[0]!, [...cmd.slice(1), 'run', '--config', join(work, 'soak.yaml')], {
@@ -53,7 +55,9 @@ const proc = spawn(cmd[0]!, [...cmd.slice(1), 'run', '--config', join(work, 'soa
 });
 let errors = 0;
 createInterface({ input: proc.stdout! }).on('line', (l) => {
-  if (l.includes('"level":"error"')) errors++;
+  if (!l.includes('"level":"error"')) return;
+  errors++;
+  if (errors <= 3) process.stderr.write(`soak: the device logged an error: ${l}\n`);
 });
 const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
 const read = () => {
@@ -88,7 +92,7 @@ function slope(pts: { t: number; y: number }[]): number {
 }
 const steady = rows.filter((r) => r.t >= WARMUP);
 const summary = {
-  form: opts.bundle ? `bundle on Node 24 ${flags.join(' ') || '(no flags)'}` : `executable (execArgv ${seaFlags.join(' ') || 'none'})`,
+  form: (opts.bundle ? `bundle on Node 24 ${flags.join(' ') || '(no flags)'}` : `executable (execArgv ${seaFlags.join(' ') || 'none'})`) + (opts['no-web'] ? ', no web view' : ''),
   minutes: MINUTES, samplesPerSecond: 5000,
   rssFirstMB: steady[0]?.rssMB, rssLastMB: steady.at(-1)?.rssMB, rssMaxMB: Math.max(...steady.map((r) => r.rssMB)),
   rssSlopeMBPerMin: Math.round(slope(steady.map((r) => ({ t: r.t, y: r.rssMB }))) * 100) / 100,
