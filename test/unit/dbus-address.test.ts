@@ -1,4 +1,4 @@
-// Where the system bus's socket is missing, the supervisor does not load dbus-next at all (about 2 MB of heap
+// Where the system bus's socket is missing, the supervisor does not load dbus-next at all (1.2 MB of heap
 // and 10 ms); where it may be there, or cannot be checked without connecting, it tries as before.
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
