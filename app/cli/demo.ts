@@ -79,10 +79,11 @@ Runs, in this one process and on loopback (nothing leaves this machine):
 Prints what the broker receives (states, discovery) and what the mesh does. After a
 few seconds it switches the greenhouse fan on from MQTT, as Home Assistant would:
 the hub whispers the command to the greenhouse, whose new state comes back.
-Ends after S seconds (default 20; 0 = until Ctrl-C). Watch the broker from elsewhere
-with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
+Ends S seconds after it starts watching the broker (default 20; 0 = until Ctrl-C).
+Watch the broker from elsewhere with, for example:
+  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
 
-  --seconds S         how long to run (default 20, 0 = until interrupted)
+  --seconds S         how long to watch (default 20, 0 = until interrupted)
   --mqtt IP:PORT      where the embedded broker listens (default 127.0.0.1:1883)
   --web IP:PORT|off   where the hub's web view listens (default 127.0.0.1:8080; port 0: any)
   --iface NAME|IP     interface for the mesh (default lo)
@@ -164,7 +165,10 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
       else out(`mqtt  ${topic.padEnd(32)} ${state.value === undefined ? text : `${Math.round(state.value * 100) / 100} ${state.unit ?? ''}`.trimEnd()}`);
     });
 
-    const stopped = untilSignal(seconds);
+    // Ctrl-C or SIGTERM ends it at any time; the S seconds count from when the broker is watched, so a slow
+    // start (a loaded machine) does not eat the time the states have to arrive.
+    const interrupted = untilSignal();
+    let stopped: Promise<void> = interrupted;
     say(`secure mesh (CURVE): a key pair for each of the four boards made in ${keys}, each trusting the others; the devices let the hub command them`);
     try {
       for (const d of boards.slice(0, -1)) {
@@ -185,6 +189,7 @@ with, for example:  mosquitto_sub -h 127.0.0.1 -t 'starling/#' -v
       await watcher.subscribe('starling/#', 0);
       await watcher.subscribe('homeassistant/#', 0);
       say(`hub bridging the mesh to mqtt://${listen}; watching starling/# and homeassistant/#`);
+      if (seconds > 0) stopped = Promise.race([interrupted, sleep(seconds * 1000)]);
 
       // As Home Assistant would: switch the greenhouse fan on once its state has arrived.
       const command = (async () => {
