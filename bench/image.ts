@@ -41,6 +41,7 @@ const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rssOf = (pid: number) => memoryOf(pid).rss;
+const anonOf = (pid: number) => memoryOf(pid).anon;
 /** RSS and anonymous memory averaged over one trim period (runtime/memory.ts's 10 s), after the idle wait. */
 async function idleMemory(pid: number): Promise<{ rss: number; anon: number }> {
   await sleep(IDLE_S * 1000);
@@ -52,7 +53,6 @@ async function idleMemory(pid: number): Promise<{ rss: number; anon: number }> {
   const mean = (k: 'rss' | 'anon') => samples.reduce((a, m) => a + m[k], 0) / samples.length;
   return { rss: mean('rss'), anon: mean('anon') };
 }
-const anonOf = (pid: number) => memoryOf(pid).anon;
 
 /** A device config: `sensors` simulated sensors read every `interval`, on loopback. */
 function config(name: string, sensors: number, interval: string): string {

@@ -218,8 +218,9 @@ export async function connectSupervisor(): Promise<{ call(method: string, ...arg
 
 /** NetworkManager's connectivity (1 none … 4 full), or undefined when NetworkManager or the bus is not there (after at most `ms`). */
 export async function networkConnectivity(ms = 2000): Promise<number | undefined> {
-  if (missingBusSockets()) return undefined;
-  const bus = (await loadDbus()).systemBus();
+  const dbus = await loadDbus().catch(() => undefined);
+  if (!dbus) return undefined;
+  const bus = dbus.systemBus();
   let timer: NodeJS.Timeout | undefined;
   const giveUp = new Promise<undefined>((resolve) => {
     bus.on('error', () => resolve(undefined));

@@ -49,7 +49,8 @@ import { exposition, METRICS_TYPE } from './metrics.ts';
 
 // node:http and node:zlib are taken when the view starts and answers, not imported: loading them took about 7 ms
 // of a device's start before its mesh node was up, and the view starts after the device.
-const builtin = <T>(name: string): T => process.getBuiltinModule(name) as T;
+const http = () => process.getBuiltinModule('node:http') as typeof import('node:http');
+const zlib = () => process.getBuiltinModule('node:zlib') as typeof import('node:zlib');
 
 /** New samples are sent to the browsers this often, together (one event per interval, not one per sample). */
 const SAMPLE_FLUSH_MS = 100;
@@ -141,7 +142,7 @@ export class WebService extends ServiceBase {
       this.loopback = host.startsWith('127.');
       this.token = this.resolveToken();
       this.histories = new Histories(w.history, w.max_topics);
-      const server = builtin<typeof import('node:http')>('node:http').createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => this.handle(req, res));
+      const server = http().createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => this.handle(req, res));
       server.maxConnections = w.max_clients + 16;
       server.keepAliveTimeout = 5000;
       this.server = server;
@@ -544,7 +545,7 @@ function send(res: ServerResponse, status: number, body: unknown, type = 'applic
   let data = Buffer.from(text);
   const h: Record<string, string | number> = { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers };
   if (req && data.length > 1024 && /\bgzip\b/.test(req.headers['accept-encoding'] ?? '')) {
-    data = builtin<typeof import('node:zlib')>('node:zlib').gzipSync(data, { level: 6 });
+    data = zlib().gzipSync(data, { level: 6 });
     h['content-encoding'] = 'gzip';
   }
   h['content-length'] = data.length;
