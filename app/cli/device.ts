@@ -12,7 +12,7 @@ import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../
 import { servicesFrom } from '../compose.ts';
 import { EXIT_UPDATE } from '../../services/files.ts';
 import { openSecurity, type Security } from '../../runtime/security/context.ts';
-import { trimFreeMemory } from '../../runtime/memory.ts';
+import { smallBufferPool, trimFreeMemory } from '../../runtime/memory.ts';
 
 const DEFAULT_CONFIG = '/etc/starling/starling.yaml';
 const configFile = (given?: string) => given ?? process.env.STARLING_CONFIG ?? DEFAULT_CONFIG;
@@ -132,6 +132,7 @@ ${CONFIG_HELP}
   --fallback FILE     the configuration to run when FILE has problems (the .deb's unit
                       gives /usr/share/starling/starling.yaml, the packaged default)`,
   async run(argv) {
+    smallBufferPool();
     const { values } = parse(argv, { config: { type: 'string' }, fallback: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const file = configFile(values.config);
     let c: Config;

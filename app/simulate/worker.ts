@@ -20,7 +20,7 @@ import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 import { servicesFrom, type Composition } from '../compose.ts';
-import { trimFreeMemory } from '../../runtime/memory.ts';
+import { smallBufferPool, trimFreeMemory } from '../../runtime/memory.ts';
 
 /** What the conductor asks of this process. */
 export interface WorkerStart {
@@ -117,6 +117,7 @@ ${common}sensors:
 
 /** Runs the worker until stdin ends; then exits the process. */
 export async function runWorker(): Promise<never> {
+  smallBufferPool(); // as `starling run` does
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
   loop.enable();
   const boards: Board[] = [];

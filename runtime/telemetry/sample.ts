@@ -125,10 +125,14 @@ export class BatchWriter {
     return at + 5;
   }
 
-  /** The finished batch frame (a copy); the writer is empty afterwards. */
+  /**
+   * The finished batch frame (a copy in memory of its own, not a slice of Node's shared pool: the publisher
+   * keeps each topic's last frame for late joiners, and a kept slice would keep its whole pool); the writer is
+   * empty afterwards.
+   */
   finish(): Buffer {
     this.buf.writeUInt16BE(this._count, this.countAt);
-    const out = Buffer.allocUnsafe(this.at);
+    const out = Buffer.allocUnsafeSlow(this.at);
     this.buf.copy(out, 0, 0, this.at);
     this._count = 0;
     this.at = 0;
