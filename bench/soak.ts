@@ -6,6 +6,10 @@
  *
  *   node dist/bench/soak.mjs [--minutes M] [--every SEC] [--warmup SEC] [--bundle] [--flags="…"] [--no-web] [--json]
  *
+ * RSS is the private memory (anon) and the pages of the executable's file the process has mapped (shared with
+ * every other process that runs it, and given back by the kernel under pressure: about 50–65 MB here under this
+ * load, depending on the page cache), so both are shown. Run with MALLOC_ARENA_MAX=2, as the unit runs it.
+ *
  * --minutes (default 3), samples every --every (default 10) seconds; the trend (least-squares slope, MB/min) is
  * taken after --warmup (default 30) seconds. --bundle runs dist/starling.cjs on the executable's Node instead,
  * with --flags (default: image/sea-flags.json's), to compare flags. --no-web turns the web view off (it is on by
@@ -51,7 +55,8 @@ web: { listen: "${opts['no-web'] ? 'off' : `127.0.0.1:${34000 + (process.pid % 1
 `);
 
 const proc = spawn(cmd[0]!, [...cmd.slice(1), 'run', '--config', join(work, 'soak.yaml')], {
-  stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STARLING_NATIVE_DIR: join(work, 'native') },
+  // MALLOC_ARENA_MAX=2: as the .deb's unit runs it (image/deb/starling.service).
+  stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STARLING_NATIVE_DIR: join(work, 'native'), MALLOC_ARENA_MAX: '2' },
 });
 let errors = 0;
 createInterface({ input: proc.stdout! }).on('line', (l) => {
@@ -95,6 +100,7 @@ const summary = {
   form: (opts.bundle ? `bundle on Node 24 ${flags.join(' ') || '(no flags)'}` : `executable (execArgv ${seaFlags.join(' ') || 'none'})`) + (opts['no-web'] ? ', no web view' : ''),
   minutes: MINUTES, samplesPerSecond: 5000,
   rssFirstMB: steady[0]?.rssMB, rssLastMB: steady.at(-1)?.rssMB, rssMaxMB: Math.max(...steady.map((r) => r.rssMB)),
+  anonMaxMB: Math.max(...steady.map((r) => r.anonMB)),
   rssSlopeMBPerMin: Math.round(slope(steady.map((r) => ({ t: r.t, y: r.rssMB }))) * 100) / 100,
   anonSlopeMBPerMin: Math.round(slope(steady.map((r) => ({ t: r.t, y: r.anonMB }))) * 100) / 100,
   cpuPctMean: Math.round(steady.reduce((s, r) => s + r.cpuPct, 0) / Math.max(1, steady.length)),
