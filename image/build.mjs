@@ -10,6 +10,8 @@
 //                         zeromq-system (against the system libzmq, with epgm; from image/build-zeromq.sh's
 //                         cache, when built), zeromq (zeromq.js's prebuilt glibc-127 addon, no epgm), epoll,
 //                         sd_notify (image/native/sd_notify.c).
+// dist/native/nfq-delay   starling simulate's delay line without netem (image/native/nfq-delay.c), where
+//                         libnetfilter_queue is installed.
 //
 // Native addons: a plugin replaces zeromq's loader (cmake-ts) and epoll's (bindings) with runtime/native.ts,
 // which loads them from native/ beside the bundle or from the single executable's assets. Nothing is copied
@@ -141,6 +143,13 @@ const addons = {
 for (const [name, path] of Object.entries(addons)) {
   if (path && existsSync(path)) atomicCopy(path, join(native, `${name}.node`));
   else rmSync(join(native, `${name}.node`), { force: true });
+}
+// starling simulate's delay line where the kernel has no netem (image/native/nfq-delay.c), where
+// libnetfilter_queue is installed (the test machine); quietly left out elsewhere: only --delay without netem needs it.
+try {
+  atomicCopy(execFileSync('bash', [join(root, 'image/build-nfq-delay.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim(), join(native, 'nfq-delay'));
+} catch {
+  rmSync(join(native, 'nfq-delay'), { force: true });
 }
 
 // npm links the bins of dependencies into node_modules/.bin, never the project's own; link ours there so

@@ -50,6 +50,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)   # the MQTT tests' broker
 # starling simulate's packet loss where the kernel has no netem (its test): iptables' statistic match.
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+# Its delay without netem: a delay line on iptables' NFQUEUE (image/native/nfq-delay.c, libnetfilter_queue).
+pkg-config --exists libnetfilter_queue 2>/dev/null || need+=(libnetfilter-queue-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the web view's tests (headless, DevTools protocol)
 # The metrics tests' real servers (each started by the test on the loopback, never as a system service).
 [ -x /usr/bin/prometheus ] || need+=(prometheus)

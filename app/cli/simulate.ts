@@ -60,7 +60,8 @@ touches this machine's interfaces; the namespaces end with the run, even when it
   --nodes N           simulated nodes (default 50), besides the hub
   --per-process K     nodes per process (default 10, fewer where 'ulimit -n' would not do)
   --loss P%           each packet a host sends is dropped with this probability (default 0)
-  --delay MS          each packet a host sends is delayed (needs the kernel's netem)
+  --delay MS          each packet a host sends is delayed (the kernel's netem, else iptables'
+                      NFQUEUE and the nfq-delay helper, image/build-nfq-delay.sh)
   --flap SEC          every SEC seconds one process's link goes down (out of range) for the
                       expiry plus 2 s and comes back: its nodes leave and rejoin
   --minutes M         how long the mesh runs before the checks (default 1; decimals allowed)
@@ -188,7 +189,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const self = sea ? [] : [process.argv[1]!];
       const groups: number[][] = [[0]];
       for (let i = 1; i <= n; i += k) groups.push(Array.from({ length: Math.min(k, n + 1 - i) }, (_, j) => i + j));
-      say(`${n} nodes in ${groups.length - 1} process(es) of up to ${k}, and a hub; loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms, flap ${flapS ? `every ${flapS} s` : 'off'}, expiry ${expiredMs / 1000} s, ${minutes} min`);
+      say(`${n} nodes in ${groups.length - 1} process(es) of up to ${k}, and a hub; loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms (${lab.delayBy}), flap ${flapS ? `every ${flapS} s` : 'off'}, expiry ${expiredMs / 1000} s, ${minutes} min`);
       for (const [id, nodes] of groups.entries()) {
         const proc = spawn('unshare', ['--net', '--', process.execPath, ...self, 'simulate', '--worker'], { stdio: ['pipe', 'pipe', 'inherit'] });
         const w: Worker = { id, proc, pid: proc.pid!, nodes, hub: id === 0, killed: false, down: [], stats: undefined, cpuMs: 0, statMs: 0, waiters: new Map() };
@@ -209,6 +210,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       }
       await Promise.all(workers.map((w) => next(w, 'loaded', 30_000)));
       for (const w of workers) lab.wire(w.id, w.pid, w.nodes.map(simAddress));
+      await lab.delaysReady();
       lab.pinNeighbours();
       const before = lab.bytesSent();
       const tBefore = Date.now();
@@ -338,7 +340,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const rssPerNode = nodeWorkers.filter((w) => !w.killed).map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
       const loops = nodeWorkers.map((w) => w.stats!.loop as { p50: number; p99: number; max: number });
       const report = {
-        nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, flapS, expiredMs, minutes, ranMs, followFleet,
+        nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, delayBy: lab.delayBy, flapS, expiredMs, minutes, ranMs, followFleet,
         fullMeshMs: fullMeshMs ?? null, started: startedNodes.size, links, fullLinks: full,
         exits, falseExits: falseExits.length, falseExitSamples: falseExits.slice(0, 10), reenters,
         flaps: workers.reduce((s, w) => s + w.down.length, 0),
@@ -365,7 +367,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       else {
         const rows: [string, string][] = [
           ['nodes (+ hub)', `${n} in ${report.processes} process(es) of up to ${k}`],
-          ['network', `loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms, flaps ${report.flaps}, expiry ${expiredMs / 1000} s`],
+          ['network', `loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms (${lab.delayBy}), flaps ${report.flaps}, expiry ${expiredMs / 1000} s`],
           ['time to a full mesh', fullMeshMs === undefined ? `not reached (${links}/${full} links)` : `${fmt(fullMeshMs / 1000, 2)} s`],
           ['EXITs / false EXITs / re-ENTERs', `${exits} / ${falseExits.length} / ${reenters}`],
           ['handshake timeouts / re-HELLOs (quiet) / refused / sends dropped', ((m) => `${m.handshakeTimeouts} / ${m.rehellos} (${m.rehellosQuiet}) / ${m.peersRefused} / ${m.sendsDropped}`)(report.mesh as Record<string, number>)],

@@ -4,10 +4,13 @@
  * process (`unshare --net sh -c read`) and each host's to its worker (`unshare --net starling simulate
  * --worker`), so when the conductor ends — even by SIGKILL, which closes their stdin — they end, and the
  * kernel removes the namespaces, the veths and the bridge with them. Nothing touches this machine's own
- * interfaces. Needs root, iproute2 and util-linux; loss needs netem or iptables, delay netem.
+ * interfaces. Needs root, iproute2 and util-linux; loss needs netem or iptables; delay needs netem, or iptables
+ * and the nfq-delay helper (image/native/nfq-delay.c: a delay line on the kernel's NFQUEUE, for kernels without
+ * netem, such as this machine's).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 export class LabError extends Error {
   override name = 'LabError';
@@ -49,11 +52,22 @@ async function ownNetns(pid: number, ms = 5000): Promise<void> {
 export interface Impairment {
   /** Probability (0..1) that a packet leaving a host is dropped. */
   loss: number;
-  /** Milliseconds each packet leaving a host is held (netem only). */
+  /** Milliseconds each packet leaving a host is held (netem, else the nfq-delay helper). */
   delayMs: number;
 }
 
 /** Host `id`'s eth0 MAC: locally administered (02:…), from its id. */
+/**
+ * The nfq-delay helper: $STARLING_NFQ_DELAY, else native/nfq-delay beside the bundle (image/build.mjs puts it in
+ * dist/native/ where libnetfilter_queue is installed); undefined when there is none.
+ */
+function delayHelper(): string | undefined {
+  if (process.env.STARLING_NFQ_DELAY) return process.env.STARLING_NFQ_DELAY;
+  if (typeof __filename === 'undefined') return undefined;
+  const path = join(process.env.STARLING_BASE_DIR || dirname(__filename), 'native', 'nfq-delay');
+  return existsSync(path) ? path : undefined;
+}
+
 const hostMac = (id: number): string => `02:77:00:00:${((id >> 8) & 0xff).toString(16).padStart(2, '0')}:${(id & 0xff).toString(16).padStart(2, '0')}`;
 
 /** The segment: its holder process (the bridge's namespace) and how packets are impaired on it. */
@@ -62,6 +76,11 @@ export class Lab {
   private netem = false;
   /** How loss is applied: 'netem', 'iptables' or 'none'. */
   lossBy: 'netem' | 'iptables' | 'none' = 'none';
+  /** How delay is applied: 'netem', 'nfqueue' (the nfq-delay helper) or 'none'. */
+  delayBy: 'netem' | 'nfqueue' | 'none' = 'none';
+  private helper: string | undefined;
+  /** The nfq-delay helpers, one per host, and what each said on stderr. */
+  private readonly delayers: { proc: ChildProcess; said: string }[] = [];
 
   /** Wired hosts: their worker's pid, eth0's MAC and addresses. */
   private readonly hosts: { pid: number; mac: string; addresses: string[] }[] = [];
@@ -94,15 +113,24 @@ export class Lab {
       this.netem = false;
     }
     const { loss, delayMs } = this.impairment;
-    if (delayMs > 0 && !this.netem) throw new LabError(`--delay needs netem, and this kernel has no sch_netem ('tc qdisc add … netem' fails); run without --delay (--loss works through iptables)`);
-    if (loss > 0 && !this.netem) {
+    let iptables = false;
+    if ((loss > 0 || delayMs > 0) && !this.netem) {
       try {
         inNetns(this.holderPid, ['iptables', '-L', 'OUTPUT', '-n']);
+        iptables = true;
       } catch {
-        throw new LabError('--loss needs netem or iptables (Debian: apt install iptables), and neither works here');
+        // said below, for what needs it
+      }
+    }
+    if (loss > 0 && !this.netem && !iptables) throw new LabError('--loss needs netem or iptables (Debian: apt install iptables), and neither works here');
+    if (delayMs > 0 && !this.netem) {
+      this.helper = delayHelper();
+      if (!this.helper || !iptables) {
+        throw new LabError(`--delay needs netem, or iptables and the nfq-delay helper (image/build-nfq-delay.sh; $STARLING_NFQ_DELAY names it); this kernel has no sch_netem ('tc qdisc add … netem' fails)${iptables ? '' : ', iptables does not work here'}${this.helper ? '' : ', and there is no helper'}; run without --delay (--loss works through iptables)`);
       }
     }
     this.lossBy = loss > 0 ? (this.netem ? 'netem' : 'iptables') : 'none';
+    this.delayBy = delayMs > 0 ? (this.netem ? 'netem' : 'nfqueue') : 'none';
   }
 
   /**
@@ -117,9 +145,33 @@ export class Lab {
     const { loss, delayMs } = this.impairment;
     if (this.netem && (loss > 0 || delayMs > 0)) {
       inNetns(pid, ['tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'netem', ...(delayMs > 0 ? ['delay', `${delayMs}ms`] : []), ...(loss > 0 ? ['loss', `${loss * 100}%`] : [])]);
-    } else if (loss > 0) {
-      inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-m', 'statistic', '--mode', 'random', '--probability', String(loss), '-j', 'DROP']);
+      return;
     }
+    // Loss first: a dropped packet is not delayed. What is left goes to queue 0, which the helper holds for
+    // delayMs; --queue-bypass lets packets through undelayed while no helper is bound (never dropped for it).
+    if (loss > 0) inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-m', 'statistic', '--mode', 'random', '--probability', String(loss), '-j', 'DROP']);
+    if (delayMs > 0) {
+      // It ends with the host (given its pid), so the host's namespace still ends with it; or with us (stdin).
+      const proc = spawn('nsenter', ['-t', String(pid), '-n', this.helper!, '0', String(delayMs), String(pid)], { stdio: ['pipe', 'ignore', 'pipe'] });
+      const d = { proc, said: '' };
+      proc.stderr!.on('data', (c) => (d.said += String(c)));
+      this.delayers.push(d);
+      inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass']);
+    }
+  }
+
+  /** Resolves when every host's delay helper holds its queue; throws {@link LabError} with the reason if one cannot. */
+  async delaysReady(ms = 5000): Promise<void> {
+    await Promise.all(this.delayers.map((d) => new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (d.said.includes('nfq-delay: queue')) return resolve();
+        if (d.proc.exitCode !== null || d.proc.signalCode !== null) return reject(new LabError(`the delay helper ended: ${d.said.trim() || d.proc.exitCode}`));
+        if (Date.now() - t0 > ms) return reject(new LabError(`the delay helper did not bind its queue within ${ms} ms`));
+        setTimeout(check, 10);
+      };
+      const t0 = Date.now();
+      check();
+    })));
   }
 
   /**
@@ -152,8 +204,12 @@ export class Lab {
     return m;
   }
 
-  /** Ends the holder: the bridge's namespace goes, and with it every veth still on the bridge. */
+  /** Ends the holder: the bridge's namespace goes, and with it every veth still on the bridge. Ends the delay helpers. */
   close(): void {
+    for (const d of this.delayers) {
+      d.proc.stdin?.end();
+      if (d.proc.exitCode === null) d.proc.kill('SIGTERM');
+    }
     if (this.holder && this.holder.exitCode === null) {
       this.holder.stdin?.end();
       this.holder.kill('SIGKILL');
