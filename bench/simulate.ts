@@ -4,25 +4,27 @@
  * RSS beyond its process's base (measured in the same run, before its nodes start), link bytes and the event
  * loop's delay. Needs root (network namespaces).
  *
- *   node dist/bench/simulate.mjs [--sizes 50,100,200] [--minutes M] [--loss P%] [--expire SEC] [--json]
+ *   node dist/bench/simulate.mjs [--sizes 50,100,200] [--minutes M] [--loss P%] [--delay MS] [--expire SEC] [--json]
  *
- * The issue's aims beside each: a full mesh of 200 within 10 s, no false EXIT over 10 minutes at 2 % loss,
+ * Loss 2 % and delay 20 ms by default (netem, or the NFQUEUE helper where the kernel has no netem).
+ * The issue's aims beside each: a full mesh of 200 within 10 s, no false EXIT over 10 minutes at 2 % loss and 20 ms delay,
  * under 10 MB per node beyond the process's base.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string' }, minutes: { type: 'string' }, loss: { type: 'string' }, expire: { type: 'string' }, json: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string' }, minutes: { type: 'string' }, loss: { type: 'string' }, delay: { type: 'string' }, expire: { type: 'string' }, json: { type: 'boolean' } } });
 const sizes = (values.sizes ?? '50,100,200').split(',').map(Number);
 const minutes = values.minutes ?? '1';
 const loss = values.loss ?? '2%';
+const delay = values.delay ?? '20';
 const expire = values.expire ?? '30';
 const cli = fileURLToPath(new URL('../starling.cjs', import.meta.url));
 
 const rows: Record<string, unknown>[] = [];
 for (const n of sizes) {
-  const args = [cli, 'simulate', '--nodes', String(n), '--minutes', minutes, '--loss', loss, '--expire', expire, '--json'];
+  const args = [cli, 'simulate', '--nodes', String(n), '--minutes', minutes, '--loss', loss, '--delay', delay, '--expire', expire, '--json'];
   process.stderr.write(`bench/simulate: starling ${args.slice(1).join(' ')}\n`);
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: (Number(minutes) * 60 + 600) * 1000 });
   if (r.status !== 0) {
@@ -53,5 +55,6 @@ else {
   }
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length)));
   for (const row of table) process.stdout.write(row.map((c, i) => c.padEnd(widths[i]!)).join('  ') + '\n');
-  process.stdout.write(`loss ${loss}, ${minutes} min each, expiry ${expire} s; aims: full mesh of 200 within 10 s, 0 false EXITs, RSS under 10 MB/node beyond the base\n`);
+  const by = rows.find((r) => r.delayBy)?.delayBy;
+  process.stdout.write(`loss ${loss}, delay ${delay} ms${by ? ` (${String(by)})` : ''}, ${minutes} min each, expiry ${expire} s; aims: full mesh of 200 within 10 s, 0 false EXITs, RSS under 10 MB/node beyond the base\n`);
 }
