@@ -206,10 +206,15 @@ export class FleetService extends ServiceBase {
     const out: Record<string, number> = {
       uptime: Math.round((Date.now() - this.startedAt) / 1000),
       healthy: sup ? (sup.list().every((s) => s.state !== 'running' || s.healthy) ? 1 : 0) : 1,
-      rss: Math.round(process.memoryUsage.rss() / 104857.6) / 10,
       load: Math.round(loadavg()[0]! * 100) / 100,
       spool, dropped,
     };
+    try {
+      // Reads /proc/self/stat: fails (EMFILE) when the process has every descriptor it may have in use.
+      out.rss = Math.round(process.memoryUsage.rss() / 104857.6) / 10;
+    } catch (e) {
+      this.problems.note('rss', `fleet: cannot read this process's memory (${(e as Error).message}); its status goes without rss`);
+    }
     try {
       const t = Number(readFileSync(join(this.config.sysfs, 'class/thermal/thermal_zone0/temp'), 'utf8')) / 1000;
       if (Number.isFinite(t)) out.cpu_temp = t;
@@ -219,12 +224,17 @@ export class FleetService extends ServiceBase {
     return out;
   }
 
+  /** Publishes this node's status; on a timer, so nothing it meets may throw out of it (that would end the process). */
   private report(): void {
     const pub = this.device.publisher;
     if (!pub) return;
     const prefix = this.config.telemetry.prefix + STATUS_SEGMENT;
-    for (const [metric, value] of Object.entries(this.own())) {
-      if (pub.publish(prefix + metric, value, { unit: STATUS_UNITS[metric] })) this.counters.published++;
+    try {
+      for (const [metric, value] of Object.entries(this.own())) {
+        if (pub.publish(prefix + metric, value, { unit: STATUS_UNITS[metric] })) this.counters.published++;
+      }
+    } catch (e) {
+      this.problems.note('report', `fleet: this node's status not published: ${(e as Error).message}`);
     }
   }
 

@@ -96,6 +96,11 @@ RSS per node beyond each process's base, and the event loop's delay.`,
     const json = Boolean(values.json);
     const followFleet = Boolean(values['follow-fleet']);
     const say = (line: string) => process.stderr.write(`simulate: ${line}\n`);
+    const limit = nofile();
+    if (k * FDS_PER_PEER * (n + 1) > limit) {
+      // Seen: 40 nodes to a process of 200 ran out of descriptors at 20,000 (sockets then fail to open).
+      say(`warning: ${k} nodes to a process may need up to ${k * FDS_PER_PEER * (n + 1)} open files each (${FDS_PER_PEER} a peer); the limit is ${limit} (ulimit -n), so some of their sockets may fail to open; --per-process ${Math.max(1, Math.floor(limit / (FDS_PER_PEER * (n + 1))))} fits`);
+    }
 
     const lab = new Lab({ loss, delayMs });
     const workers: Worker[] = [];

@@ -1,11 +1,13 @@
 // `starling run` as a process against faults from its own side: a damaged spool segment after kill -9, a
-// child that writes one endless line, and a grandchild that escapes the process group holding the pipes.
+// child that writes one endless line, a grandchild that escapes the process group holding the pipes, and every
+// file descriptor it may have in use.
 import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beaconPort, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
+import { beaconPort, freeTcpPort, processesWith, processFixture, spooledStates, until } from '../helpers.ts';
 import { Mosquitto } from '../mosquitto.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
 
@@ -129,4 +131,55 @@ describe('children', () => {
     // It is still there (under systemd the unit's cgroup ends it); the supervisor did not wait for it.
     expect(processesWith(dir).length).toBeGreaterThan(0);
   }, 30_000);
+});
+
+describe('file descriptors', () => {
+  it('with every descriptor in use (clients held open on its broker), it keeps running: its status goes without rss, said once', async () => {
+    const dir = tempDir();
+    const port = await freeTcpPort();
+    const file = join(dir, 'starling.yaml');
+    writeFileSync(file, [
+      'simulate: true', 'web: { listen: "off" }',
+      `node: { name: fdless, iface: lo, port: ${beaconPort()} }`,
+      'security: { mode: none }',
+      'telemetry: { prefix: fdless/ }',
+      `mqtt: { embedded: true, embedded_listen: "127.0.0.1:${port}", spool: "${join(dir, 'spool')}", discovery: false }`,
+      'fleet: { status_interval: 200ms }',
+      'sensors:',
+      '  - { platform: sim, name: level, interval: 100ms, min: 0, max: 100 }',
+    ].join('\n'));
+    // 256 descriptors at most (prlimit), so that 400 connections exhaust them.
+    const p = track(spawn('prlimit', ['--nofile=256:256', process.execPath, cli, 'run', '--config', file], { env, stdio: ['ignore', 'pipe', 'inherit'] }));
+    const out = lines(p);
+    await until(() => out.some((l) => l.includes('"state":"running"') && l.includes('fleet')), 20_000, 'the fleet service running');
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < 400; i++) {
+        const c = connect(port, '127.0.0.1');
+        c.on('error', () => {}); // refused or reset once it has no descriptor left: expected
+        held.push(c);
+      }
+      await until(() => out.some((l) => l.includes("cannot read this process's memory")), 10_000, 'the status report to meet EMFILE');
+      // Several report intervals later it still runs, and said it once (rate-limited), not each 200 ms.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(p.exitCode).toBe(null);
+      expect(out.filter((l) => l.includes("cannot read this process's memory")).length).toBe(1);
+    } finally {
+      for (const c of held) c.destroy();
+    }
+    // Descriptors back: it goes on, its status published with rss again (through its bridge to its broker).
+    const watcher = new MqttClient({ url: `mqtt://127.0.0.1:${port}`, clientId: 'fd-watch', clean: true });
+    const topics: string[] = [];
+    watcher.on('message', (t: string, _p: Buffer, o: { retain: boolean }) => !o.retain && topics.push(t)); // published now, not kept from before
+    await watcher.start();
+    try {
+      await watcher.subscribe('#', 0);
+      await until(() => topics.some((t) => /rss/.test(t)), 10_000, 'a status with rss at the broker');
+    } finally {
+      await watcher.stop();
+    }
+    expect(p.exitCode).toBe(null);
+    p.kill('SIGTERM');
+    expect(await exited(p)).toBe(0);
+  }, 60_000);
 });
