@@ -105,6 +105,9 @@ const main = await build({
   // node:net, which is all the system bus needs) and x11 (session-bus autolaunch on a desktop). Left out.
   external: ['usocket', 'x11'],
   banner: { js: '#!/usr/bin/env node' },
+  // The single executable's V8 flags (image/sea-flags.json), for what the bundle starts as a node of its own
+  // (starling simulate's workers): the executable carries them itself, the bundle's Node does not.
+  define: { STARLING_EXEC_ARGV: JSON.stringify(JSON.stringify(JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')).execArgv)) },
   metafile: false,
 });
 mkdirSync(join(root, 'dist'), { recursive: true });
