@@ -98,10 +98,15 @@ function locate(file: string, s: Sea | undefined): string | undefined {
     }
     return path;
   }
+  return besideBundle(`${file}.node`);
+}
+
+/** File `name` in the bundle's native/ directory, or undefined when it is not there. */
+export function besideBundle(name: string): string | undefined {
   // Run from TypeScript (ESM, no __filename) there is no native/ directory: the packages load themselves.
   if (typeof __filename === 'undefined') return undefined;
   // A release bundle run by the installed one (app/launch.ts) uses the installed program's addons.
-  const path = join(process.env.STARLING_BASE_DIR || dirname(__filename), 'native', `${file}.node`);
+  const path = join(process.env.STARLING_BASE_DIR || dirname(__filename), 'native', name);
   return existsSync(path) ? path : undefined;
 }
 

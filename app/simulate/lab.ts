@@ -9,8 +9,8 @@
  * netem, such as this machine's).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readlinkSync } from 'node:fs';
+import { besideBundle } from '../../runtime/native.ts';
 
 export class LabError extends Error {
   override name = 'LabError';
@@ -56,18 +56,13 @@ export interface Impairment {
   delayMs: number;
 }
 
-/** Host `id`'s eth0 MAC: locally administered (02:…), from its id. */
 /**
  * The nfq-delay helper: $STARLING_NFQ_DELAY, else native/nfq-delay beside the bundle (image/build.mjs puts it in
  * dist/native/ where libnetfilter_queue is installed); undefined when there is none.
  */
-function delayHelper(): string | undefined {
-  if (process.env.STARLING_NFQ_DELAY) return process.env.STARLING_NFQ_DELAY;
-  if (typeof __filename === 'undefined') return undefined;
-  const path = join(process.env.STARLING_BASE_DIR || dirname(__filename), 'native', 'nfq-delay');
-  return existsSync(path) ? path : undefined;
-}
+const delayHelper = (): string | undefined => process.env.STARLING_NFQ_DELAY || besideBundle('nfq-delay');
 
+/** Host `id`'s eth0 MAC: locally administered (02:…), from its id. */
 const hostMac = (id: number): string => `02:77:00:00:${((id >> 8) & 0xff).toString(16).padStart(2, '0')}:${(id & 0xff).toString(16).padStart(2, '0')}`;
 
 /** The segment: its holder process (the bridge's namespace) and how packets are impaired on it. */
@@ -154,7 +149,7 @@ export class Lab {
       // It ends with the host (given its pid), so the host's namespace still ends with it; or with us (stdin).
       const proc = spawn('nsenter', ['-t', String(pid), '-n', this.helper!, '0', String(delayMs), String(pid)], { stdio: ['pipe', 'ignore', 'pipe'] });
       const d = { proc, said: '' };
-      proc.stderr!.on('data', (c) => (d.said += String(c)));
+      proc.stderr!.on('data', (c) => d.said.length < 4096 && (d.said += String(c))); // a line when it works
       this.delayers.push(d);
       inNetns(pid, ['iptables', '-A', 'OUTPUT', '-o', 'eth0', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass']);
     }
