@@ -17,6 +17,15 @@ export interface PeerCurve {
   onHandshake(ok: boolean, why?: string): void;
 }
 
+/**
+ * How long one TCP connect to a peer's inbox may take before libzmq gives it up and dials again (after its
+ * 100 ms reconnect interval): ZMQ_CONNECT_TIMEOUT. Without it a lost SYN waits for the kernel to resend it,
+ * which the boards' kernel (Debian's 6.1) does after 1, 3, 7, 15 s: on a lossy Wi-Fi link a peer could wait
+ * many seconds for a connection one fresh SYN makes in a round trip. With it a SYN goes out about every
+ * 1.1 s (test/net/connect.test.ts: 70 ms from the link healing to ENTER, against 6.4 s without).
+ */
+export const CONNECT_TIMEOUT_MS = 1000;
+
 /** Distributes a message type over the union so `sequence` can be left to the peer. */
 type Unsequenced<M> = M extends unknown ? Omit<M, 'sequence'> : never;
 export type OutgoingMessage = Unsequenced<ZreMessage>;
@@ -95,8 +104,8 @@ export class Peer {
   connect(ourUuid: Buffer, hello: OutgoingMessage, sendHighWaterMark: number): void {
     const c = this.curve;
     this.dealer = c
-      ? new Dealer({ linger: 0, sendHighWaterMark, curveServerKey: c.serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey })
-      : new Dealer({ linger: 0, sendHighWaterMark });
+      ? new Dealer({ linger: 0, sendHighWaterMark, connectTimeout: CONNECT_TIMEOUT_MS, curveServerKey: c.serverKey, curvePublicKey: c.publicKey, curveSecretKey: c.secretKey })
+      : new Dealer({ linger: 0, sendHighWaterMark, connectTimeout: CONNECT_TIMEOUT_MS });
     const mechanism = this.dealer.securityMechanism;
     if (c && mechanism !== 'curve') {
       // As Zyre checks after setting the keys: never talk to a secure peer in the clear.

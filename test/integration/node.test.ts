@@ -48,7 +48,48 @@ describe('discovery and presence', () => {
     expect(a!.peerList()).toEqual([]);
   });
 
-  it('idle healthy peers ping each other and never turn evasive', async () => {
+  it('a peer that beacons is heard without PINGs (36/ZRE), and one that stops is EVASIVE, then dropped', async () => {
+    const [a] = await nodes(1, { evasiveTimeout: 300, silentTimeout: 600, expiredTimeout: 1200 });
+    const raw = await rawPeer(a!);
+    await raw.hello({ name: 'beaconing' });
+    await waitFor(a!, 'enter');
+    const pings: number[] = [];
+    void (async () => {
+      try {
+        for (;;) {
+          const [, ...frames] = await raw.inbox.receive();
+          if (decodeZre(frames).type === 'PING') pings.push(Date.now());
+        }
+      } catch {
+        // the raw peer closed
+      }
+    })();
+    // It never answers a PING, but beacons from its inbox every 100 ms, for longer than the expiry.
+    const udp = createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+    const port = Number(/:(\d+)$/.exec(raw.endpoint)![1]);
+    const beacon = encodeBeacon({ version: 1, uuid: raw.uuid, port });
+    const evasive: string[] = [];
+    a!.on('evasive', (p) => evasive.push(p.name));
+    const beaconPortOfA = (a as unknown as { opts: { beaconPort: number } }).opts.beaconPort;
+    const timer = setInterval(() => udp.send(beacon, beaconPortOfA, '127.0.0.1'), 100);
+    try {
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(evasive).toEqual([]);
+      expect(pings).toEqual([]);
+      expect(a!.peerList().map((p) => p.name)).toEqual(['beaconing']);
+    } finally {
+      clearInterval(timer);
+      udp.close();
+    }
+    // Beacons stop: PINGs (unanswered), EVASIVE, then EXIT at the expiry.
+    const [exit] = await waitFor(a!, 'exit', undefined, 5000);
+    expect(exit).toMatchObject({ name: 'beaconing', reason: 'expired' });
+    expect(evasive).toEqual(['beaconing']);
+    expect(pings.length).toBeGreaterThan(0);
+  });
+
+  it('idle healthy peers never turn evasive (beacons or PINGs keep them heard)', async () => {
     // Timeouts generous enough for a loaded CI machine: a healthy peer answers a PING in milliseconds.
     const [a, b] = await nodes(2, { evasiveTimeout: 1000, silentTimeout: 2000, expiredTimeout: 4000 });
     await meshed([a!, b!]);
