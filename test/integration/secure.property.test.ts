@@ -60,8 +60,11 @@ for (const mode of ['secure', 'plain'] as const) {
     await node.start();
     const before = node.stats();
     let sent = 0;
+    // A well-formed v3 beacon with port 0 says its node is leaving: received, and nothing else to do.
+    let leaving = 0;
     await fc.assert(fc.asyncProperty(beacons, async (bytes) => {
       sent++;
+      if (bytes.length === 54 && bytes.subarray(0, 4).equals(Buffer.from('ZRE\x03', 'latin1')) && bytes.readUInt16BE(20) === 0) leaving++;
       await new Promise<void>((r) => udp.send(bytes, port, '127.0.0.1', () => r()));
       await new Promise((r) => setTimeout(r, 1)); // paced: the socket buffer keeps them all
     }), { numRuns: 400 });
@@ -70,9 +73,10 @@ for (const mode of ['secure', 'plain'] as const) {
     expect(beaconCount(after) - beaconCount(before)).toBe(sent);
     expect(after.beaconsMalformed - before.beaconsMalformed).toBeGreaterThan(0);
     if (mode === 'secure') {
-      // Well-formed v3 beacons: either a zero-key (dropped) or an untrusted key (refused), never a dial.
+      // Well-formed v3 beacons: either a zero-key (dropped) or an untrusted key (refused), never a dial; or a
+      // leaving one (port 0: a mutation of a port byte, rare; it failed this test once in a full suite run).
       expect(after.knownPeers).toBe(0);
-      expect(after.keysRefused - before.keysRefused + after.beaconsBadKey - before.beaconsBadKey).toBeGreaterThanOrEqual(after.beaconsReceived - before.beaconsReceived);
+      expect(after.keysRefused - before.keysRefused + after.beaconsBadKey - before.beaconsBadKey).toBeGreaterThanOrEqual(after.beaconsReceived - before.beaconsReceived - leaving);
     }
     expect(after.internalErrors).toBe(0);
     expect(uncaught).toEqual([]);
