@@ -209,7 +209,8 @@ RSS per node beyond each process's base, and the event loop's delay.`,
           } catch {
             return;
           }
-          onRecord(w, rec);
+          if (rec.ev === 'batch') for (const r of rec.recs as Rec[]) onRecord(w, r);
+          else onRecord(w, rec);
         });
         proc.on('exit', (code, signal) => {
           if (!ending && !w.killed) failures.push(`process ${id} ended (${signal ?? `exit ${code}`})`);
