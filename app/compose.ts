@@ -16,7 +16,9 @@
  * This lives in app/, beside the CLI, because it is the only code that knows services/ (and through them
  * drivers/): with it inside runtime/, runtime/ and services/ would import each other.
  */
+import { context } from 'zeromq';
 import type { Config } from '../runtime/config/load.ts';
+import { DEFAULT_MAX_PEERS } from '../runtime/zre/node.ts';
 import type { LogRing } from '../runtime/supervisor/log.ts';
 import { ProcessService } from '../runtime/supervisor/process.ts';
 import type { Service } from '../runtime/supervisor/service.ts';
@@ -31,6 +33,23 @@ import { InfluxService } from '../services/influx.ts';
 import { FleetService } from '../services/fleet.ts';
 import { releasesDir } from '../runtime/update/releases.ts';
 import { baseBundle, runningRelease, runningVersion } from './launch.ts';
+
+/**
+ * ZeroMQ sockets one node may hold for each peer at most: its DEALER to the peer's inbox, a telemetry SUB to
+ * the peer's publisher and a DEALER for its snapshot while that runs, the status and log SUBs of fleet.follow,
+ * and one file transfer.
+ */
+export const ZMQ_SOCKETS_PER_PEER = 6;
+
+/**
+ * Sets libzmq's socket limit for `nodes` nodes in this process, each with up to `peers` peers (call before any
+ * socket opens: libzmq fixes it when its context starts). Its default, 1,023 sockets, ended a hub following
+ * 200 simulated peers: its log follower could not open a socket for some of them. libzmq keeps about 12 bytes a
+ * socket of the limit (75 KB for the default 1,024 peers).
+ */
+export function zmqSocketsFor(nodes = 1, peers = DEFAULT_MAX_PEERS): void {
+  context.maxSockets = Math.max(context.maxSockets, nodes * (peers * ZMQ_SOCKETS_PER_PEER + 64));
+}
 
 export interface Composition {
   /** In start order. */

@@ -9,7 +9,7 @@ import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { Notifier } from '../../runtime/supervisor/notify.ts';
 import { connectSupervisor, exportSupervisor, networkConnectivity } from '../../runtime/supervisor/dbus.ts';
-import { servicesFrom } from '../compose.ts';
+import { servicesFrom, zmqSocketsFor } from '../compose.ts';
 import { EXIT_UPDATE } from '../../services/files.ts';
 import { openSecurity, type Security } from '../../runtime/security/context.ts';
 import { smallBufferPool, trimFreeMemory } from '../../runtime/memory.ts';
@@ -133,6 +133,7 @@ ${CONFIG_HELP}
                       gives /usr/share/starling/starling.yaml, the packaged default)`,
   async run(argv) {
     smallBufferPool();
+    zmqSocketsFor();
     const { values } = parse(argv, { config: { type: 'string' }, fallback: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
     const file = configFile(values.config);
     let c: Config;

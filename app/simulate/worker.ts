@@ -14,12 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { context } from 'zeromq';
 import { parseConfig } from '../../runtime/config/load.ts';
 import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
 import { MqttClient } from '../../services/mqtt-bridge/client.ts';
-import { servicesFrom, type Composition } from '../compose.ts';
+import { servicesFrom, zmqSocketsFor, type Composition } from '../compose.ts';
 import { smallBufferPool, trimFreeMemory } from '../../runtime/memory.ts';
 
 /** What the conductor asks of this process. */
@@ -162,7 +161,7 @@ export async function runWorker(): Promise<never> {
   const start = async (s: WorkerStart) => {
     startedAt = Date.now();
     // Every node meets every other: DEALERs, telemetry and log subscribers per peer, beyond libzmq's 1,023.
-    context.maxSockets = Math.max(1024, s.nodes.length * s.total * 4 + 64);
+    zmqSocketsFor(s.nodes.length, s.total);
     // Every node at once, as boards powered on together would.
     await Promise.all(s.nodes.map(async (n) => {
       const config = parseConfig(nodeConfig(n, s, spool), `<simulated ${n.name}>`);

@@ -141,7 +141,7 @@ export class MeshLogs {
   private readonly last = new Map<string, number>();
   private readonly listeners = new Set<(l: MeshLogLine) => void>();
   private offNode: (() => void) | undefined;
-  private readonly counters = { received: 0, gaps: 0, missed: 0, malformed: 0, peersRefused: 0, evicted: 0 };
+  private readonly counters = { received: 0, gaps: 0, missed: 0, malformed: 0, peersRefused: 0, evicted: 0, openFailed: 0 };
 
   constructor(capacity = 5000, private readonly curve?: { publicKey: string; secretKey: string }, private readonly onProblem?: (m: string) => void) {
     this.lines = new BoundedQueue(capacity);
@@ -201,10 +201,18 @@ export class MeshLogs {
     }
     const key = node.peerKey(p.peer);
     if (this.curve && !key) return; // secure mode: only peers proven with a key
-    const socket = new ZmqSubscriber({
-      linger: 0, receiveHighWaterMark: 1000, maxMessageSize: MAX_FRAME,
-      ...(this.curve && key ? { curveServerKey: key, curvePublicKey: this.curve.publicKey, curveSecretKey: this.curve.secretKey } : {}),
-    });
+    let socket: ZmqSubscriber;
+    try {
+      socket = new ZmqSubscriber({
+        linger: 0, receiveHighWaterMark: 1000, maxMessageSize: MAX_FRAME,
+        ...(this.curve && key ? { curveServerKey: key, curvePublicKey: this.curve.publicKey, curveSecretKey: this.curve.secretKey } : {}),
+      });
+    } catch (e) {
+      // Out of sockets (libzmq's limit, or open files): counted and said; the peer's next ENTER tries again.
+      this.counters.openFailed++;
+      this.onProblem?.(`not following the logs of ${p.name || p.peer}: no socket (${(e as Error).message})`);
+      return;
+    }
     socket.subscribe('L');
     socket.connect(endpoint);
     this.followed.set(p.peer, { socket, endpoint });

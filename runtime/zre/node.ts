@@ -165,7 +165,7 @@ export interface ZreStats {
   sequenceGaps: number;
   statusMismatches: number;
   sendsDropped: number;
-  /** New peers refused: `maxPeers` or `maxHalfOpen` reached, or their source address over its admission rate. */
+  /** New peers refused: `maxPeers` or `maxHalfOpen` reached, their source address over its admission rate, or no socket to them. */
   peersRefused: number;
   /** Half-open peers dropped because their HELLO did not come within `handshakeTimeout`. */
   handshakeTimeouts: number;
@@ -209,6 +209,9 @@ export class ZreNodeError extends Error {
   override name = 'ZreNodeError';
 }
 
+/** Peers a node knows at once unless told otherwise (`maxPeers`). */
+export const DEFAULT_MAX_PEERS = 1024;
+
 const DEFAULTS = {
   beaconPort: 5670,
   beaconInterval: 1000,
@@ -220,7 +223,7 @@ const DEFAULTS = {
   sendQueueLimit: 10000,
   sendQueueBytes: 8 * 1024 * 1024,
   sendHighWaterMark: 1000,
-  maxPeers: 1024,
+  maxPeers: DEFAULT_MAX_PEERS,
   maxHalfOpen: 128,
   handshakeTimeout: 15000,
   admitBurst: 16,
@@ -723,6 +726,25 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     });
   }
 
+  /**
+   * Every listener hears the event even when one before it throws (EventEmitter would stop at the first throw,
+   * and the exception would end in whichever handler of ours emitted): the exception is counted in
+   * `internalErrors` and noted, and the next listener is called. Seen: the hub's log follower, out of sockets,
+   * threw in its ENTER listener and so kept that ENTER from every listener after it.
+   */
+  override emit<K extends keyof ZreEvents>(event: K, ...args: ZreEvents[K]): boolean {
+    const listeners = this.rawListeners(event) as ((...a: ZreEvents[K]) => void)[];
+    for (const listener of listeners) {
+      try {
+        listener.apply(this, args);
+      } catch (e) {
+        this.counters.internalErrors++;
+        this.noteError(`a '${String(event)}' listener: ${(e as Error).message}`, `listener ${String(event)}`);
+      }
+    }
+    return listeners.length > 0;
+  }
+
   /** Keeps the last problem for stats() and logs it through `onProblem`, rate-limited per `key` (kind and source). */
   private noteError(message: string, key = message.split(':')[0]!): void {
     this.counters.lastError = message;
@@ -920,8 +942,17 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         },
       } : {}),
     });
+    try {
+      peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
+    } catch (e) {
+      // No socket for it (libzmq's socket limit, or the process's open files): not known, so its next beacon
+      // or HELLO tries again, rather than a peer we could never send to.
+      peer.close();
+      this.counters.peersRefused++;
+      this.noteError(`peer ${id} at ${endpoint} refused: no socket to it (${(e as Error).message})`, 'socket');
+      return undefined;
+    }
     this.peers.set(id, peer);
-    peer.connect(this.uuid, this.hello(), this.opts.sendHighWaterMark);
     return peer;
   }
 

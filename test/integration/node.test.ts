@@ -89,6 +89,24 @@ describe('discovery and presence', () => {
     expect(pings.length).toBeGreaterThan(0);
   });
 
+  it('a listener that throws does not keep the event from the listeners after it; the throw is counted', async () => {
+    const [a, b] = await nodes(2);
+    const heard: string[] = [];
+    a!.on('enter', () => {
+      throw new Error('out of sockets (a listener of ours)');
+    });
+    a!.on('enter', (p) => heard.push(p.name));
+    await meshed([a!, b!]);
+    await until(() => heard.length === 1, 5000, 'the second listener to hear ENTER');
+    expect(heard).toEqual([b!.name]);
+    expect(a!.stats().internalErrors).toBe(1);
+    expect(a!.stats().lastError).toContain("a 'enter' listener: out of sockets");
+    // The node goes on: it still talks.
+    const got = waitFor(b!, 'whisper');
+    a!.whisper(b!.id, 'still here');
+    expect(String((await got)[0].content[0])).toBe('still here');
+  });
+
   it('idle healthy peers never turn evasive (beacons or PINGs keep them heard)', async () => {
     // Timeouts generous enough for a loaded CI machine: a healthy peer answers a PING in milliseconds.
     const [a, b] = await nodes(2, { evasiveTimeout: 1000, silentTimeout: 2000, expiredTimeout: 4000 });
