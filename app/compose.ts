@@ -39,7 +39,7 @@ import { baseBundle, runningRelease, runningVersion } from './launch.ts';
  * the peer's publisher and a DEALER for its snapshot while that runs, the status and log SUBs of fleet.follow,
  * and one file transfer.
  */
-export const ZMQ_SOCKETS_PER_PEER = 6;
+const ZMQ_SOCKETS_PER_PEER = 6;
 
 /**
  * Sets libzmq's socket limit for `nodes` nodes in this process, each with up to `peers` peers (call before any

@@ -97,8 +97,9 @@ const late = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
 /** ENTERs and EXITs not written yet: a mesh forming makes tens of thousands, so they go out together. */
 let peerEvents: Record<string, unknown>[] = [];
 let flushTimer: NodeJS.Timeout | undefined;
-/** How long an ENTER or EXIT may wait to be written (each carries its own time, `t`). */
+/** How long an ENTER or EXIT may wait to be written (each carries its own time, `t`), and how many may wait. */
 const PEER_EVENTS_MS = 100;
+const PEER_EVENTS_MAX = 1000;
 
 function flushPeerEvents(): void {
   clearTimeout(flushTimer);
@@ -110,13 +111,14 @@ function flushPeerEvents(): void {
 
 /**
  * One record to the conductor, as a JSON line. ENTER and EXIT records are gathered for up to
- * {@link PEER_EVENTS_MS} into one `batch` line (one write and one parse instead of one per link: a 200-node
+ * {@link PEER_EVENTS_MS} (at most {@link PEER_EVENTS_MAX}) into one `batch` line (one write and one parse instead of one per link: a 200-node
  * mesh makes 40,200 ENTERs in its first seconds); any other record writes them first, so the order holds.
  */
 function emit(rec: Record<string, unknown>): void {
   if (rec.ev === 'enter' || rec.ev === 'exit') {
     peerEvents.push(rec);
-    flushTimer ??= setTimeout(flushPeerEvents, PEER_EVENTS_MS);
+    if (peerEvents.length >= PEER_EVENTS_MAX) flushPeerEvents();
+    else flushTimer ??= setTimeout(flushPeerEvents, PEER_EVENTS_MS);
     return;
   }
   flushPeerEvents();

@@ -733,16 +733,29 @@ export class ZreNode extends EventEmitter<ZreEvents> {
    * threw in its ENTER listener and so kept that ENTER from every listener after it.
    */
   override emit<K extends keyof ZreEvents>(event: K, ...args: ZreEvents[K]): boolean {
+    // One listener or none (every WHISPER of a flood, typically): EventEmitter's own path, no copy of the list.
+    if (this.listenerCount(event) <= 1) {
+      try {
+        return (EventEmitter.prototype.emit as (this: unknown, e: string, ...a: unknown[]) => boolean).call(this, event, ...args);
+      } catch (e) {
+        this.listenerFailed(event, e);
+        return true;
+      }
+    }
     const listeners = this.rawListeners(event) as ((...a: ZreEvents[K]) => void)[];
     for (const listener of listeners) {
       try {
         listener.apply(this, args);
       } catch (e) {
-        this.counters.internalErrors++;
-        this.noteError(`a '${String(event)}' listener: ${(e as Error).message}`, `listener ${String(event)}`);
+        this.listenerFailed(event, e);
       }
     }
-    return listeners.length > 0;
+    return true;
+  }
+
+  private listenerFailed(event: keyof ZreEvents, e: unknown): void {
+    this.counters.internalErrors++;
+    this.noteError(`a '${String(event)}' listener: ${(e as Error).message}`, `listener ${String(event)}`);
   }
 
   /** Keeps the last problem for stats() and logs it through `onProblem`, rate-limited per `key` (kind and source). */
