@@ -10,6 +10,8 @@ import { arrivedBelow, runWorker, type Arrivals, type WorkerStart } from '../sim
 
 /** Sockets (and so file descriptors) one node needs per peer, about: its DEALER, the peer's on its ROUTER, telemetry and log subscribers both ways. */
 const FDS_PER_PEER = 8;
+/** How long --floor runs on after its mesh is whole: one trim period (runtime/memory.ts) and a little. */
+const FLOOR_SETTLE_MS = 12_000;
 
 interface Worker {
   id: number;
@@ -46,7 +48,7 @@ function numberOption(flag: string, value: string | undefined, fallback: number,
 
 export const simulate: Command = {
   help: `Usage: starling simulate [--nodes N] [--per-process K] [--loss P%] [--delay MS] [--flap SEC]
-                        [--minutes M] [--expire SEC] [--interval SEC] [--follow-fleet] [--json]
+                        [--minutes M] [--expire SEC] [--interval SEC] [--follow-fleet] [--floor] [--json]
 
 Builds N simulated Starling nodes — each the whole device of 'starling run' with one
 simulated sensor — in network namespaces on one bridge, K nodes to a process (each on an
@@ -70,6 +72,10 @@ touches this machine's interfaces; the namespaces end with the run, even when it
   --follow-fleet      every node follows every peer's status and logs (fleet.follow: true,
                       two more connections per peer); by default only the hub does, the
                       nodes being leaves (fleet.follow: false)
+  --floor             the transport's floor instead of Starling: in the same network, each node
+                      a bare ZeroMQ ROUTER and a DEALER to every other node's, each sending one
+                      HELLO-sized message (no discovery, no protocol); reports the time to a
+                      full mesh and CPU and RSS per node, 12 s after it is whole
   --json              the report as one JSON object (progress lines stay on stderr)
   -h, --help          this help
 
@@ -82,7 +88,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
     if (argv[0] === '--worker') return runWorker();
     const { values } = parse(argv, {
       nodes: { type: 'string' }, 'per-process': { type: 'string' }, loss: { type: 'string' }, delay: { type: 'string' }, flap: { type: 'string' },
-      minutes: { type: 'string' }, expire: { type: 'string' }, interval: { type: 'string' }, 'follow-fleet': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      minutes: { type: 'string' }, expire: { type: 'string' }, interval: { type: 'string' }, 'follow-fleet': { type: 'boolean' }, floor: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     }, false);
     const n = values.nodes === undefined ? 50 : intOption('--nodes', values.nodes, 1, 2000);
     const autoK = Math.max(1, Math.min(10, Math.floor(nofile() / (FDS_PER_PEER * (n + 1)))));
@@ -95,6 +101,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
     const sampleMs = numberOption('--interval', values.interval, 1, 0.05, 3600) * 1000;
     const json = Boolean(values.json);
     const followFleet = Boolean(values['follow-fleet']);
+    const floor = Boolean(values.floor);
     const say = (line: string) => process.stderr.write(`simulate: ${line}\n`);
     const limit = nofile();
     if (k * FDS_PER_PEER * (n + 1) > limit) {
@@ -225,6 +232,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       const startOf = (w: Worker): WorkerStart => ({
         cmd: 'start', hub: w.hub, total: names.length, evasiveMs: Math.max(100, Math.round(expiredMs / 6)), expiredMs, sampleMs, statusMs: 10_000,
         followFleet: Boolean(w.hub) || followFleet, nodes: w.nodes.map((i) => ({ index: i, name: names[i]!, address: simAddress(i) })),
+        floor: floor ? { all: names.map((_, i) => simAddress(i)) } : undefined,
       });
       send(workers[0]!, startOf(workers[0]!));
       await next(workers[0]!, 'started', 30_000);
@@ -261,6 +269,34 @@ RSS per node beyond each process's base, and the event loop's delay.`,
           progress();
           nextProgress += 5000;
         }
+        // The floor ends once its mesh is whole and a trim period (10 s) has passed, so RSS is what stays.
+        if (floor && fullMeshMs !== undefined && now - t0 >= fullMeshMs + FLOOR_SETTLE_MS) break;
+      }
+      if (floor) {
+        await Promise.all(workers.map((w) => {
+          const r = next(w, 'stats', 10_000);
+          send(w, { cmd: 'stats' });
+          return r;
+        }));
+        const nodeWorkers = workers.slice(1);
+        const nodesMeasured = nodeWorkers.reduce((s, w) => s + w.nodes.length, 0);
+        const rssPerNode = nodeWorkers.map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
+        const report = {
+          floor: true, nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, delayBy: lab.delayBy,
+          fullMeshMs: fullMeshMs ?? null, started: startedNodes.size, links, fullLinks: full,
+          cpuPerNodePct: nodeWorkers.reduce((s, w) => s + (w.statMs ? (w.cpuMs / w.statMs) * 100 : 0), 0) / nodesMeasured,
+          rssBaseMB: Math.max(0, ...nodeWorkers.map((w) => (w.stats!.base as number) / 1e6)),
+          rssPerNodeMB: { mean: rssPerNode.reduce((s, v) => s + v, 0) / Math.max(1, rssPerNode.length), max: Math.max(0, ...rssPerNode) },
+          problems: failures.slice(0, 20),
+        };
+        if (json) out(JSON.stringify(report));
+        else {
+          out(`floor: bare ZeroMQ, ${n} nodes in ${report.processes} process(es) of up to ${k}, and the hub's; loss ${loss * 100}% (${lab.lossBy}), delay ${delayMs} ms (${lab.delayBy})`);
+          out(`time to a full mesh: ${fullMeshMs === undefined ? `not reached (${links}/${full} links)` : `${fmt(fullMeshMs / 1000, 2)} s`}`);
+          out(`per node: ${fmt(report.cpuPerNodePct, 2)} % of a core, RSS beyond base ${fmt(report.rssPerNodeMB.mean, 2)} MB (max ${fmt(report.rssPerNodeMB.max, 2)}; base ${fmt(report.rssBaseMB, 0)} MB)`);
+          for (const p of failures.slice(0, 5)) out(`problem: ${p}`);
+        }
+        return 0;
       }
       // Every link back up; then each topic's sequence now, and every sample below it must reach the broker
       // (or be counted lost): wait until they have, or nothing more comes for 5 s (30 s at most).

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
+import { Dealer, Router } from 'zeromq';
 import { parseConfig } from '../../runtime/config/load.ts';
 import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
@@ -38,6 +39,11 @@ export interface WorkerStart {
   statusMs: number;
   /** fleet.follow of each node. */
   followFleet: boolean;
+  /**
+   * Instead of Starling nodes, the floor: bare ZeroMQ sockets making the links a ZRE mesh makes (see
+   * {@link startFloor}), with `all` the address of every node in the simulation, by index.
+   */
+  floor?: { all: string[] };
 }
 
 /** Samples of one topic at the broker: the first and last sequence, the missing ranges between, repeats. */
@@ -86,6 +92,52 @@ export function arrivedBelow(a: Arrivals, below: number): number {
   let missing = a.foldedMissing;
   for (const [from, to] of a.gaps) if (from <= top) missing += Math.min(to, top) - from + 1;
   return top - a.first + 1 - missing;
+}
+
+/** The floor's fixed port: each node has an address of its own. */
+const FLOOR_PORT = 5670;
+/** A HELLO's size here (a node's name, endpoint, groups and the X-headers telemetry and logs add). */
+const FLOOR_HELLO_BYTES = 300;
+
+/**
+ * The floor of a mesh forming: what libzmq and the network alone cost to make the links a ZRE mesh of these
+ * nodes makes, with no discovery and no protocol. Each node binds a ROUTER (the inbox, with the same listen
+ * backlog) and at once opens a DEALER to every other node's (as ZRE does on a beacon: linger 0, the same
+ * connect timeout) and sends one HELLO-sized message on it; a node has "entered" at another when its message
+ * reaches that ROUTER. Returns the sockets, to close at the end.
+ */
+async function startFloor(s: WorkerStart): Promise<(Router | Dealer)[]> {
+  const all = s.floor!.all;
+  const sockets: (Router | Dealer)[] = [];
+  await Promise.all(s.nodes.map(async (n) => {
+    const inbox = new Router({ linger: 0, backlog: 1024 });
+    sockets.push(inbox);
+    await inbox.bind(`tcp://${n.address}:${FLOOR_PORT}`);
+    void (async () => {
+      const seen = new Set<string>();
+      try {
+        for await (const [, body] of inbox) {
+          const from = body!.subarray(0, body!.indexOf(0)).toString();
+          if (seen.has(from)) continue;
+          seen.add(from);
+          emit({ ev: 'enter', index: n.index, peer: from, t: Date.now() });
+        }
+      } catch {
+        // closed at the end
+      }
+    })();
+    const hello = Buffer.alloc(FLOOR_HELLO_BYTES, 0x2a);
+    hello.write(n.name + '\0');
+    for (const [j, address] of all.entries()) {
+      if (j === n.index) continue;
+      const out = new Dealer({ linger: 0, connectTimeout: 1000 });
+      sockets.push(out);
+      out.connect(`tcp://${address}:${FLOOR_PORT}`);
+      void out.send(hello).catch(() => {});
+    }
+    emit({ ev: 'started', index: n.index, t: Date.now() });
+  }));
+  return sockets;
 }
 
 type Board = Composition & { supervisor: Supervisor; index: number; name: string };
@@ -160,10 +212,16 @@ export async function runWorker(): Promise<never> {
   let statsTimer: NodeJS.Timeout | undefined;
 
   let startedAt = Date.now();
+  let floorSockets: (Router | Dealer)[] = [];
   const start = async (s: WorkerStart) => {
     startedAt = Date.now();
     // Every node meets every other: DEALERs, telemetry and log subscribers per peer, beyond libzmq's 1,023.
     zmqSocketsFor(s.nodes.length, s.total);
+    if (s.floor) {
+      floorSockets = await startFloor(s);
+      statsTimer = setInterval(report, 5000);
+      return;
+    }
     // Every node at once, as boards powered on together would.
     await Promise.all(s.nodes.map(async (n) => {
       const config = parseConfig(nodeConfig(n, s, spool), `<simulated ${n.name}>`);
@@ -267,6 +325,7 @@ export async function runWorker(): Promise<never> {
   clearInterval(statsTimer);
   stopTrimming();
   // The conductor is done (or gone): leave quietly and quickly.
+  for (const z of floorSockets) z.close();
   const stopping = Promise.all([watcher?.stop(), ...boards.map((b) => b.supervisor.stop())]);
   await Promise.race([stopping, new Promise((r) => setTimeout(r, 3000))]);
   rmSync(spool, { recursive: true, force: true });
