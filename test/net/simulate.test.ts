@@ -55,6 +55,25 @@ describe.runIf(rootTests('the simulate test'))('starling simulate', () => {
     expect(rep.traffic.beaconsPerNodeS).toBeGreaterThan(0.8);
   }, 300_000);
 
+  it('--floor: bare ZeroMQ sockets make every link of the same mesh (a message from each node at every other), and it ends after its settle period with the figures, leaving nothing behind', async () => {
+    requireRootAndBuild();
+    const t0 = Date.now();
+    const r = spawnSync(process.execPath, [CLI, 'simulate', '--nodes', '12', '--per-process', '4', '--loss', '2%', '--floor', '--json'], { encoding: 'utf8', timeout: 90_000, env: nfqDelayEnv() });
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    console.log(`simulate --floor, 12 nodes: ${JSON.stringify({ fullMeshMs: rep.fullMeshMs, rssPerNodeMB: rep.rssPerNodeMB, cpuPerNodePct: rep.cpuPerNodePct })}`);
+    // 13 nodes (the hub's place too), each heard from the 12 others.
+    expect(rep).toMatchObject({ floor: true, nodes: 12, processes: 3, started: 13, links: 13 * 12, fullLinks: 13 * 12, problems: [], loss: 0.02 });
+    expect(rep.fullMeshMs).toBeGreaterThan(0);
+    // It ran on for its settle period (12 s) after the mesh was whole, not for the default minute.
+    expect(Date.now() - t0).toBeLessThan(50_000);
+    // RSS beyond the base is reported (at 12 links a node it is within the trim's noise: about ±1 MB).
+    expect(Number.isFinite(rep.rssPerNodeMB.mean)).toBe(true);
+    expect(rep.rssPerNodeMB.max).toBeLessThan(5);
+    expect(rep.cpuPerNodePct).toBeGreaterThan(0);
+    await until(() => simulationProcesses().length === 0, 10_000, 'every simulation process to end');
+  }, 120_000);
+
   it('SIGKILLed, it leaves no process behind, so its namespaces are gone', async () => {
     requireRootAndBuild();
     expect(simulationProcesses()).toEqual([]);
