@@ -4,8 +4,10 @@
 #   image/build-exe.sh x64|arm64
 #
 # It is Node's single-executable application (SEA): the official Node 24 LTS binary for that architecture (from
-# the npm registry, image/fetch-node.sh) with a blob injected by postject that holds dist/starling.cjs (built
-# first if missing) and, as assets, the native addons built for that Node and architecture:
+# the npm registry, image/fetch-node.sh) with a blob injected by postject that holds the first script,
+# dist/sea-main.cjs (app/sea-main.ts), and as assets the bundle (dist/starling.sea.js: dist/starling.cjs wrapped as
+# a CommonJS module; image/build.mjs makes both), its base code cache (made here, by that Node), and the native
+# addons built for that Node and architecture:
 #   epoll.node          nan (V8's C++ API), so compiled against that Node's headers by node-gyp, offline
 #                       (--nodedir), with g++-aarch64-linux-gnu for arm64;
 #   zeromq-system.node  zeromq.js against Debian's libzmq (epgm), image/build-zeromq.sh (cross for arm64);
@@ -29,7 +31,7 @@ if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
   maker=(qemu-aarch64-static -L / "$node_dir/bin/node")
 fi
 node_version=$("${maker[@]}" -p process.versions.node)
-[ -f dist/starling.cjs ] || node image/build.mjs
+[ -f dist/starling.sea.js ] && [ -f dist/sea-main.cjs ] || node image/build.mjs
 
 work=dist/exe/linux-$arch
 rm -rf "$work" && mkdir -p "$work/native"
@@ -57,17 +59,19 @@ cp "node_modules/zeromq/build/linux/$arch/node/glibc-127-Release/addon.node" "$w
 # systemd notifications from the main process (Node-API, C).
 cp "$(bash image/build-sd-notify.sh "$arch")" "$work/native/sd_notify.node"
 
-# The SEA blob: the bundle, the addons as assets, the flags.
+# The SEA blob: the first script (app/sea-main.ts), the bundle and the addons as assets, the flags.
 exec_argv=$(node -p "JSON.stringify(require('./image/sea-flags.json').execArgv)")
 cat > "$work/sea-config.json" <<JSON
 {
-  "main": "dist/starling.cjs",
+  "main": "dist/sea-main.cjs",
   "output": "$work/sea.blob",
   "disableExperimentalSEAWarning": true,
   "useSnapshot": false,
   "useCodeCache": true,
   "execArgv": $exec_argv,
   "assets": {
+    "starling.cjs": "dist/starling.sea.js",
+    "starling.cjs.cache": "$work/starling.cjs.cache",
     "epoll.node": "$work/native/epoll.node",
     "zeromq-system.node": "$work/native/zeromq-system.node",
     "zeromq.node": "$work/native/zeromq.node",
@@ -77,13 +81,20 @@ cat > "$work/sea-config.json" <<JSON
 JSON
 out=dist/starling-linux-$arch
 # Nothing to do when the executable was made from exactly these inputs (tests call this often).
-key=$(cat dist/starling.cjs "$work"/native/*.node "$work/sea-config.json" "$node_dir/bin/node" | sha256sum | cut -c1-32)
+key=$(cat dist/sea-main.cjs dist/starling.sea.js "$work"/native/*.node "$work/sea-config.json" "$node_dir/bin/node" | sha256sum | cut -c1-32)
 if [ -x "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
   echo "build-exe: $out is up to date" >&2
   exit 0
 fi
-# useCodeCache: V8's compiled code for the bundle goes into the blob, so a start does not parse 640 KB of
-# JavaScript (about 40 ms of a 130 ms start on x64; bench/image.ts). It works because the bundle has no import().
+# The bundle's base code cache (its top-level code compiled, as Node's own useCodeCache makes it), by the Node
+# it is for with the flags it runs with: what each command starts with until it has cached its own code.
+mapfile -t flags < <(node -p "require('./image/sea-flags.json').execArgv.join('\n')")
+"${maker[@]}" "${flags[@]}" -e '
+  const { Script } = require("node:vm"), { readFileSync, writeFileSync } = require("node:fs");
+  writeFileSync(process.argv[2], new Script(readFileSync(process.argv[1], "utf8"), { filename: "starling" }).createCachedData());
+' dist/starling.sea.js "$work/starling.cjs.cache"
+# useCodeCache: V8's compiled code for the first script goes into the blob (the bundle's is the asset above:
+# without any, a start parses 1.5 MB of JavaScript, about 40 ms of a 130 ms start on x64; bench/image.ts).
 log=$("${maker[@]}" --experimental-sea-config "$work/sea-config.json" 2>&1) || { echo "$log" >&2; exit 1; }
 
 cp "$node_dir/bin/node" "$out.tmp"

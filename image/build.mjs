@@ -6,6 +6,8 @@
 //                         optional parts (aedes, mqtt-packet, dbus-next, onoff) are dynamic imports, which
 //                         esbuild keeps as lazily evaluated modules, so a command that never uses them does not
 //                         pay for them.
+// dist/sea-main.cjs       the single executable's first script (app/sea-main.ts), which runs the bundle,
+// dist/starling.sea.js    wrapped as a CommonJS module (the executable's asset).
 // dist/native/*.node      the native addons the bundle loads, for the Node that runs this script:
 //                         zeromq-system (against the system libzmq, with epgm; from image/build-zeromq.sh's
 //                         cache, when built), zeromq (zeromq.js's prebuilt glibc-127 addon, no epgm), epoll,
@@ -20,6 +22,7 @@ import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,6 +117,27 @@ mkdirSync(join(root, 'dist'), { recursive: true });
 for (const f of main.outputFiles) atomicWrite(f.path, f.contents, f.path.endsWith('.cjs') ? 0o755 : 0o644);
 rmSync(join(root, 'dist/starling.mjs'), { force: true });
 rmSync(join(root, 'dist/starling.mjs.map'), { force: true });
+
+// The single executable's first script (app/sea-main.ts) and, for its asset, the bundle as Node's CommonJS
+// loader wraps a module: the stage compiles that text as it is, and image/build-exe.sh makes the base code
+// cache from the very same text. The bundle's digest names the caches the executable writes.
+const bundleText = readFileSync(join(root, 'dist/starling.cjs'), 'utf8');
+atomicWrite(join(root, 'dist/starling.sea.js'), `(function (exports, require, module, __filename, __dirname) { ${bundleText.replace(/^#!.*/, '')}\n});`, 0o644);
+const bundleDigest = createHash('sha256').update(bundleText).digest('hex');
+const stage = await build({
+  write: false,
+  entryPoints: [join(root, 'app/sea-main.ts')],
+  outfile: join(root, 'dist/sea-main.cjs'),
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { STARLING_BUNDLE_DIGEST: JSON.stringify(bundleDigest) },
+});
+for (const f of stage.outputFiles) atomicWrite(f.path, f.contents, 0o644);
 
 // The addons for the Node running this build (the bundle is run with it; the executables get their own).
 const native = join(root, 'dist/native');

@@ -22,6 +22,9 @@ export function releaseYoung(full = false): void {
     try {
       setFlagsFromString('--expose-gc');
       gc = runInNewContext('gc') as Gc;
+      // Back as it was: the function is ours now, and V8's flags are part of what a code cache must match
+      // (app/sea-main.ts writes one after start-up; made with the flag set, the next start would refuse it).
+      setFlagsFromString('--no-expose-gc');
     } catch {
       gc = null; // not allowed here: V8 collects on its own schedule
     }

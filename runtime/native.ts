@@ -52,7 +52,11 @@ function sea(): Sea | undefined {
   }
 }
 
-function cacheDir(): string {
+/**
+ * The directory native addons are written to and loaded from (and the executable's compiled code kept in:
+ * app/sea-main.ts), made if need be; see the module's comment for the order. Throws when none will do.
+ */
+export function nativeCacheDir(): string {
   const env = process.env;
   const dirs = [
     env.STARLING_NATIVE_DIR,
@@ -88,7 +92,7 @@ function locate(file: string, s: Sea | undefined): string | undefined {
       return undefined;
     }
     const digest = (process.getBuiltinModule('node:crypto') as typeof import('node:crypto')).createHash('sha256').update(bytes).digest('hex').slice(0, 16);
-    const dir = cacheDir();
+    const dir = nativeCacheDir();
     const path = join(dir, `${file}-${digest}.node`);
     // Written once; a file that is there but differs (torn by a full disk, altered) is written again.
     if (!existsSync(path) || !readFileSync(path).equals(bytes)) {

@@ -6,7 +6,7 @@
 // image/setup.sh installs; in CI nothing may be missing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, ROOT_DIR, Segment, requireRootAndBuild, rootTests } from '../net/netns.ts';
@@ -54,6 +54,26 @@ describe.runIf(runHere)('the single executables and the .deb', () => {
     const out = sh(X64, ['demo', '--seconds', '8', '--web', '127.0.0.1:0', '--port', String(beaconPort()), '--mqtt', `127.0.0.1:${await freeTcpPort()}`, '--json'], { cwd: scratch, env });
     checkDemo(out);
   }, 120_000);
+
+  it('the x64 executable caches each command\'s compiled code after its first start, uses it on the next, and writes a refused one again', () => {
+    const cache = join(scratch, 'cache-code');
+    const env = { ...process.env, STARLING_NATIVE_DIR: cache };
+    const run = () => JSON.parse(sh(X64, ['version', '--json'], { cwd: scratch, env })) as { codeCache: string };
+    const cached = () => readdirSync(join(cache, 'native')).filter((f) => /^code-[0-9a-f]{16}-version\.bin$/.test(f));
+    // First start: the build's code (top level only); on its way out it writes its own.
+    expect(run().codeCache).toBe('base');
+    expect(cached()).toHaveLength(1);
+    const file = join(cache, 'native', cached()[0]!);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(file).size).toBeGreaterThan(10_000);
+    expect(run().codeCache).toBe('own');
+    // A cache V8 will not take (another Node's, or damaged): compiled as usual, and replaced.
+    writeFileSync(file, Buffer.alloc(statSync(file).size, 7));
+    expect(run().codeCache).toBe('own, refused');
+    expect(run().codeCache).toBe('own');
+    // `run` keeps its own (after 10 s up; not checked here), and a command's never serves another's.
+    expect(readdirSync(join(cache, 'native')).filter((f) => f.startsWith('code-'))).toEqual([cached()[0]]);
+  }, 60_000);
 
   it('the arm64 executable, under qemu, joins a mesh with an x64 node and publishes samples the x64 node receives', async () => {
     const version = JSON.parse(sh(QEMU_ARM64[0]!, [...QEMU_ARM64.slice(1), 'version', '--json'], { cwd: scratch }));
