@@ -40,7 +40,8 @@ const zre = bench<Zre>('zre', asRoot ? ['--netns'] : [], { BENCH_FLAGS: seaFlags
 const { forms } = bench<Forms>('image', ['--only', 'forms']);
 const soak = bench<Soak>('soak', ['--minutes', soakMinutes]).summary;
 
-const exe = forms.find((f) => f.form.startsWith('executable x64'))!;
+const exe = forms.find((f) => f.form === 'executable x64 (Node 24)')!;
+const exeFirst = forms.find((f) => f.form.startsWith('executable x64, first start'));
 const bare = forms.find((f) => f.form === 'node -e 0 (Node 24)')!;
 const k = (perSec: number) => `${Math.round(perSec / 1000)}k msg/s`;
 const x = (r: number) => `${r.toFixed(2)} ×`;
@@ -53,7 +54,7 @@ const rows: { aim: string; measured: string; comparison: string; ratio: string; 
   { aim: 'receiver under a whisper flood < 2 × its idle RSS', measured: `${(receiverRss / 1e6).toFixed(1)} MB`, comparison: `idle ${(zre.idleRssBytes / 1e6).toFixed(1)} MB`, ratio: x(receiverRss / zre.idleRssBytes), met: receiverRss < 2 * zre.idleRssBytes },
   { aim: `pipeline soak at 5,000 samples/s < 100 MB RSS, no upward trend (${soakMinutes} min here; the aim is 30)`, measured: `max ${soak.rssMaxMB} MB (private ${soak.anonMaxMB} MB), trend ${soak.rssSlopeMBPerMin >= 0 ? '+' : ''}${soak.rssSlopeMBPerMin} MB/min`, comparison: '100 MB', ratio: x(soak.rssMaxMB / 100), met: soak.rssMaxMB < 100 && soak.rssSlopeMBPerMin <= 0.1 },
   { aim: 'idle private memory ≤ bare Node + 8 MB', measured: `${exe.idleAnonMB} MB anon`, comparison: `node -e 0 (Node 24) ${bare.idleAnonMB} MB`, ratio: `+${(exe.idleAnonMB - bare.idleAnonMB).toFixed(1)} MB`, met: exe.idleAnonMB - bare.idleAnonMB <= 8 },
-  { aim: 'start-to-ready ≤ 1.5 × node -e 0', measured: `${Math.round(exe.startMs)} ms`, comparison: `node -e 0 (Node 24) ${Math.round(bare.startMs)} ms`, ratio: x(exe.startMs / bare.startMs), met: exe.startMs / bare.startMs <= 1.5 },
+  { aim: 'start-to-ready ≤ 1.5 × node -e 0', measured: `${Math.round(exe.startMs)} ms${exeFirst ? ` (a first start, before its code is cached: ${Math.round(exeFirst.startMs)} ms)` : ''}`, comparison: `node -e 0 (Node 24) ${Math.round(bare.startMs)} ms`, ratio: x(exe.startMs / bare.startMs), met: exe.startMs / bare.startMs <= 1.5 },
 ];
 if (opts.json) console.log(JSON.stringify({ zre, forms, soak, rows }));
 else {

@@ -14,7 +14,7 @@
  * between trims at idle); bare Node is measured the same way.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,12 +116,18 @@ async function bareRss(nodeBin: string): Promise<{ rss: number; anon: number }> 
   return { rss: median(rss), anon: median(anon) };
 }
 
-/** Start-to-ready and idle RSS of a device run by `prefix` (medians over RUNS). */
-async function device(prefix: string[], env: NodeJS.ProcessEnv = {}): Promise<{ ms: number; rss: number; anon: number }> {
+/**
+ * Start-to-ready and idle RSS of a device run by `prefix` (medians over RUNS). The executable keeps its compiled
+ * code in the native cache (app/sea-main.ts), written during the first run; `firstStart` removes it before each
+ * run, so every run is a first start.
+ */
+async function device(prefix: string[], env: NodeJS.ProcessEnv = {}, firstStart = false): Promise<{ ms: number; rss: number; anon: number }> {
   const ms: number[] = [];
   const rss: number[] = [];
   const anon: number[] = [];
   for (let i = 0; i < RUNS; i++) {
+    const cache = join(work, 'native', 'native');
+    if (firstStart && existsSync(cache)) for (const f of readdirSync(cache)) if (f.startsWith('code-')) rmSync(join(cache, f));
     const s = await start([...prefix, 'run', '--config', config(`idle${i}`, 3, '10s')], { STARLING_NATIVE_DIR: join(work, 'native'), ...env }, deviceReady);
     ms.push(s.ms);
     const m = await idleMemory(s.proc.pid!);
@@ -178,13 +184,14 @@ const r24 = await bareRss(node24);
 forms.push({ form: 'node -e 0 (Node 20)', startMs: b20, idleRssMB: mb(r20.rss), idleAnonMB: mb(r20.anon), note: 'reference: bare Node, idle' });
 forms.push({ form: 'node -e 0 (Node 24)', startMs: b24, idleRssMB: mb(r24.rss), idleAnonMB: mb(r24.anon), note: 'reference: the executable\'s Node' });
 const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
-for (const [form, prefix, ref, refRss] of ONLY === 'flags' ? [] : [
+for (const [form, prefix, ref, refRss, firstStart] of ONLY === 'flags' ? [] : [
   ['bundle (Node 20)', [node20, bundle], b20, r20],
   ['bundle (Node 24)', [node24, ...seaFlags, bundle], b24, r24],
   ['executable x64 (Node 24)', [exe], b24, r24],
+  ['executable x64, first start (no code cached)', [exe], b24, r24, true],
   ['tsc output, unbundled (Node 20)', [node20, tscMain], b20, r20],
-] as [string, string[], number, { rss: number; anon: number }][]) {
-  const d = await device(prefix);
+] as [string, string[], number, { rss: number; anon: number }, boolean?][]) {
+  const d = await device(prefix, {}, firstStart);
   forms.push({ form, startMs: d.ms, idleRssMB: mb(d.rss), idleAnonMB: mb(d.anon),
     note: `${(d.ms / ref).toFixed(2)}× its node -e 0; RSS +${mb(d.rss - refRss.rss)} MB (anon +${mb(d.anon - refRss.anon)})` });
 }
