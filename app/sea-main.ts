@@ -17,10 +17,11 @@
  * (another Node, other flags): the start then compiles as usual and writes the cache again. A cache directory
  * that cannot be written costs nothing but the compiling.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Script } from 'node:vm';
 import { nativeCacheDir } from '../runtime/native.ts';
+import { writeDurable } from '../runtime/durable.ts';
 
 declare const STARLING_BUNDLE_DIGEST: string;
 
@@ -65,17 +66,8 @@ if (file && (!own || script.cachedDataRejected)) {
     if (written) return;
     written = true;
     try {
-      const tmp = `${path}.${process.pid}.tmp`;
-      const data = script.createCachedData();
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, data);
-        // On disk before it has its name: V8 checks a cache's length, not its bytes.
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
+      // On disk before it has its name: V8 checks a cache's length, not its bytes.
+      writeDurable(path, script.createCachedData(), 0o600);
     } catch {
       // a full or read-only disk: the next start compiles again
     }

@@ -30,6 +30,17 @@ interface Worker {
 
 type Rec = Record<string, unknown> & { ev: string };
 
+/** CPU and RSS per node of node processes that have reported stats: RSS beyond each process's base, over its live ones. */
+function perNode(nodeWorkers: Worker[]): { cpuPerNodePct: number; rssBaseMB: number; rssPerNodeMB: { mean: number; max: number } } {
+  const nodes = nodeWorkers.reduce((s, w) => s + w.nodes.length, 0);
+  const rss = nodeWorkers.filter((w) => !w.killed).map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
+  return {
+    cpuPerNodePct: nodeWorkers.reduce((s, w) => s + (w.statMs ? (w.cpuMs / w.statMs) * 100 : 0), 0) / nodes,
+    rssBaseMB: Math.max(0, ...nodeWorkers.map((w) => (w.stats!.base as number) / 1e6)),
+    rssPerNodeMB: { mean: rss.reduce((s, v) => s + v, 0) / Math.max(1, rss.length), max: Math.max(0, ...rss) },
+  };
+}
+
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 function lossOption(value: string | undefined): number {
@@ -192,6 +203,12 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       });
     });
     const send = (w: Worker, msg: object) => w.proc.stdin!.write(JSON.stringify(msg) + '\n');
+    /** Every live process's stats, now. */
+    const statsNow = () => Promise.all(workers.filter((w) => !w.killed).map((w) => {
+      const r = next(w, 'stats', 10_000);
+      send(w, { cmd: 'stats' });
+      return r;
+    }));
 
     try {
       await lab.open();
@@ -273,20 +290,11 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         if (floor && fullMeshMs !== undefined && now - t0 >= fullMeshMs + FLOOR_SETTLE_MS) break;
       }
       if (floor) {
-        await Promise.all(workers.map((w) => {
-          const r = next(w, 'stats', 10_000);
-          send(w, { cmd: 'stats' });
-          return r;
-        }));
-        const nodeWorkers = workers.slice(1);
-        const nodesMeasured = nodeWorkers.reduce((s, w) => s + w.nodes.length, 0);
-        const rssPerNode = nodeWorkers.map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
+        await statsNow();
         const report = {
           floor: true, nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, delayBy: lab.delayBy,
           fullMeshMs: fullMeshMs ?? null, started: startedNodes.size, links, fullLinks: full,
-          cpuPerNodePct: nodeWorkers.reduce((s, w) => s + (w.statMs ? (w.cpuMs / w.statMs) * 100 : 0), 0) / nodesMeasured,
-          rssBaseMB: Math.max(0, ...nodeWorkers.map((w) => (w.stats!.base as number) / 1e6)),
-          rssPerNodeMB: { mean: rssPerNode.reduce((s, v) => s + v, 0) / Math.max(1, rssPerNode.length), max: Math.max(0, ...rssPerNode) },
+          ...perNode(workers.slice(1)),
           problems: failures.slice(0, 20),
         };
         if (json) out(JSON.stringify(report));
@@ -347,11 +355,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
         await sleep(500);
       }
       // The figures of the run, before the kill.
-      await Promise.all(workers.filter((w) => !w.killed).map((w) => {
-        const r = next(w, 'stats', 10_000);
-        send(w, { cmd: 'stats' });
-        return r;
-      }));
+      await statsNow();
       const after = lab.bytesSent();
       const tAfter = Date.now();
 
@@ -381,7 +385,6 @@ RSS per node beyond each process's base, and the event loop's delay.`,
       /** A counter of every node's, per node and second (each process's since its nodes started). */
       const rate = (f: (w: Worker) => number) => nodeWorkers.reduce((s, w) => s + f(w) / (((w.stats!.t as number) - (w.stats!.since as number)) / 1000), 0) / nodesMeasured;
       const linkBytes = nodeWorkers.reduce((s, w) => s + (after.get(w.id) ?? 0) - (before.get(w.id) ?? 0), 0);
-      const rssPerNode = nodeWorkers.filter((w) => !w.killed).map((w) => ((w.stats!.rss as number) - (w.stats!.base as number)) / w.nodes.length / 1e6);
       const loops = nodeWorkers.map((w) => w.stats!.loop as { p50: number; p99: number; max: number });
       const report = {
         nodes: n, perProcess: k, processes: workers.length - 1, loss, lossBy: lab.lossBy, delayMs, delayBy: lab.delayBy, flapS, expiredMs, minutes, ranMs, followFleet,
@@ -400,9 +403,7 @@ RSS per node beyond each process's base, and the event loop's delay.`,
           samplesPerNodeS: rate((w) => w.stats!.samplesPublished as number),
           linkBytesPerNodeS: linkBytes / nodesMeasured / ((tAfter - tBefore) / 1000),
         },
-        cpuPerNodePct: sum((w) => (w.statMs ? (w.cpuMs / w.statMs) * 100 : 0)) / nodesMeasured,
-        rssBaseMB: Math.max(0, ...nodeWorkers.map((w) => (w.stats!.base as number) / 1e6)),
-        rssPerNodeMB: { mean: rssPerNode.reduce((s, v) => s + v, 0) / Math.max(1, rssPerNode.length), max: Math.max(0, ...rssPerNode) },
+        ...perNode(nodeWorkers),
         hubRssMB: workers[0]!.stats ? (workers[0]!.stats.rss as number) / 1e6 : null,
         loopDelayMs: { p50: Math.max(0, ...loops.map((l) => l.p50)), p99: Math.max(0, ...loops.map((l) => l.p99)), max: Math.max(0, ...loops.map((l) => l.max)) },
         problems: failures.slice(0, 20),

@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { Dealer, Router } from 'zeromq';
+import { DEFAULT_MAX_PEERS } from '../../runtime/zre/node.ts';
+import { CONNECT_TIMEOUT_MS } from '../../runtime/zre/peer.ts';
 import { parseConfig } from '../../runtime/config/load.ts';
 import { LogRing } from '../../runtime/supervisor/log.ts';
 import { Supervisor } from '../../runtime/supervisor/supervisor.ts';
@@ -110,30 +112,30 @@ async function startFloor(s: WorkerStart): Promise<(Router | Dealer)[]> {
   const all = s.floor!.all;
   const sockets: (Router | Dealer)[] = [];
   await Promise.all(s.nodes.map(async (n) => {
-    const inbox = new Router({ linger: 0, backlog: 1024 });
+    const inbox = new Router({ linger: 0, backlog: DEFAULT_MAX_PEERS });
     sockets.push(inbox);
     await inbox.bind(`tcp://${n.address}:${FLOOR_PORT}`);
+    // Closing the sockets at the end ends this; anything else is a problem of the run, reported as one.
+    const problem = (what: string, sock: Router | Dealer) => (e: Error) => {
+      if (!sock.closed) emit({ ev: 'error', index: n.index, why: `floor ${what}: ${e.message}` });
+    };
     void (async () => {
       const seen = new Set<string>();
-      try {
-        for await (const [, body] of inbox) {
-          const from = body!.subarray(0, body!.indexOf(0)).toString();
-          if (seen.has(from)) continue;
-          seen.add(from);
-          emit({ ev: 'enter', index: n.index, peer: from, t: Date.now() });
-        }
-      } catch {
-        // closed at the end
+      for await (const [, body] of inbox) {
+        const from = body!.subarray(0, body!.indexOf(0)).toString();
+        if (seen.has(from)) continue;
+        seen.add(from);
+        emit({ ev: 'enter', index: n.index, peer: from, t: Date.now() });
       }
-    })();
+    })().catch(problem('inbox', inbox));
     const hello = Buffer.alloc(FLOOR_HELLO_BYTES, 0x2a);
     hello.write(n.name + '\0');
     for (const [j, address] of all.entries()) {
       if (j === n.index) continue;
-      const out = new Dealer({ linger: 0, connectTimeout: 1000 });
+      const out = new Dealer({ linger: 0, connectTimeout: CONNECT_TIMEOUT_MS });
       sockets.push(out);
       out.connect(`tcp://${address}:${FLOOR_PORT}`);
-      void out.send(hello).catch(() => {});
+      out.send(hello).catch(problem(`message to ${address}`, out));
     }
     emit({ ev: 'started', index: n.index, t: Date.now() });
   }));

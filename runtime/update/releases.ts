@@ -15,8 +15,9 @@
  * itself when there is no release, or when it is as new as the release or newer (an `apt install` of a newer
  * .deb wins over an older update).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeDurable } from '../durable.ts';
 import type { Manifest, SignedManifest } from './release.ts';
 
 export const BUNDLE_FILE = 'starling.cjs';
@@ -57,17 +58,6 @@ const fsyncDir = (dir: string): void => {
   }
 };
 
-function writeDurable(path: string, data: string | Buffer): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o640);
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
 
 /** Points `link` (in `dir`) at `target` atomically: a new symlink renamed over the old one, the directory fsynced. */
 function relink(dir: string, link: string, target: string | undefined): void {
@@ -99,7 +89,7 @@ export function readState(dir: string): ReleaseState | undefined {
 }
 
 export function writeState(dir: string, s: ReleaseState): void {
-  writeDurable(join(dir, 'state.json'), JSON.stringify(s, null, 1) + '\n');
+  writeDurable(join(dir, 'state.json'), JSON.stringify(s, null, 1) + '\n', 0o640);
   fsyncDir(dir);
 }
 
@@ -134,7 +124,7 @@ export function install(dir: string, signed: SignedManifest, part: string, runni
   } finally {
     closeSync(fd);
   }
-  writeDurable(join(tmp, 'manifest.json'), JSON.stringify(signed, null, 1) + '\n');
+  writeDurable(join(tmp, 'manifest.json'), JSON.stringify(signed, null, 1) + '\n', 0o640);
   fsyncDir(tmp);
   rmSync(vdir, { recursive: true, force: true });
   renameSync(tmp, vdir);
