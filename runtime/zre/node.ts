@@ -260,6 +260,16 @@ function dialable(endpoint: string): boolean {
 const hexId = (uuid: Buffer): string => uuid.toString('hex').toUpperCase();
 /** The IPv4 address of a `tcp://IPv4:port` endpoint (undefined for anything else). */
 const hostOf = (endpoint: string): string | undefined => /^tcp:\/\/([\d.]+):/.exec(endpoint)?.[1];
+
+/**
+ * The beacon sockets' address lookup. They only ever bind and send to IPv4 literals (the interface's address, its
+ * broadcast, 0.0.0.0), which Node's default (dns.lookup) hands back unchanged — after loading Node's DNS module,
+ * about 1 ms of a first start. Anything else still goes to dns.lookup.
+ */
+function literalLookup(host: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(host)) process.nextTick(cb, null, host, 4);
+  else (process.getBuiltinModule('node:dns') as typeof import('node:dns')).lookup(host, family as number, cb as never);
+}
 const now = (): number => performance.now();
 
 export class ZreNode extends EventEmitter<ZreEvents> {
@@ -354,15 +364,22 @@ export class ZreNode extends EventEmitter<ZreEvents> {
     if (this.running) throw new ZreNodeError('node already started');
     const iface = chooseInterface(this.opts.iface, this.opts.sysRoot);
     if (this.opts.curve) await this.startZap(this.opts.curve);
-    let bound: { router: Router; port: number };
-    try {
-      bound = await this.bindInbox(iface);
-    } catch (e) {
+    // The inbox and the beacon sockets are opened at once: libzmq binds on its own I/O thread (started by the
+    // first socket of a process, 0.5–4 ms here) while Node's first UDP bind runs on this one (it loads Node's
+    // cluster module, about 3 ms on a first start). One after the other, a fresh process paid both.
+    const [inbox, beacons] = await Promise.allSettled([
+      this.bindInbox(iface),
+      this.opts.gossip ? Promise.resolve(undefined) : this.openBeaconSockets(iface.address),
+    ]);
+    if (inbox.status === 'rejected' || beacons.status === 'rejected') {
+      if (inbox.status === 'fulfilled') inbox.value.router.close();
+      if (beacons.status === 'fulfilled') for (const u of beacons.value ?? []) u.close();
       this.curveServer?.release();
       this.curveServer = undefined;
-      throw e;
+      if (inbox.status === 'rejected') throw inbox.reason;
+      throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${((beacons as PromiseRejectedResult).reason as Error).message}`);
     }
-    const { router, port } = bound;
+    const { router, port } = inbox.value;
     this._iface = iface;
     this._endpoint = `tcp://${iface.address}:${port}`;
     this.router = router;
@@ -380,16 +397,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
       gossip.publish(this.id, this.gossipValue());
       this.gossip = gossip;
     } else {
-      try {
-        this.udp = await this.openBeaconSocket();
-        this.udpOut = await this.openBeaconSocket(iface.address);
-      } catch (e) {
-        router.close();
-        this.router = undefined;
-        this.udp?.close();
-        this.udp = undefined;
-        throw new ZreNodeError(`cannot open the beacon socket on UDP port ${this.opts.beaconPort}: ${(e as Error).message}`);
-      }
+      [this.udp, this.udpOut] = beacons.value!;
     }
     this.running = true;
     // The inbox is read from the next turn of the event loop on: listeners attached right after `await start()`
@@ -678,7 +686,7 @@ export class ZreNode extends EventEmitter<ZreEvents> {
    */
   private openBeaconSocket(address?: string): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
-      const udp = createSocket({ type: 'udp4', reuseAddr: address === undefined });
+      const udp = createSocket({ type: 'udp4', reuseAddr: address === undefined, lookup: literalLookup });
       udp.once('error', reject);
       udp.bind(address === undefined ? this.opts.beaconPort : 0, address, () => {
         udp.off('error', reject);
@@ -697,6 +705,17 @@ export class ZreNode extends EventEmitter<ZreEvents> {
         resolve(udp);
       });
     });
+  }
+
+  /** Both beacon sockets (receiving, then sending from `address`); neither stays open if the other fails. */
+  private async openBeaconSockets(address: string): Promise<[UdpSocket, UdpSocket]> {
+    const udp = await this.openBeaconSocket();
+    try {
+      return [udp, await this.openBeaconSocket(address)];
+    } catch (e) {
+      udp.close();
+      throw e;
+    }
   }
 
   private sendBeacon(port: number): void {

@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { ZreNode, ZreNodeError } from '../../runtime/zre/node.ts';
 import { decodeZre, encodeBeacon } from '../../runtime/zre/codec.ts';
-import { beaconPort, meshed, nodeFixture, until, waitFor } from '../helpers.ts';
+import { beaconPort, freeTcpPort, meshed, nodeFixture, until, waitFor } from '../helpers.ts';
 
 const { nodes, rawPeer, track } = nodeFixture();
 
@@ -135,6 +135,35 @@ describe('discovery and presence', () => {
     const exit = waitFor(a, 'exit');
     await b.stop();
     expect((await exit)[0].reason).toBe('goodbye');
+  });
+
+  it('a start that cannot have its beacon port or its inbox port says which, and leaves nothing open', async () => {
+    // The inbox and both beacon sockets are opened at once: whichever fails, the others are closed again.
+    const port = beaconPort();
+    const blocker = createSocket({ type: 'udp4' }); // no SO_REUSEADDR: our wildcard bind on the port fails
+    await new Promise<void>((r) => blocker.bind(port, () => r()));
+    const inbox = await freeTcpPort();
+    const a = new ZreNode({ iface: 'lo', beaconPort: port, mailboxPort: inbox, name: 'a' });
+    track(a);
+    await expect(a.start()).rejects.toThrow(new RegExp(`cannot open the beacon socket on UDP port ${port}: .*EADDRINUSE`));
+    blocker.close();
+    // The inbox's port was let go: a second node binds it, on the beacon port now free.
+    const b = new ZreNode({ iface: 'lo', beaconPort: port, mailboxPort: inbox, name: 'b' });
+    track(b);
+    await b.start();
+    expect(b.endpoint).toBe(`tcp://127.0.0.1:${inbox}`);
+    // The inbox port taken (by b): the error names it, and the beacon sockets a tried are closed — a socket
+    // without SO_REUSEADDR can have the beacon port once b has stopped.
+    const c = new ZreNode({ iface: 'lo', beaconPort: port, mailboxPort: inbox, name: 'c' });
+    track(c);
+    await expect(c.start()).rejects.toThrow(`cannot bind the inbox on 127.0.0.1:${inbox}`);
+    await b.stop();
+    const probe = createSocket({ type: 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.bind(port, () => resolve());
+    });
+    probe.close();
   });
 });
 
