@@ -85,7 +85,7 @@ const webAssetsInline = {
     b.onLoad({ filter: /[\\/]services[\\/]web[\\/]assets\.ts$/ }, async (args) => {
       const source = readFileSync(args.path, 'utf8');
       const files = Object.entries(webFiles).map(([n, d]) => `[${JSON.stringify('/' + n)}, asset(${JSON.stringify(n)}, Buffer.from(${JSON.stringify(d.toString('base64'))}, 'base64'))]`);
-      const inline = source.replace(/let cached[^]*$/, `let cached;\nexport function webAssets(): Map<string, Asset> { return (cached ??= new Map([${files.join(',')}])); }\n`);
+      const inline = source.replace(/let cached[^]*$/, `let cached;\nexport function checkWebAssets(): void {}\nexport function webAssets(): Map<string, Asset> { return (cached ??= new Map([${files.join(',')}])); }\n`);
       return { contents: inline, loader: 'ts', resolveDir: dirname(args.path) };
     });
   },

@@ -28,7 +28,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { capability } from 'zeromq';
 import type { Config } from '../../runtime/config/load.ts';
 import { ServiceBase, type Counters, type Health } from '../../runtime/supervisor/service.ts';
@@ -44,11 +44,12 @@ import { HEADER_VERSION } from '../../runtime/files/chunks.ts';
 import { ProblemLog } from '../../runtime/problems.ts';
 import type { Device } from '../device.ts';
 import { EventLog, Histories } from './live.ts';
-import { webAssets, type Asset } from './assets.ts';
+import { checkWebAssets, webAssets } from './assets.ts';
 import { exposition, METRICS_TYPE } from './metrics.ts';
 
-// node:http and node:zlib are taken when the view starts and answers, not imported: loading them took about 7 ms
-// of a device's start before its mesh node was up, and the view starts after the device.
+// node:http and node:zlib are taken when the view first answers, not imported: loading them took about 7 ms of a
+// device's start before its mesh node was up, and node:http's modules and parser hold about 0.4 MB that a
+// device nobody is looking at does not need (see accept()).
 const http = () => process.getBuiltinModule('node:http') as typeof import('node:http');
 const zlib = () => process.getBuiltinModule('node:zlib') as typeof import('node:zlib');
 
@@ -80,7 +81,9 @@ export class WebService extends ServiceBase {
   readonly name = 'web';
   /** The supervisor whose services the page shows; the caller sets it once the supervisor exists. */
   supervisor: SupervisorView | undefined;
-  private server: Server | undefined;
+  /** Accepts the connections (node:net); `http` serves them, made at the first one. */
+  private server: NetServer | undefined;
+  private http: Server | undefined;
   private sub: Subscriber | undefined;
   private following: Following | undefined;
   private readonly events = new EventLog();
@@ -95,7 +98,6 @@ export class WebService extends ServiceBase {
   private timers: NodeJS.Timeout[] = [];
   private offLog: (() => void) | undefined;
   private offNode: (() => void) | undefined;
-  private assets: Map<string, Asset> | undefined;
   private followed: Device['publisher'];
   /** Each peer's answer to the peers query: whom it sees (runtime/command.ts). */
   private readonly links = new Map<string, string[]>();
@@ -137,14 +139,13 @@ export class WebService extends ServiceBase {
     if (!node || !publisher) throw new Error('the web view needs a running device');
     this.setState('starting');
     try {
-      this.assets = webAssets();
+      checkWebAssets();
       const [host, port] = splitListen(w.listen);
       this.loopback = host.startsWith('127.');
       this.token = this.resolveToken();
       this.histories = new Histories(w.history, w.max_topics);
-      const server = http().createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => this.handle(req, res));
+      const server = createNetServer((socket) => this.accept(socket));
       server.maxConnections = w.max_clients + 16;
-      server.keepAliveTimeout = 5000;
       this.server = server;
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -195,14 +196,31 @@ export class WebService extends ServiceBase {
     this.following?.stop();
     this.following = undefined;
     this.events.close();
-    const server = this.server;
-    this.server = undefined;
-    if (server) {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    }
+    const [server, httpServer] = [this.server, this.http];
+    this.server = this.http = undefined;
+    // The HTTP server never listened itself: its close() ends its connections and its timeout checks, and
+    // reports "not running", which is true of it.
+    httpServer?.closeAllConnections();
+    httpServer?.close(() => {});
+    if (server) await new Promise<void>((r) => server.close(() => r()));
     await this.sub?.stop();
     this.sub = undefined;
+  }
+
+  /**
+   * A connection to the view. The HTTP server is made at the first one and takes every connection from then on:
+   * until someone looks, a device holds only the listening socket. It never listens itself, so it is told it
+   * does ('listening'): that starts its check of `headersTimeout` and `requestTimeout` on its connections.
+   */
+  private accept(socket: Socket): void {
+    if (!this.http) {
+      const server = http().createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => this.handle(req, res));
+      server.keepAliveTimeout = 5000;
+      server.on('error', (e) => this.problems.note('server', `web: ${e.message}`));
+      server.emit('listening');
+      this.http = server;
+    }
+    this.http.emit('connection', socket);
   }
 
   /**
@@ -421,7 +439,7 @@ export class WebService extends ServiceBase {
   }
 
   private asset(req: IncomingMessage, res: ServerResponse, path: string): void {
-    const a = this.assets!.get(path === '/' ? '/index.html' : path);
+    const a = webAssets().get(path === '/' ? '/index.html' : path);
     if (!a) return send(res, 404, { error: `${path}: not found` });
     if (a.type.startsWith('text/html')) {
       // The page carries the token for its POSTs: only a viewer allowed to see the page gets it.
