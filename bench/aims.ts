@@ -41,6 +41,8 @@ const { forms } = bench<Forms>('image', ['--only', 'forms']);
 const soak = bench<Soak>('soak', ['--minutes', soakMinutes]).summary;
 
 const exe = forms.find((f) => f.form === 'executable x64 (Node 24)')!;
+const exeUnit = forms.find((f) => f.form === "executable x64, unit's environment")!;
+const bareUnit = forms.find((f) => f.form === "node -e 0 (Node 24), unit's environment")!;
 const exeFirst = forms.find((f) => f.form.startsWith('executable x64, first start'));
 const bare = forms.find((f) => f.form === 'node -e 0 (Node 24)')!;
 const k = (perSec: number) => `${Math.round(perSec / 1000)}k msg/s`;
@@ -53,7 +55,9 @@ const rows: { aim: string; measured: string; comparison: string; ratio: string; 
   { aim: 'discovery ≈ Zyre C (2nd node start → ENTER on both; met within 1.25 ×)', measured: `${zre.discoveryMs.toFixed(1)} ms (warm process ${zre.discoveryWarmMs.toFixed(1)} ms)`, comparison: `Zyre C ${ZYRE_C.discoveryMs} ms`, ratio: x(zre.discoveryMs / ZYRE_C.discoveryMs), met: zre.discoveryMs <= ZYRE_C.discoveryMs * 1.25 },
   { aim: 'receiver under a whisper flood < 2 × its idle RSS', measured: `${(receiverRss / 1e6).toFixed(1)} MB`, comparison: `idle ${(zre.idleRssBytes / 1e6).toFixed(1)} MB`, ratio: x(receiverRss / zre.idleRssBytes), met: receiverRss < 2 * zre.idleRssBytes },
   { aim: `pipeline soak at 5,000 samples/s < 100 MB RSS, no upward trend (${soakMinutes} min here; the aim is 30)`, measured: `max ${soak.rssMaxMB} MB (private ${soak.anonMaxMB} MB), trend ${soak.rssSlopeMBPerMin >= 0 ? '+' : ''}${soak.rssSlopeMBPerMin} MB/min`, comparison: '100 MB', ratio: x(soak.rssMaxMB / 100), met: soak.rssMaxMB < 100 && soak.rssSlopeMBPerMin <= 0.1 },
-  { aim: 'idle private memory ≤ bare Node + 8 MB', measured: `${exe.idleAnonMB} MB anon`, comparison: `node -e 0 (Node 24) ${bare.idleAnonMB} MB`, ratio: `+${(exe.idleAnonMB - bare.idleAnonMB).toFixed(1)} MB`, met: exe.idleAnonMB - bare.idleAnonMB <= 8 },
+  // As a board runs it: under the .deb's unit (MALLOC_ARENA_MAX=2), bare Node measured the same way; the
+  // figure started without that environment is shown beside it.
+  { aim: 'idle private memory ≤ bare Node + 8 MB (as the unit runs it)', measured: `${exeUnit.idleAnonMB} MB anon (started without the unit's environment: ${exe.idleAnonMB} MB, +${(exe.idleAnonMB - bare.idleAnonMB).toFixed(1)} MB)`, comparison: `node -e 0 (Node 24) ${bareUnit.idleAnonMB} MB`, ratio: `+${(exeUnit.idleAnonMB - bareUnit.idleAnonMB).toFixed(1)} MB`, met: exeUnit.idleAnonMB - bareUnit.idleAnonMB <= 8 },
   { aim: 'start-to-ready ≤ 1.5 × node -e 0', measured: `${Math.round(exe.startMs)} ms${exeFirst ? ` (a first start, before its code is cached: ${Math.round(exeFirst.startMs)} ms)` : ''}`, comparison: `node -e 0 (Node 24) ${Math.round(bare.startMs)} ms`, ratio: x(exe.startMs / bare.startMs), met: exe.startMs / bare.startMs <= 1.5 },
 ];
 if (opts.json) console.log(JSON.stringify({ zre, forms, soak, rows }));

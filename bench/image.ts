@@ -11,7 +11,8 @@
  * --runs (5). Idle RSS: VmRSS (and its private part) averaged over one trim period (10 s, sampled every 0.5 s)
  * from --idle (5) seconds after the start, with sensors sampled every 10 s; median of the runs. One sample would
  * land anywhere on the sawtooth `starling run`'s trim makes (glibc's free pages go back every 10 s: about 2 MB
- * between trims at idle); bare Node is measured the same way.
+ * between trims at idle); bare Node is measured the same way. The executable is measured twice: as started
+ * here, and with the environment the .deb's unit gives it (MALLOC_ARENA_MAX=2), beside bare Node with the same.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { cpuSecondsOf, embeddedNode, memoryOf } from './lib/proc.ts';
+import { cpuSecondsOf, embeddedNode, memoryOf, unitEnvironment } from './lib/proc.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: { runs: { type: 'string' }, idle: { type: 'string' }, load: { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' } } });
@@ -103,11 +104,11 @@ async function bareStart(nodeBin: string): Promise<number> {
 }
 
 /** Idle RSS and anonymous memory of a Node that does nothing but keep running. */
-async function bareRss(nodeBin: string): Promise<{ rss: number; anon: number }> {
+async function bareRss(nodeBin: string, env: NodeJS.ProcessEnv = {}): Promise<{ rss: number; anon: number }> {
   const rss: number[] = [];
   const anon: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const { proc } = await start([nodeBin, '-e', 'setInterval(() => {}, 1000)'], {});
+    const { proc } = await start([nodeBin, '-e', 'setInterval(() => {}, 1000)'], env);
     const m = await idleMemory(proc.pid!);
     rss.push(m.rss);
     anon.push(m.anon);
@@ -181,17 +182,23 @@ const b20 = await bareStart(node20);
 const b24 = await bareStart(node24);
 const r20 = await bareRss(node20);
 const r24 = await bareRss(node24);
+// As the .deb's unit runs a device (image/deb/starling.service), bare Node measured the same way beside it.
+const unitEnv = unitEnvironment(root);
+const unitLabel = Object.entries(unitEnv).map(([k, v]) => `${k}=${v}`).join(' ');
+const r24unit = await bareRss(node24, unitEnv);
 forms.push({ form: 'node -e 0 (Node 20)', startMs: b20, idleRssMB: mb(r20.rss), idleAnonMB: mb(r20.anon), note: 'reference: bare Node, idle' });
 forms.push({ form: 'node -e 0 (Node 24)', startMs: b24, idleRssMB: mb(r24.rss), idleAnonMB: mb(r24.anon), note: 'reference: the executable\'s Node' });
+forms.push({ form: `node -e 0 (Node 24), unit's environment`, startMs: b24, idleRssMB: mb(r24unit.rss), idleAnonMB: mb(r24unit.anon), note: `reference: ${unitLabel}` });
 const seaFlags = (JSON.parse(readFileSync(join(root, 'image/sea-flags.json'), 'utf8')) as { execArgv: string[] }).execArgv;
-for (const [form, prefix, ref, refRss, firstStart] of ONLY === 'flags' ? [] : [
+for (const [form, prefix, ref, refRss, firstStart, env] of ONLY === 'flags' ? [] : [
   ['bundle (Node 20)', [node20, bundle], b20, r20],
   ['bundle (Node 24)', [node24, ...seaFlags, bundle], b24, r24],
   ['executable x64 (Node 24)', [exe], b24, r24],
   ['executable x64, first start (no code cached)', [exe], b24, r24, true],
+  [`executable x64, unit's environment`, [exe], b24, r24unit, false, unitEnv],
   ['tsc output, unbundled (Node 20)', [node20, tscMain], b20, r20],
-] as [string, string[], number, { rss: number; anon: number }, boolean?][]) {
-  const d = await device(prefix, {}, firstStart);
+] as [string, string[], number, { rss: number; anon: number }, boolean?, NodeJS.ProcessEnv?][]) {
+  const d = await device(prefix, env ?? {}, firstStart);
   forms.push({ form, startMs: d.ms, idleRssMB: mb(d.rss), idleAnonMB: mb(d.anon),
     note: `${(d.ms / ref).toFixed(2)}× its node -e 0; RSS +${mb(d.rss - refRss.rss)} MB (anon +${mb(d.anon - refRss.anon)})` });
 }

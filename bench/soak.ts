@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSecondsOf, embeddedNode, memoryOf } from './lib/proc.ts';
+import { cpuSecondsOf, embeddedNode, memoryOf, unitEnvironment } from './lib/proc.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: {
@@ -55,8 +55,8 @@ web: { listen: "${opts['no-web'] ? 'off' : `127.0.0.1:${34000 + (process.pid % 1
 `);
 
 const proc = spawn(cmd[0]!, [...cmd.slice(1), 'run', '--config', join(work, 'soak.yaml')], {
-  // MALLOC_ARENA_MAX=2: as the .deb's unit runs it (image/deb/starling.service).
-  stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STARLING_NATIVE_DIR: join(work, 'native'), MALLOC_ARENA_MAX: '2' },
+  // As the .deb's unit runs it (image/deb/starling.service: MALLOC_ARENA_MAX=2).
+  stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STARLING_NATIVE_DIR: join(work, 'native'), ...unitEnvironment(root) },
 });
 let errors = 0;
 createInterface({ input: proc.stdout! }).on('line', (l) => {

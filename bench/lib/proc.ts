@@ -20,6 +20,15 @@ export function embeddedNode(root: string): string {
   return execFileSync('bash', [join(root, 'image/fetch-node.sh'), 'x64'], { encoding: 'utf8' }).trim() + '/bin/node';
 }
 
+/**
+ * The environment the .deb's unit runs the device with (its `Environment=` lines, image/deb/starling.service:
+ * today MALLOC_ARENA_MAX=2), for benches that measure a device as it runs on a board.
+ */
+export function unitEnvironment(root: string): Record<string, string> {
+  const unit = readFileSync(join(root, 'image/deb/starling.service'), 'utf8');
+  return Object.fromEntries([...unit.matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.trim()]));
+}
+
 /** What `process.memoryUsage()` reports inside a Node process, bytes. */
 export interface NodeMemory { rss: number; heapTotal: number; heapUsed: number; external: number; arrayBuffers: number }
 
