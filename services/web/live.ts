@@ -6,7 +6,10 @@
  * - a topic keeps its last `recent` samples, and one average per minute for the last 24 h before that; at most
  *   `maxTopics` topics have a history (the one updated longest ago goes);
  * - the event log keeps the last {@link REPLAY_EVENTS} events or {@link REPLAY_BYTES} bytes, whichever is less: a
- *   client that comes back later than that is told to load the state again (a `reset` event);
+ *   client that comes back later than that is told to load the state again (a `reset` event). Of the events that
+ *   carry a whole state (the view's `services` and `peers`), only the latest of each is kept: an older one tells a
+ *   resuming client nothing the latest does not. (Kept in full, the services' counters, which change every
+ *   second, filled the log to its 2,000 events in about 33 minutes on an idle device, with nobody looking.)
  * - each client has a queue of at most {@link CLIENT_QUEUE_BYTES} bytes behind its socket: a client slower than
  *   that is disconnected (its browser reconnects and resumes from the log, or reloads).
  */
@@ -245,8 +248,15 @@ export class EventLog {
   private seq = 0;
   private readonly kept: { id: number; text: Buffer }[] = [];
   private keptBytes = 0;
+  /** The newest event the bounds pushed out of the log: a client that has seen it can resume. */
+  private evictedThrough = 0;
+  /** The id of the kept event of each whole-state kind. */
+  private readonly lastState = new Map<string, number>();
   private readonly clients = new Set<Client>();
   private readonly counters = { slowClientsDropped: 0, resumed: 0, resets: 0, eventsSent: 0 };
+
+  /** `states`: the events whose data is a whole state, of which the log keeps only the latest of each. */
+  constructor(private readonly states: readonly string[] = []) {}
 
   /** The id of the last event: a state read now is "as of" this id. */
   get last(): number {
@@ -262,9 +272,18 @@ export class EventLog {
   publishJson(event: string, json: string): void {
     const id = ++this.seq;
     const text = exactBuffer(`id: ${id}\nevent: ${event}\ndata: ${json}\n\n`);
+    if (this.states.includes(event)) {
+      const older = this.lastState.get(event);
+      if (older !== undefined) this.forget(older);
+      this.lastState.set(event, id);
+    }
     this.kept.push({ id, text });
     this.keptBytes += text.length;
-    while (this.kept.length > REPLAY_EVENTS || (this.keptBytes > REPLAY_BYTES && this.kept.length > 1)) this.keptBytes -= this.kept.shift()!.text.length;
+    while (this.kept.length > REPLAY_EVENTS || (this.keptBytes > REPLAY_BYTES && this.kept.length > 1)) {
+      const gone = this.kept.shift()!;
+      this.keptBytes -= gone.text.length;
+      this.evictedThrough = gone.id;
+    }
     for (const c of this.clients) c.send(text);
     this.counters.eventsSent += this.clients.size;
   }
@@ -281,8 +300,7 @@ export class EventLog {
     });
     client.send(Buffer.from(': starling\nretry: 2000\n\n'));
     if (after !== undefined && after <= this.seq) {
-      const first = this.kept[0]?.id ?? this.seq + 1;
-      if (after >= first - 1) {
+      if (after >= this.evictedThrough) {
         if (after < this.seq) this.counters.resumed++;
         for (const e of this.kept) if (e.id > after) client.send(e.text);
       } else {
@@ -296,6 +314,22 @@ export class EventLog {
     }
     this.clients.add(client);
     return () => this.clients.delete(client);
+  }
+
+  /** Drops the kept event `id` (superseded), if the bounds have not already: the log is in id order. */
+  private forget(id: number): void {
+    let [lo, hi] = [0, this.kept.length - 1];
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const k = this.kept[mid]!.id;
+      if (k === id) {
+        this.keptBytes -= this.kept[mid]!.text.length;
+        this.kept.splice(mid, 1);
+        return;
+      }
+      if (k < id) lo = mid + 1;
+      else hi = mid - 1;
+    }
   }
 
   /** A comment line to every client, so proxies and browsers keep idle streams open. */

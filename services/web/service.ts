@@ -86,7 +86,8 @@ export class WebService extends ServiceBase {
   private http: Server | undefined;
   private sub: Subscriber | undefined;
   private following: Following | undefined;
-  private readonly events = new EventLog();
+  /** `services` and `peers` carry the whole of what they show: the log keeps the latest of each. */
+  private readonly events = new EventLog(['services', 'peers']);
   private histories: Histories | undefined;
   private token = '';
   private loopback = true;

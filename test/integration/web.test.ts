@@ -203,3 +203,37 @@ it('a client that stops reading is dropped once its queue passes the bound (coun
   server.close();
   fastServer.close();
 });
+
+it('the event log keeps only the latest whole-state event of each kind; a resuming client gets it after every sample it missed', () => {
+  const log = new EventLog(['services', 'peers']);
+  // The services' counters change every second: 3,000 of them (the log's bound is 2,000 events) between samples.
+  log.publish('samples', { p: [['t', 1, 1]] });
+  const seenFirst = log.last;
+  for (let i = 0; i < 3000; i++) {
+    log.publish('services', { stats: { beaconsSent: i } });
+    if (i % 1000 === 0) log.publish('samples', { p: [['t', 2 + i, 2]] });
+  }
+  log.publish('peers', { peers: ['a'] });
+  log.publish('peers', { peers: ['a', 'b'] });
+  const chunks: Buffer[] = [];
+  const sink = { write: (c: Buffer) => (chunks.push(c), true), once: () => undefined, destroy: () => undefined };
+  log.attach(sink, seenFirst);
+  const events = chunks.slice(1).map((c) => c.toString());
+  // Nothing it missed is lost: the three samples, then the latest services and peers, in the order they happened.
+  expect(events.map((e) => /event: (\w+)/.exec(e)![1])).toEqual(['samples', 'samples', 'samples', 'services', 'peers']);
+  expect(events[3]).toContain('"beaconsSent":2999');
+  expect(events[4]).toContain('["a","b"]');
+  const ids = events.map((e) => Number(/^id: (\d+)/.exec(e)![1]));
+  expect(ids).toEqual([...ids].sort((a, b) => a - b));
+  expect(log.stats().resets).toBe(0);
+  expect(log.stats().resumed).toBe(1);
+});
+
+it('the event log still resets a client that missed events its bounds pushed out', () => {
+  const log = new EventLog(['services']);
+  for (let i = 0; i < 2500; i++) log.publish('samples', { p: [['t', i, i]] });
+  const chunks: Buffer[] = [];
+  log.attach({ write: (c: Buffer) => (chunks.push(c), true), once: () => undefined, destroy: () => undefined }, 100);
+  expect(chunks.slice(1).map((c) => /event: (\w+)/.exec(c.toString())![1])).toEqual(['reset']);
+  expect(log.stats().resets).toBe(1);
+});
