@@ -22,6 +22,7 @@ import { Segment } from '../test/net/netns.ts';
 import { FileServer } from '../runtime/files/server.ts';
 import { Fetch } from '../runtime/files/fetch.ts';
 import { hashFile } from '../runtime/files/chunks.ts';
+import { unitEnvironment } from './lib/proc.ts';
 
 const self = fileURLToPath(import.meta.url);
 const root = join(self, '../../..');
@@ -56,7 +57,7 @@ function run(ns: string, args: string[]): Promise<{ code: number | null; out: st
 
 /** Starts this script in `ns` with a role; resolves with its first JSON line whose event is `event`, and the process. */
 async function role(ns: string, args: string[], event: string): Promise<{ rec: Record<string, unknown>; proc: ReturnType<typeof spawn>; next(e: string): Promise<Record<string, unknown>> }> {
-  const proc = spawn('ip', ['netns', 'exec', ns, 'env', 'MALLOC_ARENA_MAX=2', process.execPath, self, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, self, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...unitEnvironment(root) } });
   const recs: Record<string, unknown>[] = [];
   let buf = '';
   proc.stdout!.on('data', (d) => {

@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import { collectGarbage, cpuSecondsOf, memoryOf, openInspector, type NodeMemory } from './lib/proc.ts';
+import { collectGarbage, cpuSecondsOf, memoryOf, openInspector, unitEnvironment, type NodeMemory } from './lib/proc.ts';
 import { Browser, type Page } from '../test/browser.ts';
 import { TRIM_INTERVAL_MS } from '../runtime/memory.ts';
 
@@ -58,7 +58,7 @@ const browsers: Browser[] = [];
 
 /**
  * One mesh in a namespace of its own: the hub (as it ships: the single executable with its V8 flags inside,
- * else the bundle with those flags; run as the unit runs it, MALLOC_ARENA_MAX=2) and 10 simulated peers.
+ * else the bundle with those flags; run as the unit runs it: its environment, MALLOC_ARENA_MAX=2) and 10 simulated peers.
  * The bench builds two alike: one the browsers follow, and a control no browser sees, on the same timeline,
  * so what the hub's memory does with time alone (V8's sawtooth, pages malloc keeps) cancels out.
  */
@@ -69,7 +69,7 @@ async function mesh(label: string): Promise<{ ns: string; hub: ChildProcess; inN
   execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   let stderr = '';
   const inNs = (cmd: string[]) => {
-    const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, MALLOC_ARENA_MAX: '2' } });
+    const p = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...unitEnvironment(root) } });
     p.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000))); // kept for a failed start
     procs.push(p);
     return p;

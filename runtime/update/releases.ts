@@ -58,7 +58,6 @@ const fsyncDir = (dir: string): void => {
   }
 };
 
-
 /** Points `link` (in `dir`) at `target` atomically: a new symlink renamed over the old one, the directory fsynced. */
 function relink(dir: string, link: string, target: string | undefined): void {
   const path = join(dir, link);
